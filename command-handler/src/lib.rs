@@ -1,0 +1,68 @@
+//! The LIS write side.
+//!
+//! Partner commands arrive over HTTP, are authorised against the partner's
+//! current write-side state, decided by the pure `domain`, and committed in
+//! one Postgres transaction (events, uniqueness reservations, idempotency
+//! record) before they are answered. The relay then publishes the committed
+//! events to Kafka in commit order.
+//!
+//! # Layout
+//! - [`store`]: appending and loading events.
+//! - [`relay`]: event store -> Kafka, in order, once.
+//! - [`idempotency`]: `Idempotency-Key` handling.
+//! - [`patients`]: patient commands.
+//! - [`oauth`]: the token endpoint.
+//! - [`admin`]: the operator's commands on reference data.
+
+use std::sync::Arc;
+
+use axum::routing::{patch, post};
+use axum::Router;
+use deadpool_postgres::Pool;
+use platform::auth::TokenKeys;
+use platform::config::Config;
+
+pub mod admin;
+pub mod idempotency;
+pub mod oauth;
+pub mod patients;
+pub mod relay;
+pub mod store;
+
+/// What every write handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// Configuration.
+    pub cfg: Arc<Config>,
+    /// Pool on the write schema.
+    pub write: Pool,
+    /// Token signing key.
+    pub keys: TokenKeys,
+    /// Token endpoint rate limits.
+    pub limiter: Arc<oauth::TokenLimiter>,
+}
+
+impl AppState {
+    /// Builds the state from configuration.
+    pub fn new(cfg: Arc<Config>, write: Pool, keys: TokenKeys) -> Self {
+        let limiter = oauth::TokenLimiter::new(cfg.token_rate_per_minute);
+        AppState {
+            cfg,
+            write,
+            keys,
+            limiter,
+        }
+    }
+}
+
+/// The write side's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/oauth/token", post(oauth::token))
+        .route("/v1/patients", post(patients::create))
+        .route("/v1/patients/{patient_id}", patch(patients::update))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            platform::fields::MAX_BODY,
+        ))
+        .with_state(state)
+}

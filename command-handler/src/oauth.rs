@@ -1,0 +1,232 @@
+//! `POST /oauth/token`: the OAuth 2.0 client credentials grant (RFC 6749
+//! section 4.4), with errors in the RFC's own shape, rate-limited per
+//! `client_id` and per source address.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde_json::json;
+
+use platform::auth::{issue_token, permissions_from_db, verify_secret};
+
+use crate::AppState;
+
+/// Token request limits per `client_id` and per source address.
+pub struct TokenLimiter {
+    by_client: DefaultKeyedRateLimiter<String>,
+    by_addr: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl TokenLimiter {
+    /// Allows `per_minute` requests a minute, in bursts of up to that many.
+    pub fn new(per_minute: u32) -> Arc<Self> {
+        let n = NonZeroU32::new(per_minute.max(1)).expect("at least 1");
+        let quota = Quota::per_minute(n).allow_burst(n);
+        Arc::new(TokenLimiter {
+            by_client: RateLimiter::keyed(quota),
+            by_addr: RateLimiter::keyed(
+                quota.allow_burst(n.saturating_mul(NonZeroU32::new(4).expect("4"))),
+            ),
+        })
+    }
+
+    fn check(&self, client: Option<&str>, addr: IpAddr) -> Result<(), Duration> {
+        let now = DefaultClock::default().now();
+        self.by_addr
+            .check_key(&addr)
+            .map_err(|n| n.wait_time_from(now))?;
+        if let Some(c) = client {
+            self.by_client
+                .check_key(&c.to_string())
+                .map_err(|n| n.wait_time_from(now))?;
+        }
+        Ok(())
+    }
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let mut r = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"error": error, "error_description": description}).to_string(),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"lis\""),
+        );
+    }
+    r
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = v.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    Some((id.to_string(), secret.to_string()))
+}
+
+/// `POST /oauth/token`.
+#[tracing::instrument(skip_all)]
+pub async fn token(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form: Vec<(String, String)> = match serde_urlencoded_pairs(&body) {
+        Some(f) => f,
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the body must be form-encoded",
+            )
+        }
+    };
+    let ct_ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let basic = basic_credentials(&headers);
+    let client_id = basic
+        .as_ref()
+        .map(|b| b.0.clone())
+        .or_else(|| field("client_id"));
+    if let Err(wait) = app.limiter.check(client_id.as_deref(), peer.ip()) {
+        let mut r = oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow_down",
+            "too many token requests",
+        );
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(wait.as_secs().max(1)),
+        );
+        return r;
+    }
+    if !ct_ok {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "send application/x-www-form-urlencoded",
+        );
+    }
+    match field("grant_type").as_deref() {
+        Some("client_credentials") => {}
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only client_credentials is supported",
+            )
+        }
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is required",
+            )
+        }
+    }
+    let secret = basic.map(|b| b.1).or_else(|| field("client_secret"));
+    let (Some(client_id), Some(secret)) = (client_id, secret) else {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
+    };
+    let db = match app.write.get().await {
+        Ok(db) => db,
+        Err(_) => {
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the database is unavailable",
+            )
+        }
+    };
+    let row = db
+        .query_opt(
+            "SELECT partner_id, secret_hash, secret_version, permissions, disabled FROM partners WHERE client_id = $1",
+            &[&client_id],
+        )
+        .await;
+    drop(db);
+    let row = match row {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "token lookup failed");
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the database is unavailable",
+            );
+        }
+    };
+    let hash: Option<String> = row.as_ref().map(|r| r.get(1));
+    let ok = tokio::task::spawn_blocking(move || verify_secret(&secret, hash.as_deref()))
+        .await
+        .unwrap_or(false);
+    let Some(row) = row.filter(|r| ok && !r.get::<_, bool>(4)) else {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
+    };
+    let permissions = permissions_from_db(&row.get::<_, Vec<String>>(3));
+    let token = issue_token(
+        &app.keys,
+        row.get(0),
+        row.get(2),
+        &permissions,
+        app.cfg.token_ttl,
+    );
+    let scope = permissions
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut r = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": app.cfg.token_ttl.as_secs(),
+            "scope": scope,
+        })
+        .to_string(),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Parses an `application/x-www-form-urlencoded` body.
+fn serde_urlencoded_pairs(body: &[u8]) -> Option<Vec<(String, String)>> {
+    if body.len() > 8192 {
+        return None;
+    }
+    serde_urlencoded::from_bytes(body).ok()
+}

@@ -1,0 +1,176 @@
+//! The event store: appending a command's events inside its transaction,
+//! and loading a stream to decide the next command.
+//!
+//! Architecture invariant: the event insert is the first write of a command's
+//! transaction, so its transaction id is taken after every read the decision
+//! depended on. The relay orders by transaction id, so an event that depends
+//! on another is always published after it.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use domain::access::Actor;
+use domain::event::{DomainEvent, StreamKind};
+use serde_json::Value;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+/// Who issued a command, and when it was accepted.
+#[derive(Debug, Clone)]
+pub struct CommandMeta {
+    /// Unique id of the command (the same for all its events).
+    pub command_id: Uuid,
+    /// The acting partner or operator.
+    pub actor: Actor,
+    /// The request's `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
+    /// Acceptance time, at the store's microsecond precision.
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl CommandMeta {
+    /// A new command by `actor`.
+    pub fn new(actor: Actor, idempotency_key: Option<String>) -> Self {
+        CommandMeta {
+            command_id: Uuid::new_v4(),
+            actor,
+            idempotency_key,
+            occurred_at: Utc::now().trunc_subsecs(6),
+        }
+    }
+}
+
+/// An event about to be appended.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Event id.
+    pub event_id: Uuid,
+    /// Stream kind.
+    pub stream_type: StreamKind,
+    /// Stream id.
+    pub stream_id: Uuid,
+    /// The version this event gives the stream.
+    pub version: i64,
+    /// Type name.
+    pub event_type: &'static str,
+    /// Schema version of `data`.
+    pub schema_version: i32,
+    /// The event's data.
+    pub data: Value,
+}
+
+impl Pending {
+    /// Prepares `event` as version `version` of `stream_id`.
+    pub fn new<E: DomainEvent>(stream_id: Uuid, version: i64, event: &E) -> Self {
+        Pending {
+            event_id: Uuid::new_v4(),
+            stream_type: E::STREAM,
+            stream_id,
+            version,
+            event_type: event.event_type(),
+            schema_version: event.schema_version() as i32,
+            data: event.to_data(),
+        }
+    }
+}
+
+/// Why an append failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Another command appended to the stream first.
+    #[error("concurrent append to the same stream")]
+    Conflict,
+    /// Postgres failed.
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// Appends events in the caller's transaction.
+pub async fn append(
+    tx: &impl GenericClient,
+    meta: &CommandMeta,
+    events: &[Pending],
+) -> Result<(), AppendError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let actor = serde_json::to_value(&meta.actor).expect("actor serializes");
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.stream_type.as_str()).collect();
+    let streams: Vec<Uuid> = events.iter().map(|e| e.stream_id).collect();
+    let versions: Vec<i64> = events.iter().map(|e| e.version).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
+    let schemas: Vec<i32> = events.iter().map(|e| e.schema_version).collect();
+    let data: Vec<&Value> = events.iter().map(|e| &e.data).collect();
+    let r = tx
+        .execute(
+            "INSERT INTO events (event_id, stream_type, stream_id, version, event_type, \
+             schema_version, data, occurred_at, actor, command_id, idempotency_key) \
+             SELECT e.*, $8::timestamptz, $9::jsonb, $10::uuid, $11::text \
+             FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::text[], $6::int[], $7::jsonb[]) \
+             WITH ORDINALITY AS e(event_id, stream_type, stream_id, version, event_type, schema_version, data, n) \
+             ORDER BY n",
+            &[
+                &ids,
+                &kinds,
+                &streams,
+                &versions,
+                &types,
+                &schemas,
+                &data,
+                &meta.occurred_at,
+                &actor,
+                &meta.command_id,
+                &meta.idempotency_key,
+            ],
+        )
+        .await;
+    match r {
+        Ok(_) => {}
+        Err(err) if platform::db::is_unique_violation(&err, "events_stream_version") => {
+            return Err(AppendError::Conflict)
+        }
+        Err(err) => return Err(err.into()),
+    }
+    if !events.is_empty() {
+        tx.execute("SELECT pg_notify('lis_events', '')", &[])
+            .await?;
+    }
+    Ok(())
+}
+
+/// A stream as loaded for a decision.
+#[derive(Debug, Clone)]
+pub struct Loaded<E> {
+    /// The events in order.
+    pub events: Vec<E>,
+    /// When the first event occurred.
+    pub created_at: DateTime<Utc>,
+    /// When the last event occurred.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Loads a stream's events; `None` when the stream has none.
+pub async fn load<E: DomainEvent>(
+    db: &impl GenericClient,
+    stream_id: Uuid,
+) -> Result<Option<Loaded<E>>, anyhow::Error> {
+    let rows = db
+        .query(
+            "SELECT event_type, data, occurred_at FROM events WHERE stream_id = $1 ORDER BY version",
+            &[&stream_id],
+        )
+        .await?;
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(None);
+    };
+    let created_at = first.get(2);
+    let updated_at = last.get(2);
+    let events = rows
+        .iter()
+        .map(|r| E::from_parts(r.get(0), r.get(1)))
+        .collect::<Result<Vec<E>, _>>()?;
+    Ok(Some(Loaded {
+        events,
+        created_at,
+        updated_at,
+    }))
+}

@@ -1,0 +1,320 @@
+//! Partner credentials and access checks.
+//!
+//! Secrets are random, shown once, and stored only as Argon2id hashes in the
+//! write-side `partners` table. Access tokens are HS256 JWTs signed with a
+//! per-installation key. Every request re-reads the partner's current row
+//! (disabled flag, secret version, permissions, scope) from the write side,
+//! so a change takes effect on the next request, not when a token expires.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+use axum::http::{header, HeaderMap};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use domain::access::{Permission, Scope};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::Secret;
+use crate::problem::ApiError;
+
+const ISSUER: &str = "lis";
+const AUDIENCE: &str = "lis-partner-api";
+
+/// Generates a new partner secret (256 random bits, URL-safe).
+pub fn generate_secret() -> Secret<String> {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    Secret::new(format!("lis_sk_{}", URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+/// Generates a new OAuth `client_id` for a partner (not a secret).
+pub fn generate_client_id() -> String {
+    let mut bytes = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("lis_{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Hashes a secret with Argon2id (PHC string).
+pub fn hash_secret(secret: &str) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .expect("argon2 with default parameters cannot fail")
+        .to_string()
+}
+
+/// Checks a secret against its stored hash. With `None` it hashes anyway, so
+/// an unknown `client_id` takes as long as a wrong secret.
+pub fn verify_secret(secret: &str, hash: Option<&str>) -> bool {
+    const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$5VtWOO3cGWYQHEMaYGbsfQkq3tNYw3ZxjIhK1xNxQ5k";
+    let parsed = PasswordHash::new(hash.unwrap_or(DUMMY));
+    match parsed {
+        Ok(h) => {
+            Argon2::default()
+                .verify_password(secret.as_bytes(), &h)
+                .is_ok()
+                && hash.is_some()
+        }
+        Err(_) => false,
+    }
+}
+
+/// The token signing key of this installation.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKeys(***)")
+    }
+}
+
+/// The signing key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The file is missing or unreadable.
+    #[error("cannot read the token signing key at {path}: {source} (run `lis up`, or set LIS_TOKEN_KEY_FILE)")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file does not hold a usable key.
+    #[error("the token signing key at {0} is not valid base64 of at least 32 bytes")]
+    Invalid(String),
+}
+
+impl TokenKeys {
+    /// Builds keys from raw key bytes (at least 32).
+    pub fn from_bytes(key: &[u8]) -> Self {
+        TokenKeys {
+            encoding: EncodingKey::from_secret(key),
+            decoding: DecodingKey::from_secret(key),
+        }
+    }
+
+    /// Loads the key from its file (base64 text).
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let bytes = STANDARD
+            .decode(text.trim())
+            .ok()
+            .filter(|b| b.len() >= 32)
+            .ok_or_else(|| KeyError::Invalid(path.display().to_string()))?;
+        Ok(Self::from_bytes(&bytes))
+    }
+
+    /// Creates a new random key file readable only by its owner, unless one
+    /// exists already. Returns whether it created one.
+    pub fn create_file(path: &Path) -> std::io::Result<bool> {
+        if path.exists() {
+            return Ok(false);
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut key = [0u8; 64];
+        rand::thread_rng().fill_bytes(&mut key);
+        write_private(path, STANDARD.encode(key).as_bytes())?;
+        Ok(true)
+    }
+}
+
+/// Writes a file readable and writable only by its owner.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The partner id.
+    pub sub: Uuid,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: i64,
+    /// Expires at.
+    pub exp: i64,
+    /// Token id.
+    pub jti: Uuid,
+    /// The secret version the token was issued under; rotating the secret
+    /// revokes older tokens.
+    pub sv: i32,
+    /// Space-separated permissions at issue time (informational; every
+    /// request reads the current permissions).
+    pub scope: String,
+}
+
+/// Issues an access token.
+pub fn issue_token(
+    keys: &TokenKeys,
+    partner_id: Uuid,
+    secret_version: i32,
+    permissions: &BTreeSet<Permission>,
+    ttl: Duration,
+) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        sub: partner_id,
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+        iat: now,
+        exp: now + ttl.as_secs() as i64,
+        jti: Uuid::new_v4(),
+        sv: secret_version,
+        scope: permissions
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
+        .expect("HS256 encoding cannot fail")
+}
+
+/// Verifies a token's signature, issuer, audience and expiry.
+pub fn verify_token(keys: &TokenKeys, token: &str) -> Option<Claims> {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.set_issuer(&[ISSUER]);
+    v.set_audience(&[AUDIENCE]);
+    v.leeway = 0;
+    jsonwebtoken::decode::<Claims>(token, &keys.decoding, &v)
+        .ok()
+        .map(|d| d.claims)
+}
+
+/// An authenticated partner with its current permissions and scope.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The partner id.
+    pub partner_id: Uuid,
+    /// Current permissions.
+    pub permissions: BTreeSet<Permission>,
+    /// Current scope.
+    pub scope: Scope,
+}
+
+impl Caller {
+    /// 403 unless the caller holds `p`.
+    pub fn require(&self, p: Permission) -> Result<(), ApiError> {
+        if self.permissions.contains(&p) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "This call needs the {p} permission."
+            )))
+        }
+    }
+
+    /// Whether the caller holds `p`.
+    pub fn has(&self, p: Permission) -> bool {
+        self.permissions.contains(&p)
+    }
+
+    /// Whether a record of `client` at `location` is in scope.
+    pub fn sees(&self, client: &str, location: &str) -> bool {
+        self.scope.contains(client, location)
+    }
+}
+
+/// Parses stored permission names, skipping any this build does not know.
+pub fn permissions_from_db(names: &[String]) -> BTreeSet<Permission> {
+    names.iter().filter_map(|n| n.parse().ok()).collect()
+}
+
+/// Authenticates a request: a valid bearer token whose partner exists, is
+/// enabled, and has not rotated its secret since the token was issued.
+pub async fn authenticate(
+    headers: &HeaderMap,
+    keys: &TokenKeys,
+    write: &deadpool_postgres::Pool,
+) -> Result<Caller, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or(ApiError::Unauthorized)?;
+    let claims = verify_token(keys, token).ok_or(ApiError::Unauthorized)?;
+    let db = write.get().await?;
+    let row = db
+        .query_opt(
+            "SELECT permissions, scope, disabled, secret_version FROM partners WHERE partner_id = $1",
+            &[&claims.sub],
+        )
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let disabled: bool = row.get(2);
+    let secret_version: i32 = row.get(3);
+    if disabled || secret_version != claims.sv {
+        return Err(ApiError::Unauthorized);
+    }
+    let permissions: Vec<String> = row.get(0);
+    let scope: serde_json::Value = row.get(1);
+    Ok(Caller {
+        partner_id: claims.sub,
+        permissions: permissions_from_db(&permissions),
+        scope: serde_json::from_value(scope).map_err(ApiError::internal)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_hash_and_verify() {
+        let s = generate_secret();
+        let h = hash_secret(s.expose());
+        assert!(h.starts_with("$argon2id$"));
+        assert!(!h.contains(s.expose().as_str()));
+        assert!(verify_secret(s.expose(), Some(&h)));
+        assert!(!verify_secret("wrong", Some(&h)));
+        assert!(!verify_secret(s.expose(), None));
+    }
+
+    #[test]
+    fn tokens_verify_only_with_their_key_and_before_expiry() {
+        let keys = TokenKeys::from_bytes(&[7u8; 32]);
+        let other = TokenKeys::from_bytes(&[8u8; 32]);
+        let id = Uuid::new_v4();
+        let t = issue_token(&keys, id, 3, &BTreeSet::new(), Duration::from_secs(60));
+        let c = verify_token(&keys, &t).unwrap();
+        assert_eq!((c.sub, c.sv), (id, 3));
+        assert!(verify_token(&other, &t).is_none());
+        let expired = issue_token(&keys, id, 3, &BTreeSet::new(), Duration::from_secs(0));
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(verify_token(&keys, &expired).is_none());
+        assert!(verify_token(&keys, "not.a.token").is_none());
+    }
+}

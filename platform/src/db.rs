@@ -1,0 +1,144 @@
+//! Postgres: connection pools for the write and read schemas, database
+//! creation and migrations.
+//!
+//! Both schemas live in one database by default but are only ever reached
+//! through their own pool, whose connections have `search_path` set to that
+//! schema, so the read models can be rebuilt into a fresh schema beside the
+//! live one.
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+mod embedded_write {
+    refinery::embed_migrations!("migrations/es");
+}
+mod embedded_read {
+    refinery::embed_migrations!("migrations/read");
+}
+
+/// A database error with its context; never shown to partners.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL does not parse.
+    #[error("LIS_DATABASE_URL is not a valid Postgres URL: {0}")]
+    BadUrl(tokio_postgres::Error),
+    /// Postgres answered with an error or could not be reached.
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The pool could not hand out a connection.
+    #[error("postgres pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A migration failed.
+    #[error("migration: {0}")]
+    Migration(#[from] refinery::Error),
+}
+
+/// Which set of tables a pool serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Event store and write-side state.
+    Write,
+    /// Read models.
+    Read,
+}
+
+fn pg_config(url: &str, schema: &str) -> Result<tokio_postgres::Config, DbError> {
+    let mut cfg: tokio_postgres::Config = url.parse().map_err(DbError::BadUrl)?;
+    cfg.options(format!("-c search_path={schema}"));
+    cfg.application_name("lis");
+    cfg.connect_timeout(std::time::Duration::from_secs(5));
+    Ok(cfg)
+}
+
+/// Builds a pool whose connections use `schema`.
+pub fn pool(url: &str, schema: &str, max_size: usize) -> Result<Pool, DbError> {
+    let mgr = Manager::from_config(
+        pg_config(url, schema)?,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(mgr)
+        .max_size(max_size)
+        .wait_timeout(Some(std::time::Duration::from_secs(5)))
+        .create_timeout(Some(std::time::Duration::from_secs(5)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .expect("runtime and timeouts are set"))
+}
+
+/// Opens one connection, spawning its driver on the current runtime.
+pub async fn connect(url: &str, schema: &str) -> Result<tokio_postgres::Client, DbError> {
+    let (client, conn) = pg_config(url, schema)?.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "postgres connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates the database named in `url` when it does not exist, by connecting
+/// to the `postgres` database of the same server.
+pub async fn ensure_database(url: &str) -> Result<(), DbError> {
+    let cfg: tokio_postgres::Config = url.parse().map_err(DbError::BadUrl)?;
+    let name = cfg.get_dbname().unwrap_or("postgres").to_string();
+    let mut admin = cfg.clone();
+    admin.dbname("postgres");
+    let (client, conn) = admin.connect(NoTls).await?;
+    tokio::spawn(conn);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        let quoted = name.replace('"', "\"\"");
+        if let Err(e) = client
+            .batch_execute(&format!("CREATE DATABASE \"{quoted}\""))
+            .await
+        {
+            // Another process may have created it meanwhile.
+            if e.code() != Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) {
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates `schema` if needed and applies the migrations of `side` to it.
+/// Serialised across processes by an advisory lock.
+pub async fn migrate(url: &str, schema: &str, side: Side) -> Result<(), DbError> {
+    let mut client = connect(url, schema).await?;
+    client
+        .batch_execute(&format!(
+            "SELECT pg_advisory_lock(hashtext('lis-migrate')); CREATE SCHEMA IF NOT EXISTS {schema};"
+        ))
+        .await?;
+    let result = match side {
+        Side::Write => {
+            embedded_write::migrations::runner()
+                .run_async(&mut client)
+                .await
+        }
+        Side::Read => {
+            embedded_read::migrations::runner()
+                .run_async(&mut client)
+                .await
+        }
+    };
+    client
+        .batch_execute("SELECT pg_advisory_unlock(hashtext('lis-migrate'))")
+        .await?;
+    result?;
+    Ok(())
+}
+
+/// Whether an error is a violation of the named unique constraint.
+pub fn is_unique_violation(e: &tokio_postgres::Error, constraint: &str) -> bool {
+    e.as_db_error().is_some_and(|d| {
+        d.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            && d.constraint() == Some(constraint)
+    })
+}

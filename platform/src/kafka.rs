@@ -1,0 +1,125 @@
+//! Kafka: topic names, partitioning, client settings and topic creation.
+//!
+//! Nothing here depends on the broker's make: the same settings work with
+//! Apache Kafka in production and the Kafka-compatible broker used locally.
+
+use std::time::Duration;
+
+use domain::event::StreamKind;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+use uuid::Uuid;
+
+use crate::config::Config;
+
+/// The topics of the full event log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Patient and patient-account streams.
+    Patients,
+    /// Clients, locations and partners: one partition, so a location never
+    /// overtakes its client.
+    Reference,
+}
+
+impl Topic {
+    /// Every topic.
+    pub const ALL: [Topic; 2] = [Topic::Patients, Topic::Reference];
+
+    /// The topic's base name (before the configured prefix).
+    pub fn base_name(self) -> &'static str {
+        match self {
+            Topic::Patients => "lis.patients.v1",
+            Topic::Reference => "lis.reference.v1",
+        }
+    }
+
+    /// The topic a stream kind's events go to.
+    pub fn of(kind: StreamKind) -> Topic {
+        match kind {
+            StreamKind::Patient | StreamKind::Account => Topic::Patients,
+            StreamKind::Partner | StreamKind::Client | StreamKind::Location => Topic::Reference,
+        }
+    }
+
+    /// The full topic name under `prefix`.
+    pub fn name(self, prefix: &str) -> String {
+        format!("{prefix}{}", self.base_name())
+    }
+
+    /// How many partitions the topic has.
+    pub fn partitions(self, cfg: &Config) -> i32 {
+        match self {
+            Topic::Patients => cfg.kafka_partitions.max(1),
+            Topic::Reference => 1,
+        }
+    }
+}
+
+/// The partition of a stream: stable, so one stream's events stay in order.
+pub fn partition_for(stream_id: Uuid, partitions: i32) -> i32 {
+    let bytes = stream_id.as_bytes();
+    let h = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+    (h % partitions.max(1) as u64) as i32
+}
+
+/// Settings shared by every client.
+pub fn base_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka_brokers)
+        .set("socket.timeout.ms", "10000")
+        .set("log_level", "3");
+    c
+}
+
+/// Settings of the relay's producer: idempotent, `acks=all`, in order.
+pub fn producer_config(cfg: &Config) -> ClientConfig {
+    let mut c = base_config(cfg);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "30000");
+    c
+}
+
+/// Settings of a consumer that assigns partitions itself and keeps its
+/// offsets in Postgres.
+pub fn consumer_config(cfg: &Config, group: &str) -> ClientConfig {
+    let mut c = base_config(cfg);
+    c.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "50");
+    c
+}
+
+/// Creates every topic with unlimited retention; existing topics are kept.
+pub async fn ensure_topics(cfg: &Config) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base_config(cfg).create()?;
+    let names: Vec<(String, i32)> = Topic::ALL
+        .iter()
+        .map(|t| (t.name(&cfg.topic_prefix), t.partitions(cfg)))
+        .collect();
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|(name, partitions)| {
+            NewTopic::new(name, *partitions, TopicReplication::Fixed(1))
+                .set("retention.ms", "-1")
+                .set("retention.bytes", "-1")
+                .set("cleanup.policy", "delete")
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&topics, &opts).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! Shared infrastructure of the LIS services.
+//!
+//! # Layout
+//! - [`config`]: typed configuration from `LIS_*` environment variables.
+//! - [`db`]: Postgres pools (write side and read side) and migrations.
+//! - [`kafka`]: topic names, partitioning, producer/consumer settings.
+//! - [`envelope`]: the published event envelope and its CloudEvents headers.
+//! - [`problem`]: the one HTTP error type, rendered as problem+json.
+//! - [`fields`]: JSON body field extraction that names every bad field.
+//! - [`auth`]: partner secrets, access tokens and per-request access checks.
+//! - [`views`]: the partner-facing representations shared by both sides.
+//! - [`consistency`]: read-your-writes tokens.
+//! - [`telemetry`]: logging setup.
+
+pub mod auth;
+pub mod config;
+pub mod consistency;
+pub mod db;
+pub mod envelope;
+pub mod fields;
+pub mod kafka;
+pub mod problem;
+pub mod telemetry;
+pub mod views;

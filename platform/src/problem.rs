@@ -1,0 +1,236 @@
+//! The one HTTP error type of the partner API, rendered as
+//! `application/problem+json` (RFC 9457). Internal errors are logged with
+//! their cause and answered as an opaque 500; nothing a partner sees carries
+//! SQL, a stack trace or another record's data.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use domain::validation::FieldError;
+use serde_json::{json, Map, Value};
+
+/// The base of problem `type` URIs; each type is documented at `/docs`.
+pub const PROBLEM_BASE: &str = "/problems/";
+
+/// An error answered to a partner.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Missing, malformed, expired or revoked credentials.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// Authenticated but lacking the permission or scope.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The record does not exist or is outside the caller's scope.
+    #[error("not found")]
+    NotFound,
+    /// The body is not JSON or has wrong JSON types (400), or is well-formed
+    /// but invalid (422).
+    #[error("invalid request")]
+    Invalid {
+        /// 400 or 422.
+        status: StatusCode,
+        /// Every bad field.
+        errors: Vec<FieldError>,
+        /// Summary.
+        detail: String,
+    },
+    /// A business conflict (409).
+    #[error("conflict: {slug}")]
+    Conflict {
+        /// Problem type slug (`duplicate-patient`).
+        slug: &'static str,
+        /// Explanation.
+        detail: String,
+        /// Extra members (`existingPatientID`).
+        extra: Map<String, Value>,
+    },
+    /// A stale `If-Match`.
+    #[error("precondition failed")]
+    PreconditionFailed,
+    /// The body is larger than the limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// A write without a JSON content type.
+    #[error("unsupported media type")]
+    UnsupportedMediaType(&'static str),
+    /// A rate limit.
+    #[error("too many requests")]
+    TooManyRequests(Duration),
+    /// A dependency is down or a read could not catch up in time.
+    #[error("unavailable: {0}")]
+    Unavailable(&'static str, Duration),
+    /// A bug or an unexpected failure; the cause is logged, not answered.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 422 with the given field errors.
+    pub fn unprocessable(errors: Vec<FieldError>) -> Self {
+        ApiError::Invalid {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            detail: "The request has invalid fields.".into(),
+            errors,
+        }
+    }
+
+    /// A 400 for a body that is not JSON.
+    pub fn malformed(detail: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            status: StatusCode::BAD_REQUEST,
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// An internal error from any displayable cause.
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Invalid { status, .. } => *status,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem+json body.
+    pub fn body(&self) -> Value {
+        let (slug, title, detail): (&str, &str, String) = match self {
+            ApiError::Unauthorized => (
+                "unauthorized",
+                "Unauthorized",
+                "A valid bearer token is required.".into(),
+            ),
+            ApiError::Forbidden(d) => ("forbidden", "Forbidden", d.clone()),
+            ApiError::NotFound => ("not-found", "Not Found", "No such record.".into()),
+            ApiError::Invalid { status, detail, .. } => {
+                if *status == StatusCode::BAD_REQUEST {
+                    ("malformed-request", "Malformed request", detail.clone())
+                } else {
+                    ("validation-failed", "Validation failed", detail.clone())
+                }
+            }
+            ApiError::Conflict { slug, detail, .. } => (slug, "Conflict", detail.clone()),
+            ApiError::PreconditionFailed => (
+                "stale-version",
+                "Precondition Failed",
+                "The record changed since the version in If-Match.".into(),
+            ),
+            ApiError::PayloadTooLarge => (
+                "payload-too-large",
+                "Payload Too Large",
+                format!("The body is larger than {} bytes.", crate::fields::MAX_BODY),
+            ),
+            ApiError::UnsupportedMediaType(expected) => (
+                "unsupported-media-type",
+                "Unsupported Media Type",
+                format!("Send the body as {expected}."),
+            ),
+            ApiError::TooManyRequests(_) => (
+                "rate-limited",
+                "Too Many Requests",
+                "Slow down and retry after the time in Retry-After.".into(),
+            ),
+            ApiError::Unavailable(what, _) => (
+                "unavailable",
+                "Service Unavailable",
+                format!("{what} Retry after the time in Retry-After."),
+            ),
+            ApiError::Internal(_) => (
+                "internal",
+                "Internal Server Error",
+                "An unexpected error occurred; it has been logged.".into(),
+            ),
+        };
+        let mut body = json!({
+            "type": format!("{PROBLEM_BASE}{slug}"),
+            "title": title,
+            "status": self.status().as_u16(),
+            "detail": detail,
+        });
+        let obj = body.as_object_mut().expect("object literal");
+        match self {
+            ApiError::Invalid { errors, .. } if !errors.is_empty() => {
+                obj.insert(
+                    "errors".into(),
+                    serde_json::to_value(errors).expect("serializable"),
+                );
+            }
+            ApiError::Conflict { extra, .. } => {
+                obj.extend(extra.clone());
+            }
+            _ => {}
+        }
+        body
+    }
+}
+
+fn retry_after(d: &Duration) -> HeaderValue {
+    HeaderValue::from(d.as_secs().max(1))
+}
+
+impl ApiError {
+    /// The headers the answer carries besides its body.
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let mut h = vec![(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        )];
+        match self {
+            ApiError::Unauthorized => h.push((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"lis\""),
+            )),
+            ApiError::TooManyRequests(d) | ApiError::Unavailable(_, d) => {
+                h.push((header::RETRY_AFTER, retry_after(d)));
+            }
+            _ => {}
+        }
+        h
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(%cause, "internal error");
+        }
+        let mut resp = (self.status(), self.body().to_string()).into_response();
+        for (k, v) in self.headers() {
+            resp.headers_mut().insert(k, v);
+        }
+        resp
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        tracing::warn!(error = %e, "postgres unavailable");
+        ApiError::Unavailable("The database is unavailable.", Duration::from_secs(1))
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.is_closed() || e.as_db_error().is_none() {
+            tracing::warn!(error = %e, "postgres connection failed");
+            ApiError::Unavailable("The database is unavailable.", Duration::from_secs(1))
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}

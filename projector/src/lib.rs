@@ -1,0 +1,192 @@
+//! The projector: Kafka event log -> Postgres read models.
+//!
+//! It assigns itself every partition of the record topics, starting from the
+//! offsets stored in the read schema, and applies messages in batches: one
+//! Postgres transaction holds a batch's rows *and* the offsets after it, so a
+//! crash at any point neither loses nor doubles an effect. Every row carries
+//! its stream's version in `stream_versions`; an event at or below it (a
+//! re-delivery, or a duplicate publish after a broker failure) changes
+//! nothing.
+//!
+//! # Layout
+//! - [`run`]: the long-running loop.
+//! - [`catch_up`]: apply everything up to the current end of the log (used
+//!   to rebuild a read model into a fresh schema).
+//! - [`apply`]: what each event type does to the rows.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use platform::config::Config;
+use platform::envelope::Envelope;
+use platform::kafka::Topic;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub mod apply;
+
+/// Messages applied per transaction at most.
+const BATCH: usize = 500;
+
+fn consumer(cfg: &Config, read: &Pool) -> impl Future<Output = anyhow::Result<StreamConsumer>> {
+    let cfg = cfg.clone();
+    let read = read.clone();
+    async move {
+        let consumer: StreamConsumer =
+            platform::kafka::consumer_config(&cfg, &format!("lis-projector-{}", cfg.read_schema)).create()?;
+        let db = read.get().await?;
+        let stored: HashMap<(String, i32), i64> = db
+            .query("SELECT topic, partition, next_offset FROM consumer_offsets", &[])
+            .await?
+            .iter()
+            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+            .collect();
+        let mut tpl = TopicPartitionList::new();
+        for topic in Topic::ALL {
+            let name = topic.name(&cfg.topic_prefix);
+            for p in 0..topic.partitions(&cfg) {
+                let offset = stored
+                    .get(&(name.clone(), p))
+                    .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+                tpl.add_partition_offset(&name, p, offset)?;
+            }
+        }
+        consumer.assign(&tpl)?;
+        Ok(consumer)
+    }
+}
+
+/// Applies one batch of messages and their offsets in one transaction.
+async fn apply_batch(read: &Pool, batch: &[BorrowedMessage<'_>]) -> anyhow::Result<()> {
+    let mut db = read.get().await?;
+    let tx = db.transaction().await?;
+    let mut next: HashMap<(String, i32), i64> = HashMap::new();
+    for msg in batch {
+        next.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
+        let Some(payload) = msg.payload() else { continue };
+        match serde_json::from_slice::<Envelope>(payload) {
+            Ok(env) => apply::apply(&tx, &env).await?,
+            Err(e) => tracing::error!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                error = %e,
+                "skipping a message that is not an event envelope"
+            ),
+        }
+    }
+    for ((topic, partition), offset) in next {
+        tx.execute(
+            "INSERT INTO consumer_offsets (topic, partition, next_offset) VALUES ($1, $2, $3) \
+             ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+            &[&topic, &partition, &offset],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Receives up to [`BATCH`] messages: waits for the first, then takes what
+/// is already there.
+async fn next_batch(consumer: &StreamConsumer, wait: Duration) -> anyhow::Result<Vec<BorrowedMessage<'_>>> {
+    let mut batch = Vec::new();
+    match tokio::time::timeout(wait, consumer.recv()).await {
+        Err(_) => return Ok(batch),
+        Ok(first) => batch.push(first?),
+    }
+    while batch.len() < BATCH {
+        match tokio::time::timeout(Duration::from_millis(1), consumer.recv()).await {
+            Ok(Ok(m)) => batch.push(m),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
+}
+
+/// Runs the projector until `shutdown` resolves, restarting after failures
+/// from the offsets stored with the rows.
+pub async fn run(cfg: Config, read: Pool, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let term = async {
+            let consumer = consumer(&cfg, &read).await?;
+            tracing::info!(schema = %cfg.read_schema, "projector is running");
+            loop {
+                let batch = next_batch(&consumer, Duration::from_millis(500)).await?;
+                if !batch.is_empty() {
+                    apply_batch(&read, &batch).await?;
+                }
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), anyhow::Error>(())
+        };
+        tokio::select! {
+            _ = &mut shutdown => return,
+            r = term => if let Err(e) = r {
+                tracing::warn!(error = %e, "projector failed; restarting");
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// The current end offset of every partition.
+async fn log_ends(cfg: &Config) -> anyhow::Result<HashMap<(String, i32), i64>> {
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || {
+        let c: rdkafka::consumer::BaseConsumer =
+            platform::kafka::consumer_config(&cfg, "lis-projector-ends").create()?;
+        let mut ends = HashMap::new();
+        for topic in Topic::ALL {
+            let name = topic.name(&cfg.topic_prefix);
+            for p in 0..topic.partitions(&cfg) {
+                let (_, high) = c.fetch_watermarks(&name, p, Duration::from_secs(10))?;
+                ends.insert((name.clone(), p), high);
+            }
+        }
+        Ok(ends)
+    })
+    .await?
+}
+
+/// Applies the log up to its current end into the read schema of `read`,
+/// then returns the number of messages applied. Used to rebuild a read
+/// model from offset 0 into a fresh schema.
+pub async fn catch_up(cfg: &Config, read: &Pool, timeout: Duration) -> anyhow::Result<u64> {
+    let ends = log_ends(cfg).await?;
+    let consumer = consumer(cfg, read).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut applied = 0u64;
+    loop {
+        let db = read.get().await?;
+        let done: HashMap<(String, i32), i64> = db
+            .query("SELECT topic, partition, next_offset FROM consumer_offsets", &[])
+            .await?
+            .iter()
+            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+            .collect();
+        drop(db);
+        if ends
+            .iter()
+            .all(|(k, end)| *end == 0 || done.get(k).is_some_and(|d| d >= end))
+        {
+            return Ok(applied);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("catch-up did not reach the end of the log in {timeout:?}");
+        }
+        let batch = next_batch(&consumer, Duration::from_millis(200)).await?;
+        if !batch.is_empty() {
+            applied += batch.len() as u64;
+            apply_batch(read, &batch).await?;
+        }
+    }
+}
