@@ -104,7 +104,7 @@ pub async fn append(
         .execute(
             "INSERT INTO events (event_id, stream_type, stream_id, version, event_type, \
              schema_version, data, occurred_at, actor, command_id, idempotency_key) \
-             SELECT e.*, $8::timestamptz, $9::jsonb, $10::uuid, $11::text \
+             SELECT e.event_id, e.stream_type, e.stream_id, e.version, e.event_type, e.schema_version, e.data, $8::timestamptz, $9::jsonb, $10::uuid, $11::text \
              FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::text[], $6::int[], $7::jsonb[]) \
              WITH ORDINALITY AS e(event_id, stream_type, stream_id, version, event_type, schema_version, data, n) \
              ORDER BY n",

@@ -1,1 +1,67 @@
-fn main() {}
+//! `lis`: the operator's command line. See `lis --help`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod admin_cli;
+mod up;
+
+/// The LIS operator's command line.
+#[derive(Parser)]
+#[command(name = "lis", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bring up the whole local stack (broker, database, migrations, topics,
+    /// services, demo partner) and print where it is.
+    Up,
+    /// Stop what `lis up` started, keeping the data.
+    Down,
+    /// Run services in the foreground (what `lis up` starts in the background).
+    Serve {
+        /// Roles: `all`, or a list of command-handler, query-api, relay, projector.
+        #[arg(long, default_value = "all")]
+        roles: String,
+    },
+    /// Create the database, apply migrations and create the topics.
+    Migrate,
+    /// Manage clients, locations and partners.
+    Admin(admin_cli::Admin),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match platform::config::Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lis: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    platform::telemetry::init(&cfg.log);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Up => up::up(&cfg).await,
+            Command::Down => up::down(&cfg),
+            Command::Serve { roles } => up::serve(cfg, &roles).await,
+            Command::Migrate => up::migrate(&cfg).await,
+            Command::Admin(a) => admin_cli::run(&cfg, a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -36,10 +36,14 @@ fn consumer(cfg: &Config, read: &Pool) -> impl Future<Output = anyhow::Result<St
     let read = read.clone();
     async move {
         let consumer: StreamConsumer =
-            platform::kafka::consumer_config(&cfg, &format!("lis-projector-{}", cfg.read_schema)).create()?;
+            platform::kafka::consumer_config(&cfg, &format!("lis-projector-{}", cfg.read_schema))
+                .create()?;
         let db = read.get().await?;
         let stored: HashMap<(String, i32), i64> = db
-            .query("SELECT topic, partition, next_offset FROM consumer_offsets", &[])
+            .query(
+                "SELECT topic, partition, next_offset FROM consumer_offsets",
+                &[],
+            )
             .await?
             .iter()
             .map(|r| ((r.get(0), r.get(1)), r.get(2)))
@@ -66,7 +70,9 @@ async fn apply_batch(read: &Pool, batch: &[BorrowedMessage<'_>]) -> anyhow::Resu
     let mut next: HashMap<(String, i32), i64> = HashMap::new();
     for msg in batch {
         next.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
-        let Some(payload) = msg.payload() else { continue };
+        let Some(payload) = msg.payload() else {
+            continue;
+        };
         match serde_json::from_slice::<Envelope>(payload) {
             Ok(env) => apply::apply(&tx, &env).await?,
             Err(e) => tracing::error!(
@@ -92,7 +98,10 @@ async fn apply_batch(read: &Pool, batch: &[BorrowedMessage<'_>]) -> anyhow::Resu
 
 /// Receives up to [`BATCH`] messages: waits for the first, then takes what
 /// is already there.
-async fn next_batch(consumer: &StreamConsumer, wait: Duration) -> anyhow::Result<Vec<BorrowedMessage<'_>>> {
+async fn next_batch(
+    consumer: &StreamConsumer,
+    wait: Duration,
+) -> anyhow::Result<Vec<BorrowedMessage<'_>>> {
     let mut batch = Vec::new();
     match tokio::time::timeout(wait, consumer.recv()).await {
         Err(_) => return Ok(batch),
@@ -168,7 +177,10 @@ pub async fn catch_up(cfg: &Config, read: &Pool, timeout: Duration) -> anyhow::R
     loop {
         let db = read.get().await?;
         let done: HashMap<(String, i32), i64> = db
-            .query("SELECT topic, partition, next_offset FROM consumer_offsets", &[])
+            .query(
+                "SELECT topic, partition, next_offset FROM consumer_offsets",
+                &[],
+            )
             .await?
             .iter()
             .map(|r| ((r.get(0), r.get(1)), r.get(2)))

@@ -1,0 +1,191 @@
+//! Runs a chosen set of the LIS roles in one process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use platform::auth::TokenKeys;
+use platform::config::Config;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde_json::json;
+use tokio::sync::watch;
+
+/// Which roles this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The partner API's write routes (and `/oauth/token`).
+    pub commands: bool,
+    /// The partner API's read routes.
+    pub queries: bool,
+    /// The relay (event store -> Kafka).
+    pub relay: bool,
+    /// The projector (Kafka -> read models).
+    pub projector: bool,
+}
+
+impl Roles {
+    /// Every role.
+    pub const ALL: Roles = Roles {
+        commands: true,
+        queries: true,
+        relay: true,
+        projector: true,
+    };
+
+    /// Parses `all` or a comma-separated list of
+    /// `command-handler`, `query-api`, `relay`, `projector`.
+    pub fn parse(s: &str) -> Result<Roles, String> {
+        let mut r = Roles {
+            commands: false,
+            queries: false,
+            relay: false,
+            projector: false,
+        };
+        for part in s.split(',').map(str::trim) {
+            match part {
+                "all" => r = Roles::ALL,
+                "command-handler" => r.commands = true,
+                "query-api" => r.queries = true,
+                "relay" => r.relay = true,
+                "projector" => r.projector = true,
+                other => return Err(format!("unknown role `{other}`")),
+            }
+        }
+        Ok(r)
+    }
+
+    fn http(&self) -> bool {
+        self.commands || self.queries
+    }
+}
+
+/// A shutdown signal shared by every task of a process.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A signal and the sender that fires it.
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    /// Resolves once shutdown is requested (or the sender is gone).
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|v| *v).await;
+    }
+}
+
+#[derive(Clone)]
+struct Health {
+    cfg: Arc<Config>,
+    write: deadpool_postgres::Pool,
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when Postgres answers and the broker returns metadata.
+async fn readyz(State(h): State<Health>) -> impl IntoResponse {
+    let pg = async {
+        let db = h.write.get().await.ok()?;
+        db.query_one("SELECT 1", &[]).await.ok()
+    };
+    let pg_ok = tokio::time::timeout(Duration::from_secs(2), pg)
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    let cfg = h.cfg.clone();
+    let kafka_ok = tokio::task::spawn_blocking(move || {
+        let c: Result<BaseConsumer, _> = platform::kafka::base_config(&cfg).create();
+        c.is_ok_and(|c| c.fetch_metadata(None, Duration::from_secs(2)).is_ok())
+    })
+    .await
+    .unwrap_or(false);
+    let status = if pg_ok && kafka_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
+            "postgres": if pg_ok { "up" } else { "down" },
+            "kafka": if kafka_ok { "up" } else { "down" },
+        })),
+    )
+}
+
+/// Runs `roles` until `shutdown` fires. HTTP roles serve on `listener`
+/// (bound by the caller, so tests can use port 0) and finish in-flight
+/// requests before returning.
+pub async fn serve(
+    cfg: Config,
+    keys: TokenKeys,
+    listener: Option<tokio::net::TcpListener>,
+    roles: Roles,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let write = platform::db::pool(&cfg.database_url, &cfg.write_schema, 16)?;
+    let read = platform::db::pool(&cfg.database_url, &cfg.read_schema, 16)?;
+    let mut tasks = tokio::task::JoinSet::new();
+    if roles.relay {
+        let (c, s) = ((*cfg).clone(), shutdown.clone());
+        tasks.spawn(async move { command_handler::relay::run(c, s.wait()).await });
+    }
+    if roles.projector {
+        let (c, p, s) = ((*cfg).clone(), read.clone(), shutdown.clone());
+        tasks.spawn(async move { projector::run(c, p, s.wait()).await });
+    }
+    if roles.http() {
+        let listener = match listener {
+            Some(l) => l,
+            None => tokio::net::TcpListener::bind(cfg.http_addr).await?,
+        };
+        let mut app = Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .with_state(Health {
+                cfg: cfg.clone(),
+                write: write.clone(),
+            });
+        if roles.commands {
+            app = app.merge(command_handler::router(command_handler::AppState::new(
+                cfg.clone(),
+                write.clone(),
+                keys.clone(),
+            )));
+        }
+        if roles.queries {
+            app = app.merge(query_api::router(query_api::QueryState {
+                cfg: cfg.clone(),
+                read: read.clone(),
+                write: write.clone(),
+                keys: keys.clone(),
+            }));
+        }
+        tracing::info!(addr = %listener.local_addr()?, "partner API listening");
+        let s = shutdown.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(s.wait())
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}

@@ -1,0 +1,321 @@
+//! The local stack: `lis up`, `lis down`, `lis serve`, `lis migrate`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use command_handler::admin;
+use domain::access::{IdSet, Permission, Scope};
+use lis::stack::{self, Roles, Shutdown};
+use platform::auth::{write_private, TokenKeys};
+use platform::config::Config;
+use platform::db::{self, Side};
+
+const BROKER_PID: &str = "broker.pid";
+const SERVICES_PID: &str = "services.pid";
+const DEMO_FILE: &str = "demo-partner.json";
+
+fn data_dir(cfg: &Config) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            cfg.data_dir.display()
+        )
+    })?;
+    Ok(cfg.data_dir.canonicalize()?)
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+fn first_broker(cfg: &Config) -> String {
+    cfg.kafka_brokers
+        .split(',')
+        .next()
+        .unwrap_or("127.0.0.1:9092")
+        .trim()
+        .to_string()
+}
+
+async fn reachable(addr: &str) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(addr)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+fn tansu_binary() -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("tansu")).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        candidates.push(PathBuf::from(home).join("bin/tansu"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".cargo/bin/tansu"));
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+/// Installs the Kafka-compatible broker used on development machines.
+pub fn install_broker() -> anyhow::Result<PathBuf> {
+    if let Some(b) = tansu_binary() {
+        return Ok(b);
+    }
+    eprintln!("lis: installing the tansu broker with cargo (about 10 minutes, once)…");
+    let status = Command::new("cargo")
+        .args([
+            "install",
+            "tansu",
+            "--version",
+            "0.6.0",
+            "--locked",
+            "--features",
+            "libsql,dynostore",
+        ])
+        .status()
+        .context("cannot run cargo to install the broker")?;
+    if !status.success() {
+        bail!("installing the broker failed");
+    }
+    tansu_binary().context("the broker was installed but is not on PATH or in ~/.cargo/bin")
+}
+
+fn spawn_detached(
+    program: &Path,
+    args: &[String],
+    cwd: &Path,
+    log: &Path,
+    env: &[(&str, String)],
+) -> anyhow::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let child = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {}", program.display()))?;
+    Ok(child.id())
+}
+
+async fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut ok: impl AsyncFnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ok().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("{what} did not come up within {timeout:?}")
+}
+
+async fn ensure_broker(cfg: &Config, dir: &Path) -> anyhow::Result<()> {
+    let addr = first_broker(cfg);
+    if reachable(&addr).await {
+        return Ok(());
+    }
+    let tansu = install_broker()?;
+    std::fs::create_dir_all(dir.join("tansu"))?;
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let url = format!("tcp://{addr}");
+    let args = vec![
+        "broker".to_string(),
+        "--storage-engine".into(),
+        // Relative to the broker's working directory: tansu reads the path
+        // after `sqlite://` as relative.
+        "sqlite://tansu.db".into(),
+        "--listener-url".into(),
+        url.clone(),
+        "--advertised-listener-url".into(),
+        url,
+    ];
+    let pid = spawn_detached(
+        &tansu,
+        &args,
+        &dir.join("tansu"),
+        &dir.join("logs/broker.log"),
+        &[],
+    )?;
+    std::fs::write(dir.join(BROKER_PID), pid.to_string())?;
+    wait_until("the broker", Duration::from_secs(30), async || {
+        reachable(&addr).await
+    })
+    .await
+}
+
+/// Creates the database, applies both schemas' migrations, and creates the
+/// topics.
+pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    db::ensure_database(&cfg.database_url)
+        .await
+        .context("cannot reach Postgres (LIS_DATABASE_URL)")?;
+    db::migrate(&cfg.database_url, &cfg.write_schema, Side::Write).await?;
+    db::migrate(&cfg.database_url, &cfg.read_schema, Side::Read).await?;
+    platform::kafka::ensure_topics(cfg)
+        .await
+        .context("cannot create the topics (is the broker at LIS_KAFKA_BROKERS up?)")?;
+    Ok(())
+}
+
+async fn ready(url: &str) -> bool {
+    let client = reqwest::Client::new();
+    matches!(
+        client.get(format!("{url}/readyz")).timeout(Duration::from_secs(3)).send().await,
+        Ok(r) if r.status().is_success()
+    )
+}
+
+async fn ensure_services(cfg: &Config, dir: &Path, base: &str) -> anyhow::Result<()> {
+    if read_pid(&dir.join(SERVICES_PID)).is_some_and(alive) && ready(base).await {
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    let env = vec![
+        ("LIS_DATA_DIR", dir.display().to_string()),
+        (
+            "LIS_TOKEN_KEY_FILE",
+            cfg.token_key_file.canonicalize()?.display().to_string(),
+        ),
+    ];
+    let cwd = std::env::current_dir()?;
+    let pid = spawn_detached(
+        &exe,
+        &["serve".to_string()],
+        &cwd,
+        &dir.join("logs/services.log"),
+        &env,
+    )?;
+    std::fs::write(dir.join(SERVICES_PID), pid.to_string())?;
+    wait_until("the services", Duration::from_secs(60), async || {
+        ready(base).await
+    })
+    .await
+    .with_context(|| format!("see {}", dir.join("logs/services.log").display()))
+}
+
+async fn ensure_demo(cfg: &Config, dir: &Path, base: &str) -> anyhow::Result<PathBuf> {
+    let file = dir.join(DEMO_FILE);
+    if file.exists() {
+        return Ok(file);
+    }
+    let pool = db::pool(&cfg.database_url, &cfg.write_schema, 2)?;
+    let actor = crate::admin_cli::operator();
+    admin::create_client(&pool, &actor, "DEMO", "Demo Clinic").await?;
+    admin::create_location(&pool, &actor, "DEMO-MAIN", "DEMO", "Demo Clinic, main site").await?;
+    let permissions = [
+        Permission::PatientsCreate,
+        Permission::PatientsRead,
+        Permission::PatientsUpdate,
+        Permission::TestsCreate,
+        Permission::TestsRead,
+        Permission::TestsUpdate,
+    ]
+    .into();
+    let scope = Scope {
+        clients: IdSet::parse("DEMO").map_err(anyhow::Error::msg)?,
+        locations: IdSet::all(),
+    };
+    let creds = admin::create_partner(&pool, &actor, "Demo partner", permissions, scope).await?;
+    let body = serde_json::json!({
+        "partnerID": creds.partner_id,
+        "client_id": creds.client_id,
+        "client_secret": creds.client_secret,
+        "token_url": format!("{base}/oauth/token"),
+        "base_url": base,
+        "clientID": "DEMO",
+        "locationID": "DEMO-MAIN",
+    });
+    write_private(&file, serde_json::to_string_pretty(&body)?.as_bytes())?;
+    Ok(file)
+}
+
+/// `lis up`.
+pub async fn up(cfg: &Config) -> anyhow::Result<()> {
+    let dir = data_dir(cfg)?;
+    std::fs::create_dir_all(dir.join("logs"))?;
+    ensure_broker(cfg, &dir).await?;
+    migrate(cfg).await?;
+    if TokenKeys::create_file(&cfg.token_key_file)? {
+        eprintln!(
+            "lis: generated a token signing key at {}",
+            cfg.token_key_file.display()
+        );
+    }
+    let base = format!("http://{}", cfg.http_addr);
+    ensure_services(cfg, &dir, &base).await?;
+    let demo = ensure_demo(cfg, &dir, &base).await?;
+    println!("LIS is up.");
+    println!("  base URL:             {base}");
+    println!("  demo credentials:     {}", demo.display());
+    println!("  logs:                 {}", dir.join("logs").display());
+    println!("  stop with:            cargo run --release -p lis -- down");
+    Ok(())
+}
+
+fn stop(path: &Path, what: &str) {
+    let Some(pid) = read_pid(path) else { return };
+    if alive(pid) {
+        // SAFETY: plain signal to a process this command started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if alive(pid) {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        println!("stopped the {what} (pid {pid})");
+    }
+    let _ = std::fs::remove_file(path);
+}
+
+/// `lis down`.
+pub fn down(cfg: &Config) -> anyhow::Result<()> {
+    let dir = data_dir(cfg)?;
+    stop(&dir.join(SERVICES_PID), "services");
+    stop(&dir.join(BROKER_PID), "broker");
+    println!("LIS is down; data kept in {}", dir.display());
+    Ok(())
+}
+
+/// `lis serve`: runs roles in the foreground until SIGTERM or Ctrl-C.
+pub async fn serve(cfg: Config, roles: &str) -> anyhow::Result<()> {
+    let roles = Roles::parse(roles).map_err(anyhow::Error::msg)?;
+    let keys = TokenKeys::load(&cfg.token_key_file)?;
+    let (fire, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        let _ = fire.send(true);
+    });
+    stack::serve(cfg, keys, None, roles, shutdown).await
+}

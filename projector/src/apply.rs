@@ -1,0 +1,199 @@
+//! What each event does to the read model rows. Every function is
+//! idempotent per (stream, version): [`apply`] skips an event whose version
+//! the stream already has.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use domain::account::AccountEvent;
+use domain::event::{DomainEvent, StreamKind};
+use domain::patient::{self, Address, Patient, PatientEvent, Sex};
+use domain::reference::{self, ClientEvent, LocationEvent, Partner, PartnerEvent};
+use platform::envelope::Envelope;
+use tokio_postgres::Transaction;
+
+/// Applies one event inside the batch's transaction.
+pub async fn apply(tx: &Transaction<'_>, env: &Envelope) -> anyhow::Result<()> {
+    let applied: Option<i64> = tx
+        .query_opt(
+            "SELECT version FROM stream_versions WHERE stream_id = $1",
+            &[&env.stream_id],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if applied.is_some_and(|v| v >= env.version) {
+        return Ok(());
+    }
+    if let Some(v) = applied {
+        if env.version != v + 1 {
+            tracing::error!(
+                stream = %env.stream_id, applied = v, got = env.version,
+                "gap in a stream's versions; applying anyway"
+            );
+        }
+    }
+    let data = env.data.clone();
+    match StreamKind::parse(&env.stream_type) {
+        Some(StreamKind::Patient) => {
+            patient_event(tx, env, PatientEvent::from_parts(&env.event_type, data)?).await?
+        }
+        Some(StreamKind::Account) => {
+            let AccountEvent::PatientAccountInvited(e) =
+                AccountEvent::from_parts(&env.event_type, data)?;
+            tx.execute(
+                "INSERT INTO accounts (account_id, patient_id, status, version, created_at) \
+                 VALUES ($1, $2, 'invited', $3, $4) ON CONFLICT (account_id) DO NOTHING",
+                &[&e.account_id, &e.patient_id, &env.version, &env.occurred_at],
+            )
+            .await?;
+        }
+        Some(StreamKind::Client) => {
+            let ClientEvent::ClientRegistered(e) = ClientEvent::from_parts(&env.event_type, data)?;
+            tx.execute(
+                "INSERT INTO clients (client_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&e.client_id, &e.name],
+            )
+            .await?;
+        }
+        Some(StreamKind::Location) => {
+            let LocationEvent::LocationRegistered(e) =
+                LocationEvent::from_parts(&env.event_type, data)?;
+            tx.execute(
+                "INSERT INTO locations (location_id, client_id, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&e.location_id, &e.client_id, &e.name],
+            )
+            .await?;
+        }
+        Some(StreamKind::Partner) => {
+            partner_event(tx, env, PartnerEvent::from_parts(&env.event_type, data)?).await?
+        }
+        None => {
+            tracing::warn!(stream_type = %env.stream_type, "skipping an event of an unknown stream type");
+        }
+    }
+    tx.execute(
+        "INSERT INTO stream_versions (stream_id, version) VALUES ($1, $2) \
+         ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version",
+        &[&env.stream_id, &env.version],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn patient_event(
+    tx: &Transaction<'_>,
+    env: &Envelope,
+    event: PatientEvent,
+) -> anyhow::Result<()> {
+    let current = load_patient(tx, env.stream_id).await?;
+    let Some(next) = patient::apply(current, &event) else {
+        tracing::error!(stream = %env.stream_id, "patient update before registration; skipped");
+        return Ok(());
+    };
+    let address = next
+        .address
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()?;
+    tx.execute(
+        "INSERT INTO patients (patient_id, client_id, location_id, external_patient_id, first_name, \
+         last_name, date_of_birth, sex, email, phone, address, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
+         ON CONFLICT (patient_id) DO UPDATE SET location_id = EXCLUDED.location_id, \
+         external_patient_id = EXCLUDED.external_patient_id, first_name = EXCLUDED.first_name, \
+         last_name = EXCLUDED.last_name, date_of_birth = EXCLUDED.date_of_birth, sex = EXCLUDED.sex, \
+         email = EXCLUDED.email, phone = EXCLUDED.phone, address = EXCLUDED.address, \
+         version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
+        &[
+            &next.id,
+            &next.client_id,
+            &next.location_id,
+            &next.external_patient_id,
+            &next.first_name,
+            &next.last_name,
+            &next.date_of_birth,
+            &next.sex.as_str(),
+            &next.email,
+            &next.phone,
+            &address,
+            &env.version,
+            &env.occurred_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn load_patient(tx: &Transaction<'_>, id: uuid::Uuid) -> anyhow::Result<Option<Patient>> {
+    let Some(r) = tx
+        .query_opt(
+            "SELECT patient_id, client_id, location_id, external_patient_id, first_name, last_name, \
+             date_of_birth, sex, email, phone, address, version FROM patients WHERE patient_id = $1",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let address: Option<serde_json::Value> = r.get(10);
+    Ok(Some(Patient {
+        id: r.get(0),
+        client_id: r.get(1),
+        location_id: r.get(2),
+        external_patient_id: r.get(3),
+        first_name: r.get(4),
+        last_name: r.get(5),
+        date_of_birth: r.get::<_, NaiveDate>(6),
+        sex: Sex::parse(r.get(7)).unwrap_or(Sex::Unknown),
+        email: r.get(8),
+        phone: r.get(9),
+        address: address.map(serde_json::from_value::<Address>).transpose()?,
+        version: r.get(11),
+    }))
+}
+
+async fn partner_event(
+    tx: &Transaction<'_>,
+    env: &Envelope,
+    event: PartnerEvent,
+) -> anyhow::Result<()> {
+    let current = match tx
+        .query_opt(
+            "SELECT partner_id, name, client_id, permissions, scope, disabled, version FROM partners WHERE partner_id = $1",
+            &[&env.stream_id],
+        )
+        .await?
+    {
+        Some(r) => Some(Partner {
+            id: r.get(0),
+            name: r.get(1),
+            client_id: r.get(2),
+            permissions: platform::auth::permissions_from_db(&r.get::<_, Vec<String>>(3)),
+            scope: serde_json::from_value(r.get(4))?,
+            disabled: r.get(5),
+            version: r.get(6),
+        }),
+        None => None,
+    };
+    let Some(next) = reference::apply_partner(current, &event) else {
+        return Ok(());
+    };
+    let perms: Vec<&str> = next.permissions.iter().map(|p| p.as_str()).collect();
+    let updated_at: DateTime<Utc> = env.occurred_at;
+    tx.execute(
+        "INSERT INTO partners (partner_id, name, client_id, permissions, scope, disabled, version, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (partner_id) DO UPDATE SET permissions = EXCLUDED.permissions, scope = EXCLUDED.scope, \
+         disabled = EXCLUDED.disabled, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
+        &[
+            &next.id,
+            &next.name,
+            &next.client_id,
+            &perms,
+            &serde_json::to_value(&next.scope)?,
+            &next.disabled,
+            &env.version,
+            &updated_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
