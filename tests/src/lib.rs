@@ -1,1 +1,357 @@
-//! placeholder
+//! Test harness: a whole LIS stack per test, on a fresh Postgres database and
+//! a fresh set of topics of the real broker (`LIS_KAFKA_BROKERS`), reached
+//! only through its public interfaces (HTTP, the admin functions the `lis`
+//! command uses, and Kafka).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use command_handler::admin;
+use domain::access::{Actor, IdSet, Permission, Scope};
+use lis::stack::{Roles, Shutdown};
+use platform::auth::TokenKeys;
+use platform::config::Config;
+use platform::envelope::Envelope;
+use platform::kafka::Topic;
+use rand::RngCore;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Every permission of the partner documentation.
+pub const SIX: &str =
+    "patients:create,patients:read,patients:update,tests:create,tests:read,tests:update";
+
+/// A running stack of one test.
+pub struct TestStack {
+    /// Its configuration (database, schemas, topic prefix).
+    pub cfg: Config,
+    /// Base URL of the partner API.
+    pub base: String,
+    /// Signing key.
+    pub keys: TokenKeys,
+    /// Pool on the write schema (for assertions on the event store).
+    pub write: deadpool_postgres::Pool,
+    /// Pool on the read schema.
+    pub read: deadpool_postgres::Pool,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    fire: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A partner created for a test.
+#[derive(Debug, Clone)]
+pub struct TestPartner {
+    /// Partner id.
+    pub id: Uuid,
+    /// OAuth client id.
+    pub client_id: String,
+    /// OAuth client secret.
+    pub secret: String,
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The configuration of a fresh, isolated stack.
+pub fn test_config() -> Config {
+    let mut cfg = Config::from_env().expect("LIS_* settings");
+    let id = random_hex(6);
+    let base_url = std::env::var("LIS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let (prefix, _) = base_url.rsplit_once('/').expect("a database URL");
+    cfg.database_url = format!("{prefix}/lis_t_{id}");
+    cfg.topic_prefix = format!("t{id}.");
+    cfg.kafka_partitions = 3;
+    cfg.token_rate_per_minute = 10_000;
+    cfg.http_addr = "127.0.0.1:0".parse().expect("addr");
+    cfg
+}
+
+impl TestStack {
+    /// Starts every role.
+    pub async fn start() -> TestStack {
+        Self::start_with(test_config(), Roles::ALL).await
+    }
+
+    /// Prepares the database and topics of `cfg` and starts `roles`.
+    pub async fn start_with(cfg: Config, roles: Roles) -> TestStack {
+        platform::telemetry::init(&std::env::var("LIS_TEST_LOG").unwrap_or_else(|_| "warn".into()));
+        platform::db::ensure_database(&cfg.database_url)
+            .await
+            .expect("database");
+        platform::db::migrate(
+            &cfg.database_url,
+            &cfg.write_schema,
+            platform::db::Side::Write,
+        )
+        .await
+        .expect("write migrations");
+        platform::db::migrate(
+            &cfg.database_url,
+            &cfg.read_schema,
+            platform::db::Side::Read,
+        )
+        .await
+        .expect("read migrations");
+        platform::kafka::ensure_topics(&cfg)
+            .await
+            .expect("topics (is LIS_KAFKA_BROKERS up?)");
+        let mut key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        let keys = TokenKeys::from_bytes(&key);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (fire, shutdown) = Shutdown::new();
+        let (c, k) = (cfg.clone(), keys.clone());
+        let task = tokio::spawn(async move {
+            lis::stack::serve(c, k, Some(listener), roles, shutdown)
+                .await
+                .expect("stack runs");
+        });
+        TestStack {
+            write: platform::db::pool(&cfg.database_url, &cfg.write_schema, 4).expect("pool"),
+            read: platform::db::pool(&cfg.database_url, &cfg.read_schema, 4).expect("pool"),
+            http: reqwest::Client::new(),
+            cfg,
+            base,
+            keys,
+            fire,
+            task,
+        }
+    }
+
+    /// Stops every role, waiting for in-flight work to finish.
+    pub async fn stop(self) {
+        let _ = self.fire.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
+    }
+
+    /// The operator.
+    pub fn operator() -> Actor {
+        Actor::Operator {
+            id: "test-operator".into(),
+        }
+    }
+
+    /// Creates a client and a location of it.
+    pub async fn client_with_location(&self, client: &str, location: &str) {
+        admin::create_client(
+            &self.write,
+            &Self::operator(),
+            client,
+            &format!("Client {client}"),
+        )
+        .await
+        .expect("client");
+        self.location(client, location).await;
+    }
+
+    /// Creates a location of an existing client.
+    pub async fn location(&self, client: &str, location: &str) {
+        admin::create_location(
+            &self.write,
+            &Self::operator(),
+            location,
+            client,
+            &format!("Site {location}"),
+        )
+        .await
+        .expect("location");
+    }
+
+    /// Creates a partner with the given permissions and scope.
+    pub async fn partner(&self, permissions: &str, clients: &str, locations: &str) -> TestPartner {
+        let perms: BTreeSet<Permission> =
+            domain::access::parse_permissions(permissions).expect("permissions");
+        let scope = Scope {
+            clients: IdSet::parse(clients).expect("clients"),
+            locations: IdSet::parse(locations).expect("locations"),
+        };
+        let c = admin::create_partner(&self.write, &Self::operator(), "Test partner", perms, scope)
+            .await
+            .expect("partner");
+        TestPartner {
+            id: c.partner_id,
+            client_id: c.client_id,
+            secret: c.client_secret,
+        }
+    }
+
+    /// Obtains an access token through `POST /oauth/token`.
+    pub async fn token(&self, p: &TestPartner) -> String {
+        let r = self
+            .http
+            .post(format!("{}/oauth/token", self.base))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", p.client_id.as_str()),
+                ("client_secret", p.secret.as_str()),
+            ])
+            .send()
+            .await
+            .expect("token request");
+        assert_eq!(r.status(), 200, "token for {}", p.client_id);
+        let v: Value = r.json().await.expect("json");
+        v["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string()
+    }
+
+    /// A standard stack setup: client C1 with locations L1 and L2, client C2
+    /// with L3, and a partner with the six permissions over everything.
+    pub async fn standard(&self) -> (TestPartner, String) {
+        self.client_with_location("C1", "L1").await;
+        self.location("C1", "L2").await;
+        self.client_with_location("C2", "L3").await;
+        let p = self.partner(SIX, "*", "*").await;
+        let t = self.token(&p).await;
+        (p, t)
+    }
+
+    /// `POST /v1/patients` with a JSON body.
+    pub async fn create_patient(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/patients", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `GET` a path with a token.
+    pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Counts the events in the event store, optionally of one stream.
+    pub async fn event_count(&self, stream: Option<Uuid>) -> i64 {
+        let db = self.write.get().await.expect("db");
+        db.query_one(
+            "SELECT count(*) FROM events WHERE $1::uuid IS NULL OR stream_id = $1",
+            &[&stream],
+        )
+        .await
+        .expect("count")
+        .get(0)
+    }
+
+    /// Reads every record of a topic from offset 0 up to its current end.
+    pub async fn read_topic(&self, topic: Topic) -> Vec<Record> {
+        read_topic(&self.cfg, topic).await
+    }
+
+    /// Waits until the topic holds at least `n` records, then reads them.
+    pub async fn wait_topic(&self, topic: Topic, n: usize) -> Vec<Record> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let recs = self.read_topic(topic).await;
+            if recs.len() >= n || std::time::Instant::now() > deadline {
+                return recs;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A base patient body for client C1 at L1.
+pub fn patient_body(external: &str) -> Value {
+    serde_json::json!({
+        "externalPatientID": external,
+        "clientID": "C1",
+        "locationID": "L1",
+        "firstName": "Ada",
+        "lastName": "Lovelace",
+        "dateOfBirth": "1990-12-10",
+        "sex": "female",
+    })
+}
+
+/// One record read from Kafka.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: String,
+    /// Headers as strings.
+    pub headers: Vec<(String, String)>,
+    /// The raw JSON body.
+    pub json: Value,
+    /// The parsed envelope.
+    pub envelope: Envelope,
+}
+
+/// Reads every record of a topic of `cfg` from offset 0 to its current end.
+pub async fn read_topic(cfg: &Config, topic: Topic) -> Vec<Record> {
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer =
+            platform::kafka::consumer_config(&cfg, &format!("test-reader-{}", random_hex(4)))
+                .create()
+                .expect("consumer");
+        let name = topic.name(&cfg.topic_prefix);
+        let mut tpl = TopicPartitionList::new();
+        let mut remaining = 0i64;
+        for p in 0..topic.partitions(&cfg) {
+            let (low, high) = c
+                .fetch_watermarks(&name, p, Duration::from_secs(10))
+                .expect("watermarks");
+            remaining += high - low;
+            tpl.add_partition_offset(&name, p, Offset::Beginning)
+                .expect("tpl");
+        }
+        c.assign(&tpl).expect("assign");
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while (out.len() as i64) < remaining && std::time::Instant::now() < deadline {
+            let Some(m) = c.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let m = m.expect("message");
+            let json: Value =
+                serde_json::from_slice(m.payload().unwrap_or_default()).expect("json body");
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Record {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                headers,
+                envelope: serde_json::from_value(json.clone()).expect("envelope"),
+                json,
+            });
+        }
+        out
+    })
+    .await
+    .expect("reader")
+}
