@@ -521,7 +521,14 @@ pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         return Ok(None);
     };
     let s = v.to_str().unwrap_or("").trim();
-    let s = s.strip_prefix("W/").unwrap_or(s);
+    if s == "*" {
+        // Any current representation: the record exists (checked anyway).
+        return Ok(None);
+    }
+    if s.starts_with("W/") {
+        // If-Match uses strong comparison (RFC 9110): a weak tag never matches.
+        return Ok(Some(0));
+    }
     s.strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
         .and_then(|n| n.parse::<i64>().ok())
@@ -575,7 +582,9 @@ pub async fn update(
         f.read_only(&[READ_ONLY, &["clientID"]].concat());
         let patch = patch_from(&mut f);
         let shape_errors = f.finish();
-        fields::check(shape_errors)?;
+        if shape_errors.iter().any(|e| e.code == fields::WRONG_TYPE) {
+            fields::check(shape_errors.clone())?;
+        }
         let expected = if_match(&headers)?;
         let key = idempotency::key_from(&headers)?;
         let idem = key.clone().map(|k| {
@@ -587,15 +596,16 @@ pub async fn update(
                 &body,
             )
         });
-        Ok((caller, id, patch, expected, key, idem))
+        Ok((caller, id, patch, shape_errors, expected, key, idem))
     }
     .await;
     match prepared {
-        Ok((caller, id, patch, expected, key, idem)) => {
+        Ok((caller, id, patch, shape_errors, expected, key, idem)) => {
             let command = Update {
                 caller,
                 id,
                 patch,
+                shape_errors,
                 expected,
                 key,
             };
@@ -609,6 +619,7 @@ struct Update {
     caller: Caller,
     id: Uuid,
     patch: PatientPatch,
+    shape_errors: Vec<FieldError>,
     expected: Option<i64>,
     key: Option<String>,
 }
@@ -623,6 +634,7 @@ impl Attempt for Update {
                 caller,
                 id,
                 patch,
+                shape_errors,
                 expected,
                 key,
             } = self;
@@ -669,13 +681,19 @@ impl Attempt for Update {
             .await?;
             let decision = match patient::update(&state, patch.clone(), &ctx) {
                 Ok(d) => d,
-                Err(PatientRejection::DuplicateExternalId { existing }) => {
+                Err(PatientRejection::DuplicateExternalId { existing }) if shape_errors.is_empty() => {
                     return Err(duplicate(tx, caller, existing).await?.into())
                 }
+                Err(PatientRejection::DuplicateExternalId { .. }) => {
+                    return Err(ApiError::unprocessable(shape_errors.clone()).into())
+                }
                 Err(PatientRejection::Invalid(errors)) => {
-                    return Err(ApiError::unprocessable(errors).into())
+                    let mut all = shape_errors.clone();
+                    all.extend(errors);
+                    return Err(ApiError::unprocessable(all).into());
                 }
             };
+            fields::check(shape_errors.clone())?;
             let mut token = ConsistencyToken::default();
             let mut new_state = state.clone();
             let mut updated_at = loaded.updated_at;

@@ -79,7 +79,10 @@ pub fn producer_config(cfg: &Config) -> ClientConfig {
     let mut c = base_config(cfg);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("max.in.flight.requests.per.connection", "5")
+        // One batch in flight: a retried batch can never overtake a later
+        // one, even on a broker whose idempotence checks are weaker than
+        // Apache Kafka's.
+        .set("max.in.flight.requests.per.connection", "1")
         .set("linger.ms", "2")
         .set("message.timeout.ms", "30000");
     c

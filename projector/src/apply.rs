@@ -33,7 +33,11 @@ pub async fn apply(tx: &Transaction<'_>, env: &Envelope) -> anyhow::Result<()> {
     let data = env.data.clone();
     match StreamKind::parse(&env.stream_type) {
         Some(StreamKind::Patient) => {
-            patient_event(tx, env, PatientEvent::from_parts(&env.event_type, data)?).await?
+            if !patient_event(tx, env, PatientEvent::from_parts(&env.event_type, data)?).await? {
+                // Leave the stream's version alone so that the missing
+                // registration still applies when it arrives.
+                return Ok(());
+            }
         }
         Some(StreamKind::Account) => {
             let AccountEvent::PatientAccountInvited(e) =
@@ -78,15 +82,21 @@ pub async fn apply(tx: &Transaction<'_>, env: &Envelope) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Applies a patient event; `false` when it cannot apply (an update of a
+/// patient whose registration has not been applied).
 async fn patient_event(
     tx: &Transaction<'_>,
     env: &Envelope,
     event: PatientEvent,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let current = load_patient(tx, env.stream_id).await?;
     let Some(next) = patient::apply(current, &event) else {
-        tracing::error!(stream = %env.stream_id, "patient update before registration; skipped");
-        return Ok(());
+        tracing::error!(
+            stream = %env.stream_id,
+            version = env.version,
+            "patient update before registration; skipped"
+        );
+        return Ok(false);
     };
     let address = next
         .address
@@ -119,7 +129,7 @@ async fn patient_event(
         ],
     )
     .await?;
-    Ok(())
+    Ok(true)
 }
 
 async fn load_patient(tx: &Transaction<'_>, id: uuid::Uuid) -> anyhow::Result<Option<Patient>> {

@@ -325,8 +325,21 @@ pub async fn search(
         if let Some(n) = f.integer("limit") {
             raw.push(("limit".to_string(), Some(n.to_string())));
         }
-        fields::check(f.finish())?;
-        page(&app, &caller, parse_filters(raw)?).await
+        let mut errors = f.finish();
+        if errors.iter().any(|e| e.code == fields::WRONG_TYPE) {
+            fields::check(errors)?;
+            unreachable!("check fails on wrong types");
+        }
+        let filters = match parse_filters(raw) {
+            Ok(filters) => filters,
+            Err(ApiError::Invalid { errors: more, .. }) => {
+                errors.extend(more);
+                return Err(ApiError::unprocessable(errors));
+            }
+            Err(e) => return Err(e),
+        };
+        fields::check(errors)?;
+        page(&app, &caller, filters).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)

@@ -32,6 +32,8 @@ pub struct TestStack {
     pub base: String,
     /// Signing key.
     pub keys: TokenKeys,
+    /// The signing key's bytes (for processes started by a test).
+    pub key_bytes: Vec<u8>,
     /// Pool on the write schema (for assertions on the event store).
     pub write: deadpool_postgres::Pool,
     /// Pool on the read schema.
@@ -124,6 +126,7 @@ impl TestStack {
             cfg,
             base,
             keys,
+            key_bytes: key.to_vec(),
             fire,
             task,
         }
@@ -354,4 +357,85 @@ pub async fn read_topic(cfg: &Config, topic: Topic) -> Vec<Record> {
     })
     .await
     .expect("reader")
+}
+
+/// A `lis` process started by a test; killed when dropped.
+pub struct LisProcess {
+    child: std::process::Child,
+    /// Its partner API base URL.
+    pub base: String,
+}
+
+impl Drop for LisProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `lis` binary built by `cargo build -p lis` (the test script builds it).
+pub fn lis_binary() -> std::path::PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/lis");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p lis` first (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+impl TestStack {
+    /// Starts `lis serve --roles <roles>` as its own process on this stack's
+    /// database, topics and signing key, and waits until it answers.
+    pub async fn spawn_process(&self, roles: &str) -> LisProcess {
+        use base64::Engine;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("lis-test-{}", random_hex(6)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_file = dir.join("token.key");
+        std::fs::write(
+            &key_file,
+            base64::engine::general_purpose::STANDARD.encode(&self.key_bytes),
+        )
+        .unwrap();
+        let child = std::process::Command::new(lis_binary())
+            .args(["serve", "--roles", roles])
+            .env("LIS_DATABASE_URL", &self.cfg.database_url)
+            .env("LIS_KAFKA_BROKERS", &self.cfg.kafka_brokers)
+            .env("LIS_TOPIC_PREFIX", &self.cfg.topic_prefix)
+            .env(
+                "LIS_KAFKA_PARTITIONS",
+                self.cfg.kafka_partitions.to_string(),
+            )
+            .env("LIS_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("LIS_TOKEN_KEY_FILE", &key_file)
+            .env("LIS_TOKEN_RATE_PER_MINUTE", "10000")
+            .env("LIS_DATA_DIR", &dir)
+            .env("LIS_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start lis");
+        let base = format!("http://127.0.0.1:{port}");
+        let proc = LisProcess { child, base };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/healthz", proc.base)).send().await {
+                if r.status().is_success() {
+                    return proc;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "lis serve did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

@@ -1,0 +1,212 @@
+//! The relay publishes every committed event to Kafka exactly once, in
+//! stream order, even when transactions commit out of order, some roll back,
+//! and the relay restarts after losing its checkpoint.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use command_handler::store::{self, CommandMeta, Pending};
+use domain::access::Actor;
+use domain::patient::{PatientEvent, PatientRegistered, Sex};
+use domain::reference::{ClientEvent, ClientRegistered};
+use lis::stack::Roles;
+use platform::kafka::Topic;
+use rand::Rng;
+use tests::{test_config, Record, TestStack};
+use uuid::Uuid;
+
+const RELAY_ONLY: Roles = Roles {
+    commands: false,
+    queries: false,
+    relay: true,
+    projector: false,
+};
+
+fn event(n: u64) -> ClientEvent {
+    ClientEvent::ClientRegistered(ClientRegistered {
+        client_id: format!("C{n}"),
+        name: format!("Client {n}"),
+    })
+}
+
+/// A patient event, so that streams spread over the partitions.
+fn patient_event(stream: Uuid) -> PatientEvent {
+    PatientEvent::PatientRegistered(PatientRegistered {
+        patient_id: stream,
+        client_id: "C1".into(),
+        location_id: "L1".into(),
+        external_patient_id: None,
+        first_name: "Test".into(),
+        last_name: "Patient".into(),
+        date_of_birth: chrono::NaiveDate::from_ymd_opt(1990, 1, 1).unwrap(),
+        sex: Sex::Unknown,
+        email: None,
+        phone: None,
+        address: None,
+    })
+}
+
+fn meta() -> CommandMeta {
+    CommandMeta::new(
+        Actor::System {
+            id: "relay-test".into(),
+        },
+        None,
+    )
+}
+
+async fn connect(s: &TestStack) -> tokio_postgres::Client {
+    platform::db::connect(&s.cfg.database_url, &s.cfg.write_schema)
+        .await
+        .expect("connect")
+}
+
+/// Every record once, and each stream's versions in order 1, 2, 3, ...
+fn assert_exactly_once_in_order(records: &[Record], committed: &HashSet<Uuid>) {
+    let ids: Vec<Uuid> = records.iter().map(|r| r.envelope.event_id).collect();
+    let unique: HashSet<Uuid> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "no event is published twice");
+    assert_eq!(
+        &unique, committed,
+        "exactly the committed events are published"
+    );
+    let mut by_stream: HashMap<Uuid, Vec<i64>> = HashMap::new();
+    let mut sorted: Vec<&Record> = records.iter().collect();
+    sorted.sort_by_key(|r| (r.partition, r.offset));
+    for r in sorted {
+        by_stream
+            .entry(r.envelope.stream_id)
+            .or_default()
+            .push(r.envelope.version);
+    }
+    for (stream, versions) in by_stream {
+        let expected: Vec<i64> = (1..=versions.len() as i64).collect();
+        assert_eq!(versions, expected, "stream {stream} is in order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_commit_is_never_skipped() {
+    let s = TestStack::start_with(test_config(), RELAY_ONLY).await;
+    let mut a = connect(&s).await;
+    let mut b = connect(&s).await;
+    let (sa, sb) = (Uuid::new_v4(), Uuid::new_v4());
+    let pa = Pending::new(sa, 1, &event(1));
+    let pb = Pending::new(sb, 1, &event(2));
+
+    // A takes the lower position, B the higher; B commits first.
+    let ta = a.transaction().await.unwrap();
+    store::append(&ta, &meta(), std::slice::from_ref(&pa))
+        .await
+        .unwrap();
+    let tb = b.transaction().await.unwrap();
+    store::append(&tb, &meta(), std::slice::from_ref(&pb))
+        .await
+        .unwrap();
+    tb.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let early = s.read_topic(Topic::Reference).await;
+    assert!(
+        early.is_empty(),
+        "nothing is published past a transaction that may still commit an earlier event"
+    );
+    ta.commit().await.unwrap();
+
+    let records = s.wait_topic(Topic::Reference, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let records_after = s.read_topic(Topic::Reference).await;
+    assert_eq!(records.len(), records_after.len());
+    assert_exactly_once_in_order(&records_after, &[pa.event_id, pb.event_id].into());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_out_of_order_commits_and_rollbacks_reach_kafka_exactly_once() {
+    let s = TestStack::start_with(test_config(), RELAY_ONLY).await;
+    let shared = Uuid::new_v4();
+    let mut tasks = Vec::new();
+    for _ in 0..40u64 {
+        let (url, schema) = (s.cfg.database_url.clone(), s.cfg.write_schema.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut db = platform::db::connect(&url, &schema).await.unwrap();
+            let mut committed = Vec::new();
+            // Own stream: 1-3 events in one transaction, committed or not.
+            let (pause, n, abort) = {
+                let mut rng = rand::thread_rng();
+                (
+                    rng.gen_range(0..60),
+                    rng.gen_range(1..=3),
+                    rng.gen_ratio(1, 5),
+                )
+            };
+            let stream = Uuid::new_v4();
+            let events: Vec<Pending> = (1..=n)
+                .map(|v| Pending::new(stream, v, &patient_event(stream)))
+                .collect();
+            let tx = db.transaction().await.unwrap();
+            store::append(&tx, &meta(), &events).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            if abort {
+                tx.rollback().await.unwrap();
+            } else {
+                tx.commit().await.unwrap();
+                committed.extend(events.iter().map(|e| e.event_id));
+            }
+            // A shared stream: each task appends the next version, retrying
+            // when another task won the race.
+            loop {
+                let tx = db.transaction().await.unwrap();
+                let v: i64 = tx
+                    .query_one(
+                        "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1",
+                        &[&shared],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                let e = Pending::new(shared, v + 1, &patient_event(shared));
+                match store::append(&tx, &meta(), std::slice::from_ref(&e)).await {
+                    Ok(()) => {
+                        tokio::time::sleep(Duration::from_millis(pause / 4)).await;
+                        tx.commit().await.unwrap();
+                        committed.push(e.event_id);
+                        break;
+                    }
+                    Err(store::AppendError::Conflict) => continue,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            committed
+        }));
+    }
+    let mut committed = HashSet::new();
+    for t in tasks {
+        committed.extend(t.await.unwrap());
+    }
+    let records = s.wait_topic(Topic::Patients, committed.len()).await;
+    assert_exactly_once_in_order(&records, &committed);
+
+    // A relay that lost its checkpoint (a crash between the broker's ack and
+    // recording progress) resumes after what the partitions already hold.
+    let cfg = s.cfg.clone();
+    s.stop().await;
+    let mut db = platform::db::connect(&cfg.database_url, &cfg.write_schema)
+        .await
+        .unwrap();
+    db.execute("DELETE FROM relay_checkpoint", &[])
+        .await
+        .unwrap();
+    let late = Pending::new(Uuid::new_v4(), 1, &patient_event(Uuid::new_v4()));
+    let tx = db.transaction().await.unwrap();
+    store::append(&tx, &meta(), std::slice::from_ref(&late))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    committed.insert(late.event_id);
+    let s = TestStack::start_with(cfg, RELAY_ONLY).await;
+    s.wait_topic(Topic::Patients, committed.len()).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let records = s.read_topic(Topic::Patients).await;
+    assert_exactly_once_in_order(&records, &committed);
+    s.stop().await;
+}
