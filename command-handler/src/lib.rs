@@ -13,6 +13,7 @@
 //! - [`patients`]: patient commands.
 //! - [`oauth`]: the token endpoint.
 //! - [`admin`]: the operator's commands on reference data.
+//! - [`mailer`]: sends account invitations (a reactor on the account stream).
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use platform::config::Config;
 
 pub mod admin;
 pub mod idempotency;
+pub mod mailer;
 pub mod oauth;
 pub mod patients;
 pub mod relay;

@@ -25,6 +25,8 @@ pub struct Roles {
     pub relay: bool,
     /// The projector (Kafka -> read models).
     pub projector: bool,
+    /// The invitation mailer (needs `LIS_SMTP_URL`).
+    pub mailer: bool,
 }
 
 impl Roles {
@@ -34,17 +36,22 @@ impl Roles {
         queries: true,
         relay: true,
         projector: true,
+        mailer: true,
+    };
+
+    /// No role: start from this and switch roles on.
+    pub const NONE: Roles = Roles {
+        commands: false,
+        queries: false,
+        relay: false,
+        projector: false,
+        mailer: false,
     };
 
     /// Parses `all` or a comma-separated list of
-    /// `command-handler`, `query-api`, `relay`, `projector`.
+    /// `command-handler`, `query-api`, `relay`, `projector`, `mailer`.
     pub fn parse(s: &str) -> Result<Roles, String> {
-        let mut r = Roles {
-            commands: false,
-            queries: false,
-            relay: false,
-            projector: false,
-        };
+        let mut r = Roles::NONE;
         for part in s.split(',').map(str::trim) {
             match part {
                 "all" => r = Roles::ALL,
@@ -52,6 +59,7 @@ impl Roles {
                 "query-api" => r.queries = true,
                 "relay" => r.relay = true,
                 "projector" => r.projector = true,
+                "mailer" => r.mailer = true,
                 other => return Err(format!("unknown role `{other}`")),
             }
         }
@@ -144,6 +152,10 @@ pub async fn serve(
     if roles.projector {
         let (c, p, s) = ((*cfg).clone(), read.clone(), shutdown.clone());
         tasks.spawn(async move { projector::run(c, p, s.wait()).await });
+    }
+    if roles.mailer {
+        let (c, p, s) = ((*cfg).clone(), write.clone(), shutdown.clone());
+        tasks.spawn(async move { command_handler::mailer::run(c, p, s.wait()).await });
     }
     if roles.http() {
         let listener = match listener {

@@ -20,6 +20,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub mod smtp;
+
 /// Every permission of the partner documentation.
 pub const SIX: &str =
     "patients:create,patients:read,patients:update,tests:create,tests:read,tests:update";

@@ -13,6 +13,7 @@ const WRITE_SIDE: Roles = Roles {
     queries: false,
     relay: true,
     projector: false,
+    mailer: false,
 };
 
 const PROJECTOR: Roles = Roles {
@@ -20,6 +21,7 @@ const PROJECTOR: Roles = Roles {
     queries: false,
     relay: false,
     projector: true,
+    mailer: false,
 };
 
 const TABLES: [&str; 7] = [

@@ -20,6 +20,7 @@ const RELAY_ONLY: Roles = Roles {
     queries: false,
     relay: true,
     projector: false,
+    mailer: false,
 };
 
 fn event(n: u64) -> ClientEvent {

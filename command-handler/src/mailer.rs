@@ -1,0 +1,204 @@
+//! The invitation mailer: a reactor on the account stream that sends each
+//! invited patient a one-time activation link by SMTP.
+//!
+//! It reads `PatientAccountInvited` from Kafka. For each invitation it makes
+//! a fresh random token, stores only its SHA-256 hash (keyed by the event
+//! id), sends the mail, then marks the invitation sent and stores the Kafka
+//! offset in one transaction. A crash before that mark sends again with a new
+//! token, which replaces the old one (at least once, and only the newest link
+//! works); a mark already present means the mail went out, so a re-delivered
+//! event sends nothing.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::Utc;
+use deadpool_postgres::Pool;
+use domain::account::AccountEvent;
+use domain::event::DomainEvent;
+use lettre::message::header::ContentType;
+use lettre::message::SinglePart;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message as Mail, Tokio1Executor};
+use platform::config::Config;
+use platform::envelope::Envelope;
+use platform::kafka::Topic;
+use rand::RngCore;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use sha2::{Digest, Sha256};
+
+const REACTOR: &str = "invitation-mailer";
+/// How long an activation link works.
+pub const ACTIVATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Hashes an activation token for storage.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn transport(url: &str) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+    let rest = url
+        .strip_prefix("smtp://")
+        .ok_or_else(|| anyhow::anyhow!("LIS_SMTP_URL must look like smtp://host:port"))?;
+    let (host, port) = match rest.trim_end_matches('/').rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse::<u16>()?),
+        None => (rest.trim_end_matches('/').to_string(), 25),
+    };
+    Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(port)
+        .timeout(Some(Duration::from_secs(10)))
+        .build())
+}
+
+fn invitation(cfg: &Config, to: &str, token: &str) -> anyhow::Result<Mail> {
+    let link = format!(
+        "{}/portal/activate?token={token}",
+        cfg.public_url.trim_end_matches('/')
+    );
+    Ok(Mail::builder()
+        .from(cfg.mail_from.parse()?)
+        .to(to.parse()?)
+        .subject("Activate your lab results account")
+        .singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_PLAIN)
+                .body(format!(
+            "Hello,\r\n\r\nyour laboratory has opened an account for you to see your final test results online.\r\n\r\n\
+             Choose your password here (the link works once, for 7 days):\r\n\r\n{link}\r\n\r\n\
+             If you did not expect this message, you can ignore it.\r\n"
+                )),
+        )?)
+}
+
+async fn consumer(cfg: &Config, write: &Pool) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = platform::kafka::consumer_config(cfg, "lis-mailer").create()?;
+    let db = write.get().await?;
+    let stored: HashMap<(String, i32), i64> = db
+        .query(
+            "SELECT topic, partition, next_offset FROM reactor_offsets WHERE reactor = $1",
+            &[&REACTOR],
+        )
+        .await?
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    let topic = Topic::Patients;
+    let name = topic.name(&cfg.topic_prefix);
+    for p in 0..topic.partitions(cfg) {
+        let offset = stored
+            .get(&(name.clone(), p))
+            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+        tpl.add_partition_offset(&name, p, offset)?;
+    }
+    consumer.assign(&tpl)?;
+    Ok(consumer)
+}
+
+async fn store_offset(write: &Pool, topic: &str, partition: i32, next: i64) -> anyhow::Result<()> {
+    write
+        .get()
+        .await?
+        .execute(
+            "INSERT INTO reactor_offsets (reactor, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (reactor, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+            &[&REACTOR, &topic, &partition, &next],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Sends the invitation of one event unless it was sent already.
+async fn handle(
+    cfg: &Config,
+    write: &Pool,
+    smtp: &AsyncSmtpTransport<Tokio1Executor>,
+    env: &Envelope,
+    topic: &str,
+    partition: i32,
+    next: i64,
+) -> anyhow::Result<()> {
+    let AccountEvent::PatientAccountInvited(invited) =
+        AccountEvent::from_parts(&env.event_type, env.data.clone())?;
+    let mut raw = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let token = URL_SAFE_NO_PAD.encode(raw);
+    let expires = Utc::now() + chrono::Duration::from_std(ACTIVATION_TTL)?;
+    let db = write.get().await?;
+    let due = db
+        .query_opt(
+            "INSERT INTO activation_tokens (token_hash, account_id, event_id, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (event_id) DO UPDATE SET token_hash = EXCLUDED.token_hash, expires_at = EXCLUDED.expires_at \
+             WHERE activation_tokens.sent_at IS NULL RETURNING 1",
+            &[&token_hash(&token), &invited.account_id, &env.event_id, &expires],
+        )
+        .await?
+        .is_some();
+    drop(db);
+    if due {
+        smtp.send(invitation(cfg, &invited.email, &token)?).await?;
+        let mut db = write.get().await?;
+        let tx = db.transaction().await?;
+        tx.execute(
+            "UPDATE activation_tokens SET sent_at = now() WHERE event_id = $1",
+            &[&env.event_id],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO reactor_offsets (reactor, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (reactor, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+            &[&REACTOR, &topic, &partition, &next],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(account = %invited.account_id, "invitation sent");
+    } else {
+        store_offset(write, topic, partition, next).await?;
+    }
+    Ok(())
+}
+
+/// Runs the mailer until `shutdown` resolves; does nothing without
+/// `LIS_SMTP_URL`.
+pub async fn run(cfg: Config, write: Pool, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let Some(url) = cfg.smtp_url.clone() else {
+        tracing::info!("LIS_SMTP_URL is not set: account invitations are not mailed");
+        return shutdown.await;
+    };
+    loop {
+        let term = async {
+            let smtp = transport(&url)?;
+            let consumer = consumer(&cfg, &write).await?;
+            loop {
+                let msg = consumer.recv().await?;
+                let next = msg.offset() + 1;
+                let env = msg
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<Envelope>(p).ok());
+                match env {
+                    Some(env) if env.event_type == "PatientAccountInvited" => {
+                        handle(&cfg, &write, &smtp, &env, msg.topic(), msg.partition(), next).await?
+                    }
+                    _ => store_offset(&write, msg.topic(), msg.partition(), next).await?,
+                }
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), anyhow::Error>(())
+        };
+        tokio::select! {
+            _ = &mut shutdown => return,
+            r = term => if let Err(e) = r {
+                tracing::warn!(error = %e, "mailer failed; retrying");
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! `docker-compose.yml` stays in step with the code: it passes only settings
+//! the code reads, gives every `lis serve` process what it needs to reach its
+//! dependencies, runs Kafka in KRaft mode, and serves the whole partner API
+//! under one origin on port 8080. Also checks that `Config::VARIABLES` lists
+//! exactly the variables `Config::from_env` reads.
+//!
+//! Docker does not run on the test machines, so these checks read the file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use lis::stack::Roles;
+use platform::config::Config;
+use serde_yaml::{Mapping, Value};
+
+/// Settings every `lis serve` process must be given, whatever its roles,
+/// because the defaults point at the local stack (127.0.0.1, `.lis/`), not at
+/// other containers:
+/// - `LIS_DATABASE_URL`: every role uses Postgres (write side or read models);
+/// - `LIS_KAFKA_BROKERS`: the relay, projector and mailer use Kafka, and the
+///   API's `/readyz` asks the broker;
+/// - `LIS_TOKEN_KEY_FILE`: the API roles sign and verify tokens with it, and
+///   `lis serve` loads it before starting any role, so the others need it too.
+const REQUIRED_FOR_SERVE: &[&str] = &[
+    "LIS_DATABASE_URL",
+    "LIS_KAFKA_BROKERS",
+    "LIS_TOKEN_KEY_FILE",
+];
+
+/// Settings `lis migrate` needs: it creates the database and the topics.
+const REQUIRED_FOR_MIGRATE: &[&str] = &["LIS_DATABASE_URL", "LIS_KAFKA_BROKERS"];
+
+/// The port the partner API is published on (the contract's one origin).
+const API_PORT: u16 = 8080;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn compose() -> Value {
+    let path = repo_root().join("docker-compose.yml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut doc: Value = serde_yaml::from_str(&text).expect("docker-compose.yml is valid YAML");
+    // Compose applies `<<: *anchor` merge keys; so must we.
+    doc.apply_merge().expect("merge keys apply");
+    doc
+}
+
+fn services(doc: &Value) -> Vec<(String, &Mapping)> {
+    let services = doc
+        .get("services")
+        .and_then(Value::as_mapping)
+        .expect("docker-compose.yml has a `services` mapping");
+    services
+        .iter()
+        .map(|(k, v)| {
+            let name = k.as_str().expect("service names are strings").to_string();
+            let body = v
+                .as_mapping()
+                .unwrap_or_else(|| panic!("service {name} is a mapping"));
+            (name, body)
+        })
+        .collect()
+}
+
+/// A scalar as Compose reads it (`8080`, `true` and `"x"` are all strings to it).
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The service's `environment`, in either of Compose's forms: a mapping
+/// (`KEY: value`) or a list (`- KEY=value`). A variable without a value
+/// (`KEY:` or `- KEY`) is passed through from the host and maps to `None`.
+fn environment(svc: &Mapping) -> BTreeMap<String, Option<String>> {
+    let mut env = BTreeMap::new();
+    match svc.get("environment") {
+        None | Some(Value::Null) => {}
+        Some(Value::Mapping(m)) => {
+            for (k, v) in m {
+                let k = scalar(k).expect("environment keys are scalars");
+                env.insert(k, scalar(v));
+            }
+        }
+        Some(Value::Sequence(items)) => {
+            for item in items {
+                let item = scalar(item).expect("environment list items are strings");
+                match item.split_once('=') {
+                    Some((k, v)) => env.insert(k.to_string(), Some(v.to_string())),
+                    None => env.insert(item, None),
+                };
+            }
+        }
+        Some(other) => panic!("unexpected environment form: {other:?}"),
+    }
+    env
+}
+
+/// The words of the service's `command` (list form, or a string split on
+/// whitespace), without a leading `lis` (the image's entrypoint).
+fn command(svc: &Mapping) -> Vec<String> {
+    let mut words: Vec<String> = match svc.get("command") {
+        Some(Value::Sequence(items)) => items.iter().filter_map(scalar).collect(),
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+        _ => Vec::new(),
+    };
+    if words
+        .first()
+        .is_some_and(|w| w == "lis" || w.ends_with("/lis"))
+    {
+        words.remove(0);
+    }
+    words
+}
+
+/// The `--roles` value when the service runs `lis serve` (default `all`).
+fn serve_roles(svc: &Mapping) -> Option<String> {
+    let words = command(svc);
+    if words.first().map(String::as_str) != Some("serve") {
+        return None;
+    }
+    let mut roles = "all".to_string();
+    let mut it = words.iter().skip(1);
+    while let Some(w) = it.next() {
+        if w == "--roles" {
+            roles = it.next().expect("--roles has a value").clone();
+        } else if let Some(v) = w.strip_prefix("--roles=") {
+            roles = v.to_string();
+        }
+    }
+    Some(roles)
+}
+
+fn runs_migrate(svc: &Mapping) -> bool {
+    command(svc).first().map(String::as_str) == Some("migrate")
+}
+
+/// `(published host port, container port)` of every entry of `ports`, in the
+/// short (`"[ip:]host:container[/proto]"`, `"container"`) or long form.
+fn ports(svc: &Mapping) -> Vec<(Option<String>, String)> {
+    let Some(Value::Sequence(items)) = svc.get("ports") else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::Mapping(m) => (
+                m.get("published").and_then(scalar),
+                m.get("target")
+                    .and_then(scalar)
+                    .expect("long-form ports have a target"),
+            ),
+            other => {
+                let s = scalar(other).expect("short-form ports are scalars");
+                let s = s.split('/').next().unwrap_or_default().to_string();
+                let parts: Vec<&str> = s.split(':').collect();
+                let target = parts[parts.len() - 1].to_string();
+                let published = (parts.len() >= 2).then(|| parts[parts.len() - 2].to_string());
+                (published, target)
+            }
+        })
+        .collect()
+}
+
+fn names(v: Option<&Value>) -> BTreeSet<String> {
+    match v {
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .filter_map(|i| match i {
+                Value::Mapping(m) => m.get("source").and_then(scalar),
+                other => scalar(other),
+            })
+            .collect(),
+        Some(Value::Mapping(m)) => m.keys().filter_map(scalar).collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+#[test]
+fn compose_passes_only_settings_the_code_reads() {
+    let doc = compose();
+    let known: BTreeSet<&str> = Config::VARIABLES.iter().copied().collect();
+    let mut unknown = Vec::new();
+    for (name, svc) in services(&doc) {
+        for key in environment(svc).keys() {
+            if key.starts_with("LIS_") && !known.contains(key.as_str()) {
+                unknown.push(format!("{name}: {key}"));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "docker-compose.yml sets LIS_* variables the code does not read \
+         (not in Config::VARIABLES): {unknown:?}"
+    );
+}
+
+#[test]
+fn every_lis_service_can_reach_its_dependencies() {
+    let doc = compose();
+    let top_secrets = names(doc.get("secrets"));
+    let mut all_roles = Vec::new();
+    let mut migrate = None;
+    for (name, svc) in services(&doc) {
+        let env = environment(svc);
+        let value = |k: &str| env.get(k).cloned().flatten().filter(|v| !v.is_empty());
+        if runs_migrate(svc) {
+            for k in REQUIRED_FOR_MIGRATE {
+                assert!(value(k).is_some(), "service {name} (lis migrate) needs {k}");
+            }
+            migrate = Some(name.clone());
+        }
+        let Some(roles_arg) = serve_roles(svc) else {
+            continue;
+        };
+        let roles = Roles::parse(&roles_arg)
+            .unwrap_or_else(|e| panic!("service {name}: `--roles {roles_arg}`: {e}"));
+        all_roles.push(roles_arg.clone());
+        for k in REQUIRED_FOR_SERVE {
+            assert!(value(k).is_some(), "service {name} (lis serve) needs {k}");
+        }
+        // The key file must be mounted: as a Docker secret declared at the
+        // top level and granted to the service, or through a volume.
+        let key_file = value("LIS_TOKEN_KEY_FILE").expect("checked above");
+        if let Some(secret) = key_file.strip_prefix("/run/secrets/") {
+            assert!(
+                names(svc.get("secrets")).contains(secret),
+                "service {name} reads the secret {secret} but is not granted it"
+            );
+            assert!(
+                top_secrets.contains(secret),
+                "the secret {secret} is not declared under top-level `secrets`"
+            );
+        } else {
+            let mounted = match svc.get("volumes") {
+                Some(Value::Sequence(v)) => v.iter().any(|m| {
+                    let m = match m {
+                        Value::Mapping(m) => m.get("target").and_then(scalar),
+                        other => scalar(other),
+                    };
+                    m.is_some_and(|m| m.contains(key_file.as_str()))
+                }),
+                _ => false,
+            };
+            assert!(
+                mounted,
+                "service {name}: {key_file} is neither a secret nor mounted"
+            );
+        }
+        if roles.commands || roles.queries {
+            // The default, 127.0.0.1:8080, is unreachable from outside the container.
+            let addr: SocketAddr = value("LIS_HTTP_ADDR")
+                .unwrap_or_else(|| panic!("service {name} serves HTTP and needs LIS_HTTP_ADDR"))
+                .parse()
+                .unwrap_or_else(|e| panic!("service {name}: LIS_HTTP_ADDR: {e}"));
+            assert!(
+                addr.ip().is_unspecified(),
+                "service {name} must listen on all interfaces, not {addr}"
+            );
+        }
+        // Services start only after the schema and the topics exist.
+        let after_migrate = svc
+            .get("depends_on")
+            .and_then(Value::as_mapping)
+            .and_then(|d| d.get("migrate"))
+            .and_then(|m| m.get("condition"))
+            .and_then(scalar);
+        assert_eq!(
+            after_migrate.as_deref(),
+            Some("service_completed_successfully"),
+            "service {name} must wait for migrate to complete"
+        );
+    }
+    assert_eq!(
+        migrate.as_deref(),
+        Some("migrate"),
+        "a `migrate` service runs `lis migrate`"
+    );
+    assert!(!all_roles.is_empty(), "no service runs `lis serve`");
+    // Together, the services run every role (the union of their --roles).
+    assert_eq!(
+        Roles::parse(&all_roles.join(",")).expect("parsed above"),
+        Roles::ALL,
+        "some role runs in no service; roles run: {all_roles:?}"
+    );
+}
+
+#[test]
+fn kafka_runs_in_kraft_mode_and_postgres_16_is_checked() {
+    let doc = compose();
+    let all = services(&doc);
+    let kafka = all
+        .iter()
+        .find(|(_, s)| {
+            s.get("image")
+                .and_then(scalar)
+                .is_some_and(|i| i.starts_with("apache/kafka"))
+        })
+        .map(|(_, s)| environment(s))
+        .expect("a service runs the apache/kafka image");
+    let get = |k: &str| kafka.get(k).cloned().flatten().unwrap_or_default();
+    let process_roles = get("KAFKA_PROCESS_ROLES");
+    assert!(
+        process_roles.contains("broker") && process_roles.contains("controller"),
+        "KAFKA_PROCESS_ROLES configures KRaft (broker,controller), got {process_roles:?}"
+    );
+    for k in [
+        "KAFKA_NODE_ID",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS",
+        "KAFKA_CONTROLLER_LISTENER_NAMES",
+        "KAFKA_LISTENERS",
+        "KAFKA_ADVERTISED_LISTENERS",
+    ] {
+        assert!(!get(k).is_empty(), "the kafka service needs {k}");
+    }
+    assert_eq!(
+        get("KAFKA_AUTO_CREATE_TOPICS_ENABLE"),
+        "false",
+        "`lis migrate` creates the topics (with unlimited retention)"
+    );
+    // Every broker the LIS services are given is one the broker advertises.
+    let advertised = get("KAFKA_ADVERTISED_LISTENERS");
+    for (name, svc) in &all {
+        if let Some(Some(brokers)) = environment(svc).get("LIS_KAFKA_BROKERS") {
+            for b in brokers.split(',').map(str::trim) {
+                assert!(
+                    advertised.contains(&format!("//{b}")),
+                    "service {name}: broker {b} is not in {advertised:?}"
+                );
+            }
+        }
+    }
+
+    let (_, pg) = all
+        .iter()
+        .find(|(_, s)| {
+            s.get("image")
+                .and_then(scalar)
+                .is_some_and(|i| i.starts_with("postgres:16"))
+        })
+        .expect("a service runs postgres:16");
+    assert!(
+        pg.get("healthcheck").is_some(),
+        "postgres has a healthcheck"
+    );
+}
+
+#[test]
+fn one_origin_serves_the_partner_api_on_8080() {
+    let doc = compose();
+    let port = API_PORT.to_string();
+    let publishing: Vec<(String, &Mapping, String)> = services(&doc)
+        .into_iter()
+        .filter_map(|(name, svc)| {
+            ports(svc)
+                .into_iter()
+                .find(|(published, _)| published.as_deref() == Some(port.as_str()))
+                .map(|(_, target)| (name, svc, target))
+        })
+        .collect();
+    assert_eq!(
+        publishing.len(),
+        1,
+        "exactly one service publishes port {port}: {:?}",
+        publishing.iter().map(|(n, ..)| n).collect::<Vec<_>>()
+    );
+    let (name, svc, target) = &publishing[0];
+    let roles_arg = serve_roles(svc)
+        .unwrap_or_else(|| panic!("service {name} publishes {port} but does not run `lis serve`"));
+    let roles = Roles::parse(&roles_arg).expect("valid roles");
+    assert!(
+        roles.commands && roles.queries,
+        "service {name} on port {port} serves every partner endpoint \
+         (command-handler and query-api), not only `{roles_arg}`"
+    );
+    let addr: SocketAddr = environment(svc)
+        .get("LIS_HTTP_ADDR")
+        .cloned()
+        .flatten()
+        .expect("LIS_HTTP_ADDR is set")
+        .parse()
+        .expect("LIS_HTTP_ADDR is an address");
+    assert_eq!(
+        target,
+        &addr.port().to_string(),
+        "service {name} publishes {port} to the port it listens on"
+    );
+}
+
+/// The string literals naming `LIS_*` variables in `text`.
+fn lis_literals(text: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("\"LIS_") {
+        rest = &rest[i + 1..];
+        let end = rest.find('"').expect("string literal is closed");
+        found.insert(rest[..end].to_string());
+        rest = &rest[end + 1..];
+    }
+    found
+}
+
+#[test]
+fn config_variables_list_what_from_env_reads() {
+    let path = repo_root().join("platform/src/config.rs");
+    let src = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let start = src.find("pub fn from_env").expect("config.rs has from_env");
+    let end = src[start..]
+        .find("pub const VARIABLES")
+        .map(|e| start + e)
+        .expect("VARIABLES follows from_env in config.rs");
+    let read = lis_literals(&src[start..end]);
+
+    let listed: BTreeSet<String> = Config::VARIABLES.iter().map(|v| v.to_string()).collect();
+    assert_eq!(
+        listed.len(),
+        Config::VARIABLES.len(),
+        "Config::VARIABLES has duplicates"
+    );
+    let missing_from_list: Vec<_> = read.difference(&listed).collect();
+    let not_read: Vec<_> = listed.difference(&read).collect();
+    assert!(
+        missing_from_list.is_empty(),
+        "from_env reads variables missing from Config::VARIABLES: {missing_from_list:?}"
+    );
+    assert!(
+        not_read.is_empty(),
+        "Config::VARIABLES lists variables from_env does not read: {not_read:?}"
+    );
+}

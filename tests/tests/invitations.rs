@@ -1,0 +1,99 @@
+//! A valid email opens an account and mails a one-time activation link over
+//! a real SMTP conversation; no account, no mail.
+
+use serde_json::{json, Value};
+use tests::smtp::SmtpSink;
+use tests::{patient_body, test_config, TestStack};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invitations_are_mailed_once_with_a_stored_hash_only() {
+    let sink = SmtpSink::start().await;
+    let mut cfg = test_config();
+    cfg.smtp_url = Some(sink.url.clone());
+    cfg.public_url = "https://lis.example.test".into();
+    let s = TestStack::start_with(cfg.clone(), lis::stack::Roles::ALL).await;
+    let (_, token) = s.standard().await;
+
+    let mut ada = patient_body("MRN-MAIL-1");
+    ada["email"] = json!("ada@example.org");
+    assert_eq!(s.create_patient(&token, &ada).await.status(), 201);
+    let mut bad = patient_body("MRN-MAIL-2");
+    bad["email"] = json!("not an email");
+    assert_eq!(s.create_patient(&token, &bad).await.status(), 201);
+    let mut taken = patient_body("MRN-MAIL-3");
+    taken["email"] = json!("ada@example.org");
+    assert_eq!(s.create_patient(&token, &taken).await.status(), 201);
+    // A later first email opens the account then.
+    let r = s.create_patient(&token, &patient_body("MRN-MAIL-4")).await;
+    let id = r.json::<Value>().await.unwrap()["patientID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .http
+        .patch(format!("{}/v1/patients/{id}", s.base))
+        .bearer_auth(&token)
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"email":"grace@example.org"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let mails = sink.wait_for(2).await;
+    assert_eq!(mails.len(), 2, "one invitation per account: {mails:?}");
+    let mut recipients: Vec<&str> = mails.iter().map(|m| m.to[0].as_str()).collect();
+    recipients.sort();
+    assert_eq!(recipients, ["ada@example.org", "grace@example.org"]);
+
+    let db = s.write.get().await.unwrap();
+    for mail in &mails {
+        // The body may be quoted-printable: undo soft breaks and `=3D`.
+        let data = mail.data.replace("=\r\n", "").replace("=3D", "=");
+        let link_start = data
+            .find("https://lis.example.test/portal/activate?token=")
+            .expect("an activation link");
+        let token: String = data[link_start..]
+            .split_once("token=")
+            .unwrap()
+            .1
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        assert!(token.len() >= 40, "a long random token");
+        let row = db
+            .query_opt(
+                "SELECT sent_at IS NOT NULL FROM activation_tokens WHERE token_hash = $1",
+                &[&command_handler::mailer::token_hash(&token)],
+            )
+            .await
+            .unwrap()
+            .expect("the token's hash is stored");
+        assert!(row.get::<_, bool>(0));
+        let plain: i64 = db
+            .query_one(
+                "SELECT count(*) FROM activation_tokens WHERE encode(token_hash, 'escape') LIKE '%' || $1 || '%'",
+                &[&token],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(plain, 0, "the token itself is not stored");
+        let in_events: i64 = db
+            .query_one(
+                "SELECT count(*) FROM events WHERE data::text LIKE '%' || $1 || '%'",
+                &[&token],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(in_events, 0, "the token is in no event");
+    }
+
+    // A restarted mailer does not send again.
+    s.stop().await;
+    let s = TestStack::start_with(cfg, lis::stack::Roles::ALL).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(sink.mails().len(), 2, "no invitation is sent twice");
+    s.stop().await;
+}
