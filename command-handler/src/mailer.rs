@@ -155,6 +155,7 @@ async fn handle(
         )
         .await?;
         tx.commit().await?;
+        platform::metrics::MAILS_SENT.inc();
         tracing::info!(account = %invited.account_id, "invitation sent");
     } else {
         store_offset(write, topic, partition, next).await?;

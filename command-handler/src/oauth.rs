@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use serde_json::json;
+use serde::Serialize;
 
 use platform::auth::{issue_token, permissions_from_db, verify_secret};
 
@@ -53,11 +53,61 @@ impl TokenLimiter {
     }
 }
 
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+/// The token request (`application/x-www-form-urlencoded`, RFC 6749
+/// section 4.4.2). The credentials go either in HTTP Basic or in the body.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TokenRequest {
+    /// Always `client_credentials`.
+    #[schema(example = "client_credentials")]
+    pub grant_type: String,
+    /// The partner's `client_id`, unless sent in HTTP Basic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub client_id: Option<String>,
+    /// The partner's `client_secret`, unless sent in HTTP Basic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub client_secret: Option<String>,
+}
+
+/// A successful token answer (RFC 6749 section 5.1).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    /// The bearer token for `Authorization: Bearer <token>`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Lifetime in seconds.
+    #[schema(example = 3600)]
+    pub expires_in: u64,
+    /// The partner's permissions, space-separated.
+    #[schema(example = "patients:create patients:read patients:update")]
+    pub scope: String,
+}
+
+/// An error of the token endpoint, in the RFC 6749 shape (section 5.2),
+/// not problem+json.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OAuthError {
+    /// `invalid_request` (400), `unsupported_grant_type` (400),
+    /// `invalid_client` (401), `slow_down` (429) or
+    /// `temporarily_unavailable` (503).
+    #[schema(example = "invalid_client")]
+    pub error: &'static str,
+    /// A human-readable explanation.
+    pub error_description: &'static str,
+}
+
+fn oauth_error(status: StatusCode, error: &'static str, description: &'static str) -> Response {
+    let body = OAuthError {
+        error,
+        error_description: description,
+    };
     let mut r = (
         status,
         [(header::CONTENT_TYPE, "application/json")],
-        json!({"error": error, "error_description": description}).to_string(),
+        serde_json::to_string(&body).expect("serializes"),
     )
         .into_response();
     r.headers_mut()
@@ -83,6 +133,37 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 /// `POST /oauth/token`.
+#[utoipa::path(
+    post,
+    path = "/oauth/token",
+    operation_id = "token",
+    tag = "auth",
+    summary = "Get an access token",
+    description = "The OAuth 2.0 client credentials grant (RFC 6749 section 4.4). Send \
+        `grant_type=client_credentials` form-encoded, with the partner's `client_id` and \
+        `client_secret` in HTTP Basic or in the body. Errors use the RFC 6749 shape, not \
+        problem+json. Rate-limited per `client_id` and per source address.",
+    request_body(
+        content = TokenRequest,
+        content_type = "application/x-www-form-urlencoded",
+        description = "`grant_type=client_credentials`, plus the credentials unless they are sent in HTTP Basic."
+    ),
+    security((), ("client_basic" = [])),
+    responses(
+        (status = 200, description = "A token. `Cache-Control: no-store`.", body = TokenResponse),
+        (status = 400, description = "A malformed request (`invalid_request`: not form-encoded, no `grant_type`) or another grant type (`unsupported_grant_type`).",
+            body = OAuthError, example = json!({"error": "unsupported_grant_type", "error_description": "only client_credentials is supported"})),
+        (status = 401, description = "Wrong, unknown or disabled credentials (`invalid_client`).",
+            body = OAuthError,
+            headers(("WWW-Authenticate" = String, description = "`Basic realm=\"lis\"`")),
+            example = json!({"error": "invalid_client", "error_description": "client authentication failed"})),
+        (status = 429, description = "Too many token requests for this `client_id` or source address (`slow_down`).",
+            body = OAuthError,
+            headers(("Retry-After" = u64, description = "Seconds to wait before asking again.")),
+            example = json!({"error": "slow_down", "error_description": "too many token requests"})),
+        (status = 503, description = "The database is unavailable (`temporarily_unavailable`).", body = OAuthError),
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn token(
     State(app): State<AppState>,
@@ -206,16 +287,16 @@ pub async fn token(
         .map(|p| p.as_str())
         .collect::<Vec<_>>()
         .join(" ");
+    let body = TokenResponse {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: app.cfg.token_ttl.as_secs(),
+        scope,
+    };
     let mut r = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        json!({
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": app.cfg.token_ttl.as_secs(),
-            "scope": scope,
-        })
-        .to_string(),
+        serde_json::to_string(&body).expect("serializes"),
     )
         .into_response();
     r.headers_mut()

@@ -17,7 +17,9 @@ use platform::auth::{authenticate, Caller};
 use platform::consistency::ConsistencyToken;
 use platform::fields::{self, BodyKind, Fields};
 use platform::problem::ApiError;
-use platform::views::PatientView;
+use platform::problem::Problem;
+use platform::views::{AddressSchema, PatientView, SexSchema, WarningSchema};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
@@ -245,6 +247,141 @@ fn patch_from(f: &mut Fields) -> PatientPatch {
     }
 }
 
+// Describes the body in the OpenAPI document; the handler reads the body
+// field by field (`draft_from`), so that every bad field is named at once.
+/// The body of `POST /v1/patients`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "externalPatientID": "MRN-1001", "clientID": "C1", "locationID": "L1",
+    "firstName": "Ada", "lastName": "Lovelace", "dateOfBirth": "1990-12-10",
+    "sex": "female", "email": "ada@example.org", "phone": "+15555550100",
+    "address": {"line1": "12 St James's Square", "city": "London", "postalCode": "SW1Y 4LB", "country": "GB"}
+}))]
+pub struct NewPatient {
+    /// The partner's identifier for the patient: 1-64 visible ASCII
+    /// characters, unique within the client (a second create answers 409).
+    #[serde(rename = "externalPatientID", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub external_patient_id: Option<String>,
+    /// The lab client, within the caller's scope.
+    #[serde(rename = "clientID")]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub client_id: String,
+    /// A location of that client, within the caller's scope.
+    #[serde(rename = "locationID")]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub location_id: String,
+    /// Given name (1-100 characters).
+    #[schema(max_length = 100)]
+    pub first_name: String,
+    /// Family name (1-100 characters).
+    #[schema(max_length = 100)]
+    pub last_name: String,
+    /// Date of birth, `YYYY-MM-DD`, from 1900-01-01 to today.
+    pub date_of_birth: chrono::NaiveDate,
+    /// Administrative sex.
+    pub sex: SexSchema,
+    /// The patient's email. A valid address opens a portal account and sends
+    /// an invitation; an invalid one is dropped with the warning
+    /// `invalid_email`; one that is another account's login is stored with
+    /// the warning `email_in_use`. The patient is created in every case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, max_length = 254)]
+    pub email: Option<String>,
+    /// Phone number: up to 32 characters of digits, spaces and `+ - ( ) .`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, max_length = 32)]
+    pub phone: Option<String>,
+    /// Postal address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = AddressSchema)]
+    pub address: Option<AddressSchema>,
+}
+
+// Describes the body in the OpenAPI document (read by `patch_from`).
+/// The body of `PATCH /v1/patients/{patientID}`: a JSON merge patch (RFC
+/// 7396). Absent fields stay as they are; `null` removes a removable field.
+/// `clientID`, `patientID`, `version`, `account`, `createdAt` and `updatedAt`
+/// cannot be set (422).
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"phone": "+15555550100", "address": {"city": "London", "country": "GB"}}))]
+pub struct PatientMergePatch {
+    /// New given name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, max_length = 100)]
+    pub first_name: Option<String>,
+    /// New family name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, max_length = 100)]
+    pub last_name: Option<String>,
+    /// New date of birth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = chrono::NaiveDate)]
+    pub date_of_birth: Option<chrono::NaiveDate>,
+    /// New sex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = SexSchema)]
+    pub sex: Option<SexSchema>,
+    /// New email, or `null` to remove it. A first valid email opens the
+    /// portal account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// New phone, or `null` to remove it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// Parts of the address to change (each part `null` to remove it), or
+    /// `null` to remove the whole address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<AddressMergePatch>,
+    /// Another location of the patient's client, within the caller's scope.
+    #[serde(rename = "locationID", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub location_id: Option<String>,
+    /// A new external id (unique within the client, 409 otherwise), or
+    /// `null` to remove it.
+    #[serde(rename = "externalPatientID", skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 64)]
+    pub external_patient_id: Option<String>,
+}
+
+/// The address part of a merge patch.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddressMergePatch {
+    /// First line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line1: Option<String>,
+    /// Second line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    /// City.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    /// State or region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Postal code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2 country code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
+/// The answer to a successful create or update: the patient as it now
+/// stands, with any warnings.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PatientWritten {
+    /// The patient.
+    #[serde(flatten)]
+    pub patient: PatientView,
+    /// Non-fatal remarks (only present when there are some).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<WarningSchema>,
+}
+
 /// Looks up what a patient decision needs.
 async fn context(
     tx: &impl GenericClient,
@@ -374,6 +511,42 @@ async fn account_status(
 }
 
 /// `POST /v1/patients`.
+#[utoipa::path(
+    post,
+    path = "/v1/patients",
+    operation_id = "createPatient",
+    tag = "patients",
+    summary = "Create a patient",
+    description = "Registers a patient for a client and location in the caller's scope. \
+        A (`clientID`, `externalPatientID`) that already exists creates nothing and answers 409 \
+        `duplicate-patient`. A valid email opens a portal account (`account.status` `invited`); \
+        an invalid or already used email never blocks the create but adds a warning. \
+        Requires `patients:create`.",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
+    ),
+    request_body(content = NewPatient, content_type = "application/json"),
+    security(("bearer" = []), ("oauth2" = ["patients:create"])),
+    responses(
+        (status = 201, description = "Created: the patient, with `warnings` about the email when there are some.", body = PatientWritten,
+            headers(
+                ("Location" = String, description = "`/v1/patients/{patientID}`"),
+                ("ETag" = String, description = "The version in quotes: `\"1\"`."),
+                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
+            )),
+        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type (`errors` names each one, code `wrong_type`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `patients:create`, or the body's `clientID`/`locationID` is outside its scope.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`duplicate-patient`: the client already has a patient with this `externalPatientID` (`existingPatientID` names it when it is in scope); or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json",
+            example = json!({"type": "/problems/duplicate-patient", "title": "Conflict", "status": 409, "detail": "A patient with this externalPatientID already exists for this client.", "existingPatientID": "0b5c3f0e-9a55-4b8e-8d43-5b0f1f2ad0a1"})),
+        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, every one listed in `errors`: missing, malformed, unknown or read-only fields, a location that does not exist or belongs to another client, a malformed `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
 #[tracing::instrument(skip_all, fields(partner))]
 pub async fn create(
     State(app): State<AppState>,
@@ -544,6 +717,51 @@ pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 }
 
 /// `PATCH /v1/patients/{patientID}`.
+#[utoipa::path(
+    patch,
+    path = "/v1/patients/{patientID}",
+    operation_id = "updatePatient",
+    tag = "patients",
+    summary = "Change a patient",
+    description = "A JSON merge patch (RFC 7396) of the patient's details, its `locationID` \
+        (another location of the same client, in scope) and its `externalPatientID`. \
+        With `If-Match`, the change applies only to that version (412 otherwise); without it, \
+        to the current version. A patch that changes nothing answers 200 with the unchanged \
+        version. Requires `patients:update`.",
+    params(
+        ("patientID" = uuid::Uuid, Path, description = "The patient's id."),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`."),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters; a retry with the same key and body answers the first answer again and changes nothing."),
+    ),
+    request_body(
+        description = "A merge patch. `application/json` is accepted too.",
+        content(
+            (PatientMergePatch = "application/merge-patch+json"),
+            (PatientMergePatch = "application/json"),
+        )
+    ),
+    security(("bearer" = []), ("oauth2" = ["patients:update"])),
+    responses(
+        (status = 200, description = "The patient as it now stands, with `warnings` about the email when there are some.", body = PatientWritten,
+            headers(
+                ("ETag" = String, description = "The new version in quotes."),
+                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
+            )),
+        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token.", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `patients:update`, or the new `locationID` is outside its scope.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such patient, or the patient is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`duplicate-patient`: another patient of the client has the new `externalPatientID`; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json",
+            example = json!({"type": "/problems/stale-version", "title": "Precondition Failed", "status": 412, "detail": "The record changed since the version in If-Match."})),
+        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as `application/merge-patch+json` or `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, every one listed in `errors` (including `clientID` and other read-only fields, and a location of another client), a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
 #[tracing::instrument(skip_all, fields(partner))]
 pub async fn update(
     State(app): State<AppState>,
@@ -739,5 +957,81 @@ impl Attempt for Update {
                 write_headers(&view, &token, false),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields_of(body: &impl Serialize) -> Fields {
+        match serde_json::to_value(body).unwrap() {
+            Value::Object(map) => Fields::new(map),
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn text(s: &str) -> Option<String> {
+        Some(s.to_string())
+    }
+
+    /// Every field the OpenAPI document names for a create is one the
+    /// handler reads.
+    #[test]
+    fn documented_create_fields_are_read() {
+        let body = NewPatient {
+            external_patient_id: text("MRN-1"),
+            client_id: "C1".into(),
+            location_id: "L1".into(),
+            first_name: "Ada".into(),
+            last_name: "Lovelace".into(),
+            date_of_birth: chrono::NaiveDate::from_ymd_opt(1990, 12, 10).unwrap(),
+            sex: SexSchema::Female,
+            email: text("ada@example.org"),
+            phone: text("+15555550100"),
+            address: Some(AddressSchema {
+                line1: text("a"),
+                line2: text("b"),
+                city: text("c"),
+                state: text("d"),
+                postal_code: text("e"),
+                country: text("GB"),
+            }),
+        };
+        let mut f = fields_of(&body);
+        f.read_only(READ_ONLY);
+        let draft = draft_from(&mut f);
+        assert_eq!(f.finish(), vec![]);
+        assert_eq!(draft.sex.as_deref(), Some("female"));
+        assert_eq!(draft.date_of_birth.as_deref(), Some("1990-12-10"));
+    }
+
+    /// Every field the OpenAPI document names for a merge patch is one the
+    /// handler reads.
+    #[test]
+    fn documented_patch_fields_are_read() {
+        let body = PatientMergePatch {
+            first_name: text("Ada"),
+            last_name: text("King"),
+            date_of_birth: chrono::NaiveDate::from_ymd_opt(1990, 12, 10),
+            sex: Some(SexSchema::Other),
+            email: text("ada@example.org"),
+            phone: text("1"),
+            address: Some(AddressMergePatch {
+                line1: text("a"),
+                line2: text("b"),
+                city: text("c"),
+                state: text("d"),
+                postal_code: text("e"),
+                country: text("GB"),
+            }),
+            location_id: text("L2"),
+            external_patient_id: text("MRN-2"),
+        };
+        let mut f = fields_of(&body);
+        f.read_only(&[READ_ONLY, &["clientID"]].concat());
+        let patch = patch_from(&mut f);
+        assert_eq!(f.finish(), vec![]);
+        assert_eq!(patch.sex, Patch::Set("other".to_string()));
     }
 }

@@ -150,6 +150,7 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
         }
         let mut deliveries = Vec::with_capacity(rows.len());
         let mut last = checkpoint;
+        let mut newest: Option<chrono::DateTime<chrono::Utc>> = None;
         for row in &rows {
             let txid: String = row.get(0);
             let pos = Position {
@@ -183,6 +184,7 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
                 idempotency_key: row.get(11),
                 data: row.get(12),
             };
+            newest = Some(envelope.occurred_at);
             let payload = serde_json::to_vec(&envelope)?;
             let key = stream_id.to_string();
             let mut headers = OwnedHeaders::new();
@@ -213,6 +215,7 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
             match delivery.await {
                 Ok(Ok(_)) => {
                     relay.published.insert(key, pos);
+                    platform::metrics::RELAY_PUBLISHED.inc();
                 }
                 Ok(Err((e, _))) => anyhow::bail!("delivery failed: {e}"),
                 Err(_) => anyhow::bail!("delivery canceled"),
@@ -227,6 +230,9 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
             )
             .await?;
         checkpoint = last;
+        if let Some(t) = newest {
+            platform::metrics::RELAY_LAG.set(platform::metrics::seconds_since(&t));
+        }
         let _ = relay.producer.flush(Duration::from_secs(0));
     }
 }

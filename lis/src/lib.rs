@@ -4,5 +4,8 @@
 //! # Layout
 //! - [`stack`]: runs any set of roles (partner API, relay, projector) in one
 //!   process, with health endpoints and graceful shutdown.
+//! - [`docs`]: the OpenAPI document and the developer guide, served at
+//!   `/openapi.json` and `/docs`.
 
+pub mod docs;
 pub mod stack;

@@ -94,6 +94,32 @@ struct Health {
     write: deadpool_postgres::Pool,
 }
 
+/// Counts and times every request by route template, never by raw path.
+async fn observe(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let method = req.method().as_str().to_string();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    platform::metrics::HTTP_LATENCY
+        .with_label_values(&[&method, &route])
+        .observe(start.elapsed().as_secs_f64());
+    platform::metrics::HTTP_REQUESTS
+        .with_label_values(&[&method, &route, resp.status().as_str()])
+        .inc();
+    resp
+}
+
+async fn metrics() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        platform::metrics::render(),
+    )
+}
+
 async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
@@ -165,10 +191,12 @@ pub async fn serve(
         let mut app = Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
             .with_state(Health {
                 cfg: cfg.clone(),
                 write: write.clone(),
             });
+        app = app.merge(crate::docs::router());
         if roles.commands {
             app = app.merge(command_handler::router(command_handler::AppState::new(
                 cfg.clone(),
@@ -184,6 +212,7 @@ pub async fn serve(
                 keys: keys.clone(),
             }));
         }
+        let app = app.layer(axum::middleware::from_fn(observe));
         tracing::info!(addr = %listener.local_addr()?, "partner API listening");
         let s = shutdown.clone();
         tasks.spawn(async move {

@@ -10,6 +10,7 @@
 //! - [`auth`]: partner secrets, access tokens and per-request access checks.
 //! - [`views`]: the partner-facing representations shared by both sides.
 //! - [`consistency`]: read-your-writes tokens.
+//! - [`metrics`]: Prometheus metrics (labels never carry personal data).
 //! - [`telemetry`]: logging setup.
 
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod db;
 pub mod envelope;
 pub mod fields;
 pub mod kafka;
+pub mod metrics;
 pub mod problem;
 pub mod telemetry;
 pub mod views;

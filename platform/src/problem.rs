@@ -13,6 +13,60 @@ use serde_json::{json, Map, Value};
 /// The base of problem `type` URIs; each type is documented at `/docs`.
 pub const PROBLEM_BASE: &str = "/problems/";
 
+// Describes the body `ApiError::body` builds, in the OpenAPI document.
+/// The body of every error outside `/oauth/token`, sent as
+/// `application/problem+json` (RFC 9457). Other members may be added.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "/problems/validation-failed",
+    "title": "Validation failed",
+    "status": 422,
+    "detail": "The request has invalid fields.",
+    "errors": [
+        {"field": "dateOfBirth", "code": "invalid", "message": "must be a date YYYY-MM-DD"},
+        {"field": "address.country", "code": "invalid", "message": "must be an ISO 3166-1 alpha-2 code such as US"}
+    ]
+}))]
+pub struct Problem {
+    /// The problem type, a URI reference under `/problems/`:
+    /// `unauthorized`, `forbidden`, `not-found`, `malformed-request`,
+    /// `validation-failed`, `duplicate-patient`, `request-in-progress`,
+    /// `stale-version`, `payload-too-large`, `unsupported-media-type`,
+    /// `rate-limited`, `unavailable`, `internal`.
+    #[serde(rename = "type")]
+    #[schema(format = "uri-reference")]
+    pub problem_type: String,
+    /// A short summary of the problem type.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// Every bad field at once (400 and 422 answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<FieldErrorSchema>)]
+    pub errors: Option<Vec<FieldErrorSchema>>,
+    /// On a `duplicate-patient` conflict: the patient that already holds
+    /// the `externalPatientID`, when that patient is in the caller's scope.
+    #[serde(rename = "existingPatientID", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = uuid::Uuid)]
+    pub existing_patient_id: Option<uuid::Uuid>,
+}
+
+/// One bad field of a request.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = FieldError)]
+pub struct FieldErrorSchema {
+    /// The field's path in dot-and-index notation (`firstName`,
+    /// `address.postalCode`), or the name of a header or query parameter.
+    pub field: String,
+    /// `required`, `invalid`, `empty`, `too_long`, `out_of_range`,
+    /// `wrong_type` (400), `unknown_field`, `read_only`, `repeated`, ...
+    pub code: String,
+    /// A human-readable explanation (never echoing the value).
+    pub message: String,
+}
+
 /// An error answered to a partner.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -231,6 +285,53 @@ impl From<tokio_postgres::Error> for ApiError {
             ApiError::Unavailable("The database is unavailable.", Duration::from_secs(1))
         } else {
             ApiError::Internal(e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every member an error body can have is described by [`Problem`].
+    #[test]
+    fn problem_schema_describes_every_body() {
+        let schema = serde_json::to_value(<Problem as utoipa::PartialSchema>::schema()).unwrap();
+        let described: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut extra = Map::new();
+        extra.insert("existingPatientID".into(), json!(uuid::Uuid::nil()));
+        let errors = vec![FieldError::required("firstName")];
+        let all = [
+            ApiError::Unauthorized,
+            ApiError::Forbidden("no".into()),
+            ApiError::NotFound,
+            ApiError::unprocessable(errors.clone()),
+            ApiError::malformed("bad"),
+            ApiError::Conflict {
+                slug: "duplicate-patient",
+                detail: "dup".into(),
+                extra,
+            },
+            ApiError::PreconditionFailed,
+            ApiError::PayloadTooLarge,
+            ApiError::UnsupportedMediaType("application/json"),
+            ApiError::TooManyRequests(Duration::from_secs(1)),
+            ApiError::Unavailable("Down.", Duration::from_secs(1)),
+            ApiError::Internal("boom".into()),
+        ];
+        for e in all {
+            let body = e.body();
+            for key in body.as_object().unwrap().keys() {
+                assert!(described.contains(&key.as_str()), "{key} of {e:?}");
+            }
+            let slug = body["type"].as_str().unwrap().trim_start_matches(PROBLEM_BASE);
+            let doc = schema["properties"]["type"]["description"].as_str().unwrap();
+            assert!(doc.contains(&format!("`{slug}`")), "{slug} is not described");
         }
     }
 }

@@ -68,13 +68,17 @@ async fn apply_batch(read: &Pool, batch: &[BorrowedMessage<'_>]) -> anyhow::Resu
     let mut db = read.get().await?;
     let tx = db.transaction().await?;
     let mut next: HashMap<(String, i32), i64> = HashMap::new();
+    let mut newest = None;
     for msg in batch {
         next.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
         let Some(payload) = msg.payload() else {
             continue;
         };
         match serde_json::from_slice::<Envelope>(payload) {
-            Ok(env) => apply::apply(&tx, &env).await?,
+            Ok(env) => {
+                apply::apply(&tx, &env).await?;
+                newest = Some(env.occurred_at);
+            }
             Err(e) => tracing::error!(
                 topic = msg.topic(),
                 partition = msg.partition(),
@@ -93,6 +97,10 @@ async fn apply_batch(read: &Pool, batch: &[BorrowedMessage<'_>]) -> anyhow::Resu
         .await?;
     }
     tx.commit().await?;
+    platform::metrics::PROJECTOR_APPLIED.inc_by(batch.len() as u64);
+    if let Some(t) = newest {
+        platform::metrics::PROJECTOR_LAG.set(platform::metrics::seconds_since(&t));
+    }
     Ok(())
 }
 

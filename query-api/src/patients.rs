@@ -15,9 +15,10 @@ use platform::auth::{authenticate, Caller};
 use platform::consistency::{self, ConsistencyToken};
 use platform::envelope::format_time;
 use platform::fields::{self, BodyKind, Fields};
-use platform::problem::ApiError;
+use platform::problem::{ApiError, Problem};
 use platform::views::{AccountView, PatientView};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::QueryState;
@@ -99,6 +100,31 @@ fn json_response(
 }
 
 /// `GET /v1/patients/{patientID}`.
+#[utoipa::path(
+    get,
+    path = "/v1/patients/{patientID}",
+    operation_id = "getPatient",
+    tag = "patients",
+    summary = "Read a patient",
+    description = "The patient, when it is in the caller's scope. Requires `patients:read`.",
+    params(
+        ("patientID" = uuid::Uuid, Path, description = "The patient's id."),
+        ("Consistency-Token" = Option<String>, Header, nullable = false, description = "The `Consistency-Token` of a write: the answer reflects at least that write (the read waits up to 2 seconds, then answers 503)."),
+    ),
+    security(("bearer" = []), ("oauth2" = ["patients:read"])),
+    responses(
+        (status = 200, description = "The patient.", body = PatientView,
+            headers(("ETag" = String, description = "The version in quotes; send it as `If-Match` with a change."))),
+        (status = 401, description = "No valid bearer token.", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `patients:read`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such patient, or the patient is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json",
+            example = json!({"type": "/problems/not-found", "title": "Not Found", "status": 404, "detail": "No such record."})),
+        (status = 422, description = "The `Consistency-Token` is not one this API issued.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The read model has not caught up with the `Consistency-Token` within 2 seconds, or a dependency is unavailable; retry after `Retry-After`.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn get_one(
     State(app): State<QueryState>,
@@ -137,6 +163,88 @@ struct Filters {
     updated_since: Option<DateTime<Utc>>,
     limit: i64,
     cursor: Option<(DateTime<Utc>, Uuid)>,
+}
+
+// Describes the query in the OpenAPI document; `parse_filters` checks the
+// parameters one by one and names every bad one.
+/// The query parameters of `GET /v1/patients`.
+#[derive(Debug, Default, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+pub struct PatientListQuery {
+    /// Only the patient with this external id.
+    #[serde(rename = "externalPatientID")]
+    #[param(max_length = 64)]
+    pub external_patient_id: Option<String>,
+    /// Only patients of this client.
+    #[serde(rename = "clientID")]
+    pub client_id: Option<String>,
+    /// Only patients at this location.
+    #[serde(rename = "locationID")]
+    pub location_id: Option<String>,
+    /// Only patients with exactly this family name.
+    pub last_name: Option<String>,
+    /// Only patients born on this date.
+    pub date_of_birth: Option<NaiveDate>,
+    /// Only patients changed at or after this time (RFC 3339).
+    pub updated_since: Option<DateTime<Utc>>,
+    /// Page size, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    pub limit: Option<i64>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+// Describes the body in the OpenAPI document (read by `search`).
+/// The body of `POST /v1/patients/search`: the list's filters, so that
+/// personal data need not travel in URLs.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"lastName": "Lovelace", "dateOfBirth": "1990-12-10", "limit": 50}))]
+pub struct PatientSearch {
+    /// Only the patient with this external id.
+    #[serde(rename = "externalPatientID", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, max_length = 64)]
+    pub external_patient_id: Option<String>,
+    /// Only patients of this client.
+    #[serde(rename = "clientID", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub client_id: Option<String>,
+    /// Only patients at this location.
+    #[serde(rename = "locationID", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub location_id: Option<String>,
+    /// Only patients with exactly this family name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub last_name: Option<String>,
+    /// Only patients born on this date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = NaiveDate)]
+    pub date_of_birth: Option<NaiveDate>,
+    /// Only patients changed at or after this time (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = DateTime<Utc>)]
+    pub updated_since: Option<DateTime<Utc>>,
+    /// Page size, 1-500 (default 50).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = i64, minimum = 1, maximum = 500, default = 50)]
+    pub limit: Option<i64>,
+    /// The `nextCursor` of the previous page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub cursor: Option<String>,
+}
+
+/// A page of patients, ordered by creation time then `patientID`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PatientPage {
+    /// The patients of this page (only those in the caller's scope).
+    pub items: Vec<PatientView>,
+    /// Pass it as `cursor` to get the next page; null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
 }
 
 fn decode_cursor(s: &str) -> Option<(DateTime<Utc>, Uuid)> {
@@ -265,12 +373,41 @@ async fn page(app: &QueryState, caller: &Caller, f: Filters) -> Result<Response,
     };
     Ok(json_response(
         StatusCode::OK,
-        &json!({"items": items, "nextCursor": next}),
+        &PatientPage {
+            items,
+            next_cursor: next,
+        },
         None,
     ))
 }
 
 /// `GET /v1/patients`.
+#[utoipa::path(
+    get,
+    path = "/v1/patients",
+    operation_id = "listPatients",
+    tag = "patients",
+    summary = "List patients",
+    description = "The patients in the caller's scope that match every filter given, a page at a \
+        time, ordered by creation time then `patientID` (paging never repeats or skips a \
+        record). Prefer `POST /v1/patients/search` for filters that are personal data. \
+        Requires `patients:read`.",
+    params(
+        PatientListQuery,
+        ("Consistency-Token" = Option<String>, Header, nullable = false, description = "The `Consistency-Token` of a write: the answer reflects at least that write."),
+    ),
+    security(("bearer" = []), ("oauth2" = ["patients:read"])),
+    responses(
+        (status = 200, description = "A page of patients.", body = PatientPage),
+        (status = 400, description = "The query string is malformed.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token.", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `patients:read`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad filter, every one listed in `errors`: an unknown or repeated parameter, a malformed value, a `limit` outside 1-500, a cursor this API did not issue, or a bad `Consistency-Token`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The read model has not caught up with the `Consistency-Token` within 2 seconds, or a dependency is unavailable.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn list(
     State(app): State<QueryState>,
@@ -291,6 +428,32 @@ pub async fn list(
 
 /// `POST /v1/patients/search`: the list's filters in a JSON body, so that
 /// personal data need not travel in URLs.
+#[utoipa::path(
+    post,
+    path = "/v1/patients/search",
+    operation_id = "searchPatients",
+    tag = "patients",
+    summary = "Search patients",
+    description = "The same as `GET /v1/patients`, with the filters in a JSON body so that \
+        personal data need not travel in URLs. Changes nothing. Requires `patients:read`.",
+    params(
+        ("Consistency-Token" = Option<String>, Header, nullable = false, description = "The `Consistency-Token` of a write: the answer reflects at least that write."),
+    ),
+    request_body(content = PatientSearch, content_type = "application/json"),
+    security(("bearer" = []), ("oauth2" = ["patients:read"])),
+    responses(
+        (status = 200, description = "A page of patients.", body = PatientPage),
+        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token.", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `patients:read`.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad filter, every one listed in `errors` (unknown fields included), or a bad `Consistency-Token`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The read model has not caught up with the `Consistency-Token` within 2 seconds, or a dependency is unavailable.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn search(
     State(app): State<QueryState>,

@@ -366,12 +366,30 @@ pub struct LisProcess {
     child: std::process::Child,
     /// Its partner API base URL.
     pub base: String,
+    dir: std::path::PathBuf,
+}
+
+impl LisProcess {
+    /// Everything the process wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        let mut out = std::fs::read_to_string(self.dir.join("out.log")).unwrap_or_default();
+        out.push_str(&std::fs::read_to_string(self.dir.join("err.log")).unwrap_or_default());
+        out
+    }
+
+    /// Stops the process with SIGTERM and waits for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: a plain signal to the child this struct owns.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("wait")
+    }
 }
 
 impl Drop for LisProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -393,6 +411,12 @@ impl TestStack {
     /// Starts `lis serve --roles <roles>` as its own process on this stack's
     /// database, topics and signing key, and waits until it answers.
     pub async fn spawn_process(&self, roles: &str) -> LisProcess {
+        self.spawn_process_with(roles, &[]).await
+    }
+
+    /// Like [`TestStack::spawn_process`], with extra environment (for example
+    /// `LIS_LOG`) and the process's output captured in [`LisProcess::log`].
+    pub async fn spawn_process_with(&self, roles: &str, env: &[(&str, &str)]) -> LisProcess {
         use base64::Engine;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -421,11 +445,13 @@ impl TestStack {
             .env("LIS_TOKEN_RATE_PER_MINUTE", "10000")
             .env("LIS_DATA_DIR", &dir)
             .env("LIS_LOG", "warn")
-            .stdout(std::process::Stdio::null())
+            .envs(env.iter().copied())
+            .stdout(std::fs::File::create(dir.join("out.log")).unwrap())
+            .stderr(std::fs::File::create(dir.join("err.log")).unwrap())
             .spawn()
             .expect("start lis");
         let base = format!("http://127.0.0.1:{port}");
-        let proc = LisProcess { child, base };
+        let proc = LisProcess { child, base, dir };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = self.http.get(format!("{}/healthz", proc.base)).send().await {

@@ -1,0 +1,433 @@
+//! The partner API's documentation, served by every process that serves the
+//! API: `GET /openapi.json` (the OpenAPI 3.1 document, generated from the
+//! handlers' annotations), `GET /docs` (the developer guide as one
+//! self-contained HTML page, with a table of every operation taken from that
+//! document) and `GET /docs/partner-guide.md` (the guide's Markdown).
+//! A problem `type` such as `/problems/duplicate-patient` redirects to its
+//! section of the guide.
+//!
+//! The page loads nothing from anywhere: no scripts, fonts or stylesheets,
+//! and a `Content-Security-Policy` that forbids them.
+
+use std::sync::LazyLock;
+
+use axum::extract::Path;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use domain::access::Permission;
+use serde_json::Value;
+use utoipa::openapi::security::{
+    ClientCredentials, Flow, HttpAuthScheme, HttpBuilder, OAuth2, Scopes, SecurityScheme,
+};
+use utoipa::{Modify, OpenApi};
+
+/// The developer guide, as written in `docs/partner-guide.md`.
+pub const GUIDE: &str = include_str!("../../docs/partner-guide.md");
+
+/// The partner API's OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "LIS partner API",
+        version = "1",
+        description = "The REST API through which integration partners (EHRs, clinic systems, \
+            reference labs) create, read and update patients of the laboratory information \
+            system, within the permissions and the client/location scope the lab's operator \
+            gave them. Errors are `application/problem+json` (RFC 9457) except at \
+            `/oauth/token`, which answers in the RFC 6749 shape. The developer guide, with \
+            runnable examples, is served at `/docs`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        command_handler::oauth::token,
+        command_handler::patients::create,
+        query_api::patients::get_one,
+        command_handler::patients::update,
+        query_api::patients::list,
+        query_api::patients::search,
+    ),
+    components(schemas(
+        platform::views::PatientView,
+        platform::views::AccountView,
+        platform::views::SexSchema,
+        platform::views::AddressSchema,
+        platform::views::WarningSchema,
+        platform::problem::Problem,
+        platform::problem::FieldErrorSchema,
+        command_handler::patients::NewPatient,
+        command_handler::patients::PatientMergePatch,
+        command_handler::patients::PatientWritten,
+        query_api::patients::PatientSearch,
+        query_api::patients::PatientPage,
+        command_handler::oauth::TokenRequest,
+        command_handler::oauth::TokenResponse,
+        command_handler::oauth::OAuthError,
+    )),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "auth", description = "Access tokens (OAuth 2.0 client credentials)."),
+        (name = "patients", description = "Patients of the lab's clients."),
+    ),
+)]
+pub struct ApiDoc;
+
+/// Adds the security schemes the operations name.
+struct SecuritySchemes;
+
+/// What each permission allows, for the OAuth 2.0 scopes.
+fn permission_description(p: Permission) -> &'static str {
+    match p {
+        Permission::PatientsCreate => "Create patients.",
+        Permission::PatientsRead => "Read, list and search patients.",
+        Permission::PatientsUpdate => "Change patients.",
+        Permission::TestsCreate => "Create test orders.",
+        Permission::TestsRead => "Read test orders and the test catalog.",
+        Permission::TestsUpdate => "Change test orders and move them through their lifecycle.",
+        Permission::ResultsWrite => "Record, finalize and correct results.",
+        Permission::AuditRead => "Read history, as-of state and the access log.",
+    }
+}
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An access token from `POST /oauth/token`, sent as \
+                         `Authorization: Bearer <token>`. Missing, malformed, expired or \
+                         revoked: 401 with `WWW-Authenticate: Bearer`.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "oauth2",
+            SecurityScheme::OAuth2(OAuth2::with_description(
+                [Flow::ClientCredentials(ClientCredentials::new(
+                    "/oauth/token",
+                    Scopes::from_iter(
+                        Permission::ALL
+                            .iter()
+                            .map(|p| (p.as_str(), permission_description(*p))),
+                    ),
+                ))],
+                "OAuth 2.0 client credentials. The token carries every permission the \
+                 operator granted the partner; each operation names the one it needs. \
+                 Permissions and scope are read afresh on every request.",
+            )),
+        );
+        components.add_security_scheme(
+            "client_basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "The partner's `client_id` and `client_secret` in HTTP Basic, at \
+                         `POST /oauth/token` only.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document as JSON.
+pub fn openapi_json() -> &'static str {
+    static JSON: LazyLock<String> = LazyLock::new(|| {
+        ApiDoc::openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serializes")
+    });
+    &JSON
+}
+
+/// The HTML page of `/docs`.
+pub fn docs_html() -> &'static str {
+    static HTML: LazyLock<String> = LazyLock::new(|| {
+        let doc: Value = serde_json::from_str(openapi_json()).expect("valid JSON");
+        page(&doc, GUIDE)
+    });
+    &HTML
+}
+
+/// The documentation routes.
+pub fn router() -> Router {
+    Router::new()
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }),
+        )
+        .route("/docs", get(docs))
+        .route("/problems/{slug}", get(problem_type))
+        .route(
+            "/docs/partner-guide.md",
+            get(|| async { ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], GUIDE) }),
+        )
+}
+
+async fn docs() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; \
+                 form-action 'none'; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        docs_html(),
+    )
+}
+
+/// A problem `type` URI (`/problems/duplicate-patient`) leads to its section
+/// of the guide.
+async fn problem_type(Path(slug): Path<String>) -> Response {
+    if (1..=64).contains(&slug.len()) && slug.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+    {
+        Redirect::to(&format!("/docs#{slug}")).into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One operation of the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The path template.
+    pub path: String,
+    /// The summary.
+    pub summary: String,
+    /// The permissions (OAuth 2.0 scopes) it needs; empty for none.
+    pub permissions: Vec<String>,
+}
+
+/// Every operation of an OpenAPI document, in document order.
+pub fn operations(doc: &Value) -> Vec<Operation> {
+    const METHODS: [&str; 8] = [
+        "get", "put", "post", "patch", "delete", "head", "options", "trace",
+    ];
+    let mut out = Vec::new();
+    let Some(paths) = doc["paths"].as_object() else {
+        return out;
+    };
+    for (path, item) in paths {
+        for method in METHODS {
+            let Some(op) = item.get(method) else { continue };
+            let permissions = op["security"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|req| req["oauth2"].as_array())
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect();
+            out.push(Operation {
+                method: method.to_ascii_uppercase(),
+                path: path.clone(),
+                summary: op["summary"].as_str().unwrap_or("").to_string(),
+                permissions,
+            });
+        }
+    }
+    out
+}
+
+/// A heading's anchor: lower case letters, digits and dashes.
+fn slug(text: &str) -> String {
+    let mut s = String::new();
+    for c in text.trim().chars().flat_map(char::to_lowercase) {
+        if c.is_alphanumeric() {
+            s.push(c);
+        } else if (c == ' ' || c == '-' || c == '_') && !s.ends_with('-') {
+            s.push('-');
+        }
+    }
+    s.trim_matches('-').to_string()
+}
+
+/// Renders Markdown to HTML, giving every heading an anchor.
+pub fn markdown_to_html(markdown: &str) -> String {
+    use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+    let options = Options::ENABLE_TABLES
+        | Options::ENABLE_HEADING_ATTRIBUTES
+        | Options::ENABLE_STRIKETHROUGH;
+    let mut events: Vec<Event> = Parser::new_ext(markdown, options).collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut i = 0;
+    while i < events.len() {
+        if let Event::Start(Tag::Heading { id: None, .. }) = &events[i] {
+            let mut text = String::new();
+            let mut j = i + 1;
+            while j < events.len() && !matches!(events[j], Event::End(TagEnd::Heading(_))) {
+                if let Event::Text(t) | Event::Code(t) = &events[j] {
+                    text.push_str(t);
+                }
+                j += 1;
+            }
+            let base = slug(&text);
+            let mut id = base.clone();
+            let mut n = 1;
+            while !seen.insert(id.clone()) {
+                id = format!("{base}-{n}");
+                n += 1;
+            }
+            if let Event::Start(Tag::Heading { id: slot, .. }) = &mut events[i] {
+                *slot = Some(id.into());
+            }
+        } else if let Event::Start(Tag::Heading { id: Some(id), .. }) = &events[i] {
+            seen.insert(id.to_string());
+        }
+        i += 1;
+    }
+    let mut html = String::new();
+    pulldown_cmark::html::push_html(&mut html, events.into_iter());
+    html
+}
+
+const STYLE: &str = "
+:root { color-scheme: light dark; --fg: #1d2330; --bg: #fdfdfc; --muted: #5b6475;
+  --line: #d9dde3; --code: #f1f3f5; --accent: #1f5fbf; }
+@media (prefers-color-scheme: dark) { :root { --fg: #e3e6eb; --bg: #14171c; --muted: #9aa3b2;
+  --line: #323842; --code: #1e232b; --accent: #7fb0ff; } }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--fg); background: var(--bg);
+  font: 16px/1.6 system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; }
+header { border-bottom: 1px solid var(--line); padding: .75rem 1.5rem; display: flex;
+  flex-wrap: wrap; gap: .5rem 1.5rem; align-items: baseline; }
+header strong { font-size: 1.05rem; }
+header nav a { margin-right: 1rem; }
+main { max-width: 58rem; margin: 0 auto; padding: 1rem 1.5rem 4rem; }
+a { color: var(--accent); }
+h1, h2, h3 { line-height: 1.25; margin-top: 2rem; }
+h2 { border-bottom: 1px solid var(--line); padding-bottom: .25rem; }
+code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+  font-size: .9em; }
+code { background: var(--code); padding: .1em .3em; border-radius: 3px; }
+pre { background: var(--code); padding: .75rem 1rem; border-radius: 6px; overflow-x: auto;
+  line-height: 1.45; }
+pre code { background: none; padding: 0; }
+table { border-collapse: collapse; width: 100%; margin: 1rem 0; display: block;
+  overflow-x: auto; }
+th, td { border: 1px solid var(--line); padding: .35rem .6rem; text-align: left;
+  vertical-align: top; }
+th { background: var(--code); }
+.method { font-weight: 600; font-family: ui-monospace, monospace; }
+.muted { color: var(--muted); }
+";
+
+/// The `/docs` page: the guide, preceded by the table of operations of
+/// `doc`.
+pub fn page(doc: &Value, guide_markdown: &str) -> String {
+    let title = doc["info"]["title"].as_str().unwrap_or("API");
+    let version = doc["info"]["version"].as_str().unwrap_or("");
+    let openapi = doc["openapi"].as_str().unwrap_or("");
+    let mut rows = String::new();
+    for op in operations(doc) {
+        let permissions = if op.permissions.is_empty() {
+            "<span class=\"muted\">none</span>".to_string()
+        } else {
+            op.permissions
+                .iter()
+                .map(|p| format!("<code>{}</code>", escape(p)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        rows.push_str(&format!(
+            "<tr><td class=\"method\">{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>\n",
+            escape(&op.method),
+            escape(&op.path),
+            escape(&op.summary),
+            permissions
+        ));
+    }
+    format!(
+        "<!doctype html>
+<html lang=\"en\">
+<head>
+<meta charset=\"utf-8\">
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
+<title>{title} — developer guide</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<header><strong>{title} <span class=\"muted\">v{version}</span></strong>
+<nav><a href=\"#operations\">Operations</a><a href=\"/openapi.json\">OpenAPI document</a><a href=\"/docs/partner-guide.md\">Guide as Markdown</a></nav></header>
+<main>
+<section id=\"operations\">
+<h2>Operations</h2>
+<p>Every operation of the API, from its OpenAPI {openapi} document at <a href=\"/openapi.json\"><code>/openapi.json</code></a>, which describes each request, answer, header and error in full.</p>
+<table>
+<thead><tr><th>Method</th><th>Path</th><th>Summary</th><th>Permission</th></tr></thead>
+<tbody>
+{rows}</tbody>
+</table>
+</section>
+<article>
+{guide}</article>
+</main>
+</body>
+</html>
+",
+        title = escape(title),
+        version = escape(version),
+        openapi = escape(openapi),
+        guide = markdown_to_html(guide_markdown),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_is_openapi_3_1_with_every_operation() {
+        let doc: Value = serde_json::from_str(openapi_json()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let ops = operations(&doc);
+        assert_eq!(ops.len(), 6, "{ops:?}");
+        assert!(ops.iter().all(|o| !o.summary.is_empty()));
+    }
+
+    #[test]
+    fn headings_get_anchors() {
+        let html = markdown_to_html("# A `b` c\n\n## Errors\n\n## Errors\n\n## Own {#mine}\n");
+        assert!(html.contains("<h1 id=\"a-b-c\">"), "{html}");
+        assert!(html.contains("<h2 id=\"errors\">"), "{html}");
+        assert!(html.contains("<h2 id=\"errors-1\">"), "{html}");
+        assert!(html.contains("<h2 id=\"mine\">"), "{html}");
+    }
+
+    #[test]
+    fn page_escapes_and_loads_nothing() {
+        let html = docs_html();
+        assert!(html.starts_with("<!doctype html>"));
+        assert!(!html.to_ascii_lowercase().contains("<script"));
+        assert!(!html.contains("http://") && !html.contains("https://"));
+        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+}

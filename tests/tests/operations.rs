@@ -1,0 +1,235 @@
+//! Health, readiness, metrics, graceful shutdown, and logs free of personal
+//! data.
+
+use std::time::Duration;
+
+use platform::consistency::ConsistencyToken;
+use serde_json::json;
+use tests::{patient_body, test_config, TestStack};
+use uuid::Uuid;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_readiness_and_metrics() {
+    let s = TestStack::start().await;
+    let (_, token) = s.standard().await;
+    let r = s
+        .http
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s
+        .http
+        .get(format!("{}/readyz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["postgres"], "up");
+    assert_eq!(v["kafka"], "up");
+
+    let mut body = patient_body("MRN-METRICS");
+    body["lastName"] = json!("Zyxwvutsrq");
+    let r = s.create_patient(&token, &body).await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["patientID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s.get(&token, &format!("/v1/patients/{id}")).await;
+    assert!(r.status() == 200 || r.status() == 404);
+    // Wait until the relay and the projector have handled the event.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = s
+            .http
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("lis_projector_events_total")
+            && !text.contains("lis_projector_events_total 0")
+        {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no projector progress in metrics:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        text.contains(
+            r#"lis_http_requests_total{method="POST",route="/v1/patients",status="201"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="/v1/patients/{patient_id}""#),
+        "route templates, not raw paths"
+    );
+    assert!(text.contains("lis_http_request_duration_seconds_bucket"));
+    assert!(text.contains("lis_relay_lag_seconds"));
+    assert!(text.contains("lis_projector_lag_seconds"));
+    assert!(!text.contains(&id), "no record ids in metrics");
+    assert!(!text.contains("Zyxwvutsrq"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn not_ready_without_the_broker() {
+    let mut cfg = test_config();
+    let s0 = TestStack::start_with(cfg.clone(), lis::stack::Roles::NONE).await;
+    cfg.kafka_brokers = "127.0.0.1:1".into();
+    let roles = lis::stack::Roles {
+        commands: true,
+        queries: true,
+        ..lis::stack::Roles::NONE
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (fire, shutdown) = lis::stack::Shutdown::new();
+    let task = tokio::spawn(lis::stack::serve(
+        cfg,
+        s0.keys.clone(),
+        Some(listener),
+        roles,
+        shutdown,
+    ));
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(r.status(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["kafka"], "down");
+    assert_eq!(v["postgres"], "up");
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let _ = fire.send(true);
+    task.await.unwrap().unwrap();
+    s0.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_finishes_requests_in_flight() {
+    let s = TestStack::start().await;
+    let (_, token) = s.standard().await;
+    // A read that waits (up to 2 s) for a write the read model will never see.
+    let never = ConsistencyToken(vec![(Uuid::new_v4(), 1)]).encode();
+    let (http, base) = (s.http.clone(), s.base.clone());
+    let slow = tokio::spawn(async move {
+        http.get(format!("{base}/v1/patients"))
+            .bearer_auth(token)
+            .header("Consistency-Token", never)
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    s.stop().await;
+    let r = slow
+        .await
+        .unwrap()
+        .expect("the in-flight request got an answer");
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "shutdown waited for it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_carry_no_personal_data() {
+    // The in-process stack only issues the token; the process under test
+    // runs every role and its output is captured.
+    let roles = lis::stack::Roles {
+        commands: true,
+        ..lis::stack::Roles::NONE
+    };
+    let s = TestStack::start_with(test_config(), roles).await;
+    let (_, token) = s.standard().await;
+    let p = s
+        .spawn_process_with(
+            "all",
+            &[(
+                "LIS_LOG",
+                "debug,tokio_postgres=info,rdkafka=info,hyper=info",
+            )],
+        )
+        .await;
+    let mut body = patient_body("MRN-SECRET-7731");
+    body["firstName"] = json!("Quentinella");
+    body["lastName"] = json!("Xylophonist");
+    body["email"] = json!("quentinella.x@example.org");
+    body["phone"] = json!("+1 555 867 5309");
+    let r = s
+        .http
+        .post(format!("{}/v1/patients", p.base))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["patientID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bad = s
+        .http
+        .post(format!("{}/v1/patients", p.base))
+        .bearer_auth(&token)
+        .json(&json!({"firstName": "Quentinella", "dateOfBirth": "1234567"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    let r = s
+        .http
+        .get(format!("{}/v1/patients/{id}?lastName=Xylophonist", p.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success() || r.status() == 404 || r.status() == 422);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut p = p;
+    p.terminate();
+    let log = p.log();
+    assert!(
+        log.contains("partner API listening"),
+        "the log was captured:\n{log}"
+    );
+    for secret in [
+        "Quentinella",
+        "Xylophonist",
+        "quentinella.x@example.org",
+        "867 5309",
+        "MRN-SECRET-7731",
+        "1990-12-10",
+    ] {
+        assert!(
+            !log.contains(secret),
+            "`{secret}` appears in the log:\n{log}"
+        );
+    }
+    s.stop().await;
+}

@@ -1,0 +1,1032 @@
+//! The operator's command line, driven as the real `lis` binary.
+//!
+//! `lis admin …` runs as a subprocess on the database and topics of a test
+//! stack (contract, "Operator command line" and "Authentication"): clients and
+//! locations are created idempotently; a partner's secret is printed once and
+//! appears nowhere else (not in `list`/`show`, not in an event, not in a log);
+//! changes of permissions or scope, a rotated secret and a disabled partner
+//! take effect on the partner's next request; every operator action is an
+//! event with an operator actor; bad input and an unreachable Postgres exit
+//! non-zero with a clear message, never a panic. `lis up` twice changes
+//! nothing and `lis down` stops what it started.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tests::{lis_binary, patient_body, test_config, TestStack};
+use uuid::Uuid;
+
+/// What one `lis` run left behind.
+#[derive(Debug)]
+struct Run {
+    args: Vec<String>,
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Panics with the whole run when it did not exit 0.
+    fn expect_ok(&self) -> &Self {
+        assert!(self.ok(), "`lis {}` failed: {self:#?}", self.args.join(" "));
+        self
+    }
+
+    /// Panics unless the run exited non-zero with a clear message (no panic,
+    /// no backtrace).
+    fn expect_refused(&self) -> &Self {
+        assert!(
+            self.code.is_some_and(|c| c != 0),
+            "`lis {}` should exit non-zero: {self:#?}",
+            self.args.join(" ")
+        );
+        assert!(
+            !self.stderr.trim().is_empty(),
+            "`lis {}` should say why on stderr: {self:#?}",
+            self.args.join(" ")
+        );
+        for trace in [
+            "panicked",
+            "stack backtrace",
+            "RUST_BACKTRACE",
+            "src/main.rs:",
+        ] {
+            assert!(
+                !self.stderr.contains(trace) && !self.stdout.contains(trace),
+                "`lis {}` printed a panic or stack trace ({trace}): {self:#?}",
+                self.args.join(" ")
+            );
+        }
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "`lis {}` did not print JSON ({e}): {self:#?}",
+                self.args.join(" ")
+            )
+        })
+    }
+}
+
+/// The `LIS_*` environment of a `lis` command.
+#[derive(Clone)]
+struct Env(Vec<(&'static str, String)>);
+
+impl Env {
+    /// The environment of the stack `s` (its database and topics).
+    fn of(s: &TestStack) -> Env {
+        Env(vec![
+            ("LIS_DATABASE_URL", s.cfg.database_url.clone()),
+            ("LIS_WRITE_SCHEMA", s.cfg.write_schema.clone()),
+            ("LIS_READ_SCHEMA", s.cfg.read_schema.clone()),
+            ("LIS_KAFKA_BROKERS", s.cfg.kafka_brokers.clone()),
+            ("LIS_TOPIC_PREFIX", s.cfg.topic_prefix.clone()),
+            ("LIS_KAFKA_PARTITIONS", s.cfg.kafka_partitions.to_string()),
+            ("LIS_LOG", "warn".into()),
+        ])
+    }
+
+    fn with(mut self, name: &'static str, value: impl Into<String>) -> Env {
+        self.0.retain(|(k, _)| *k != name);
+        self.0.push((name, value.into()));
+        self
+    }
+
+    /// A command of the `lis` binary with exactly this `LIS_*` environment.
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(lis_binary());
+        c.args(args);
+        for name in platform::config::Config::VARIABLES {
+            c.env_remove(name);
+        }
+        c.env_remove("LIS_OPERATOR");
+        c.envs(self.0.iter().map(|(k, v)| (*k, v.as_str())));
+        c.stdin(std::process::Stdio::null());
+        c
+    }
+
+    /// Runs `lis ARGS` to its end (at most `limit`).
+    async fn run_within(&self, limit: Duration, args: &[&str]) -> Run {
+        let mut c = tokio::process::Command::from(self.command(args));
+        c.kill_on_drop(true);
+        let started = Instant::now();
+        let out = tokio::time::timeout(limit, c.output())
+            .await
+            .unwrap_or_else(|_| panic!("`lis {}` did not end within {limit:?}", args.join(" ")))
+            .expect("run lis");
+        Run {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed: started.elapsed(),
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Run {
+        self.run_within(Duration::from_secs(60), args).await
+    }
+}
+
+/// Every key of a JSON value, at any depth.
+fn keys(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                out.push(k.clone());
+                keys(v, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
+        _ => {}
+    }
+}
+
+/// Panics when a partner listing shows a secret, a hash or a field for one.
+fn assert_no_secret_in(what: &str, run: &Run, secrets: &[&str]) {
+    for s in secrets {
+        assert!(
+            !run.stdout.contains(s) && !run.stderr.contains(s),
+            "{what} shows a secret or its hash: {run:#?}"
+        );
+    }
+    assert!(
+        !run.stdout.contains("$argon2"),
+        "{what} shows a hash: {run:#?}"
+    );
+    if let Ok(v) = serde_json::from_str::<Value>(&run.stdout) {
+        let mut k = Vec::new();
+        keys(&v, &mut k);
+        for k in k {
+            let l = k.to_ascii_lowercase();
+            assert!(
+                !l.contains("secret") && !l.contains("hash"),
+                "{what} has a field `{k}`: {run:#?}"
+            );
+        }
+    }
+}
+
+/// Form-encoded `POST /oauth/token` with the credentials in the body.
+async fn token_request(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> (u16, Value) {
+    let r = http
+        .post(format!("{base}/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", id),
+            ("client_secret", secret),
+        ])
+        .send()
+        .await
+        .expect("token request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn token(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> String {
+    let (status, body) = token_request(http, base, id, secret).await;
+    assert_eq!(status, 200, "token for {id}: {body}");
+    assert_eq!(body["token_type"], "Bearer", "{body}");
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
+fn assert_invalid_client(what: &str, (status, body): &(u16, Value)) {
+    assert_eq!(*status, 401, "{what}: {body}");
+    assert_eq!(body["error"], "invalid_client", "{what}: {body}");
+}
+
+fn assert_bearer_401(what: &str, r: &reqwest::Response) {
+    assert_eq!(r.status(), 401, "{what}");
+    let challenge = r
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    assert!(
+        challenge.starts_with("Bearer"),
+        "{what}: WWW-Authenticate is `{challenge}`"
+    );
+}
+
+/// Counts events whose data or actor contains `needle`.
+async fn events_containing(s: &TestStack, needle: &str) -> i64 {
+    let db = s.write.get().await.expect("db");
+    db.query_one(
+        "SELECT count(*) FROM events WHERE strpos(data::text, $1) > 0 OR strpos(actor::text, $1) > 0",
+        &[&needle],
+    )
+    .await
+    .expect("count")
+    .get(0)
+}
+
+async fn partner_count(s: &TestStack) -> i64 {
+    let db = s.write.get().await.expect("db");
+    db.query_one("SELECT count(*) FROM partners", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_manages_clients_locations_and_partners() {
+    let s = TestStack::start().await;
+    let env = Env::of(&s);
+    // Every stdout and stderr that must never show a secret.
+    let mut quiet: Vec<Run> = Vec::new();
+
+    // 1. Clients and locations.
+    let r = env
+        .run(&[
+            "admin",
+            "client",
+            "create",
+            "--id",
+            "C1",
+            "--name",
+            "Clinic One",
+        ])
+        .await;
+    r.expect_ok();
+    quiet.push(r);
+    let r = env.run(&["admin", "client", "list", "--json"]).await;
+    let clients = r.expect_ok().json();
+    let c1: Vec<&Value> = clients
+        .as_array()
+        .expect("a JSON array of clients")
+        .iter()
+        .filter(|c| c["clientID"] == "C1")
+        .collect();
+    assert_eq!(c1.len(), 1, "client list shows C1 once: {clients}");
+    assert_eq!(c1[0]["name"], "Clinic One", "{clients}");
+    quiet.push(r);
+
+    let registered = |s: &TestStack| {
+        let pool = s.write.clone();
+        async move {
+            let db = pool.get().await.expect("db");
+            db.query_one(
+                "SELECT count(*) FROM events WHERE event_type = 'ClientRegistered' \
+                 AND (data->>'clientID' = 'C1' OR data->'data'->>'clientID' = 'C1')",
+                &[],
+            )
+            .await
+            .expect("count")
+            .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(registered(&s).await, 1, "one ClientRegistered for C1");
+    let before = s.event_count(None).await;
+    let r = env
+        .run(&[
+            "admin",
+            "client",
+            "create",
+            "--id",
+            "C1",
+            "--name",
+            "Clinic One",
+        ])
+        .await;
+    r.expect_ok();
+    assert!(
+        r.stdout.contains("exists"),
+        "creating C1 again says it exists: {r:#?}"
+    );
+    quiet.push(r);
+    assert_eq!(registered(&s).await, 1, "no second ClientRegistered for C1");
+    assert_eq!(
+        s.event_count(None).await,
+        before,
+        "creating an existing client appends nothing"
+    );
+    let r = env.run(&["admin", "client", "list", "--json"]).await;
+    let n = r.expect_ok().json().as_array().expect("array").len();
+    assert_eq!(n, 1, "still one client: {r:#?}");
+    quiet.push(r);
+
+    for (id, client, name) in [("L1", "C1", "Site L1"), ("L2", "C1", "Site L2")] {
+        let r = env
+            .run(&[
+                "admin", "location", "create", "--id", id, "--client", client, "--name", name,
+            ])
+            .await;
+        r.expect_ok();
+        quiet.push(r);
+    }
+    let r = env
+        .run(&[
+            "admin",
+            "client",
+            "create",
+            "--id",
+            "C2",
+            "--name",
+            "Clinic Two",
+        ])
+        .await;
+    r.expect_ok();
+    quiet.push(r);
+    let r = env
+        .run(&[
+            "admin", "location", "create", "--id", "L3", "--client", "C2", "--name", "Site L3",
+        ])
+        .await;
+    r.expect_ok();
+    quiet.push(r);
+
+    let before = s.event_count(None).await;
+    let r = env
+        .run(&[
+            "admin", "location", "create", "--id", "L9", "--client", "NOPE", "--name", "Nowhere",
+        ])
+        .await;
+    r.expect_refused();
+    assert!(
+        r.stderr.contains("NOPE") && r.stderr.to_ascii_lowercase().contains("client"),
+        "the refusal names the unknown client: {r:#?}"
+    );
+    quiet.push(r);
+    assert_eq!(
+        s.event_count(None).await,
+        before,
+        "a refused location appends nothing"
+    );
+
+    let r = env.run(&["admin", "location", "list", "--json"]).await;
+    let locations = r.expect_ok().json();
+    let got: BTreeSet<(String, String)> = locations
+        .as_array()
+        .expect("a JSON array of locations")
+        .iter()
+        .map(|l| {
+            (
+                l["locationID"].as_str().unwrap_or_default().to_string(),
+                l["clientID"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String)> = [("L1", "C1"), ("L2", "C1"), ("L3", "C2")]
+        .into_iter()
+        .map(|(l, c)| (l.to_string(), c.to_string()))
+        .collect();
+    assert_eq!(got, want, "location list: {locations}");
+    quiet.push(r);
+
+    // 2. A partner: the secret is printed once and works.
+    let create = env
+        .run(&[
+            "admin",
+            "partner",
+            "create",
+            "--name",
+            "EHR",
+            "--permissions",
+            "patients:read,patients:create",
+            "--clients",
+            "C1",
+            "--locations",
+            "*",
+            "--json",
+        ])
+        .await;
+    let creds = create.expect_ok().json();
+    let partner_id = creds["partnerID"]
+        .as_str()
+        .unwrap_or_else(|| panic!("partnerID: {creds}"))
+        .to_string();
+    Uuid::parse_str(&partner_id).expect("partnerID is a UUID");
+    let client_id = creds["client_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("client_id: {creds}"))
+        .to_string();
+    let secret = creds["client_secret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("client_secret: {creds}"))
+        .to_string();
+    assert!(
+        secret.len() >= 16,
+        "a secret of some strength: {}",
+        secret.len()
+    );
+    assert!(
+        !create.stderr.contains(&secret),
+        "the secret is not on stderr: {create:#?}"
+    );
+    let hash: String = {
+        let db = s.write.get().await.expect("db");
+        db.query_one(
+            "SELECT secret_hash FROM partners WHERE partner_id = $1",
+            &[&Uuid::parse_str(&partner_id).unwrap()],
+        )
+        .await
+        .expect("the partner's row")
+        .get(0)
+    };
+    assert!(!hash.contains(&secret), "the secret is stored only hashed");
+
+    let t1 = token(&s.http, &s.base, &client_id, &secret).await;
+
+    let r = env.run(&["admin", "partner", "list", "--json"]).await;
+    let list = r.expect_ok().json();
+    let mine: Vec<&Value> = list
+        .as_array()
+        .expect("a JSON array of partners")
+        .iter()
+        .filter(|p| p["partnerID"] == partner_id.as_str())
+        .collect();
+    assert_eq!(mine.len(), 1, "partner list shows the partner: {list}");
+    assert_eq!(mine[0]["client_id"], client_id.as_str(), "{list}");
+    assert_no_secret_in("partner list --json", &r, &[&secret, &hash]);
+    quiet.push(r);
+    let r = env.run(&["admin", "partner", "list"]).await;
+    r.expect_ok();
+    assert!(r.stdout.contains(&partner_id), "{r:#?}");
+    assert_no_secret_in("partner list", &r, &[&secret, &hash]);
+    quiet.push(r);
+    let r = env
+        .run(&["admin", "partner", "show", &partner_id, "--json"])
+        .await;
+    let shown = r.expect_ok().json();
+    assert_eq!(shown["partnerID"], partner_id.as_str(), "{shown}");
+    assert_eq!(shown["client_id"], client_id.as_str(), "{shown}");
+    assert_no_secret_in("partner show --json", &r, &[&secret, &hash]);
+    quiet.push(r);
+    let r = env.run(&["admin", "partner", "show", &partner_id]).await;
+    r.expect_ok();
+    assert_no_secret_in("partner show", &r, &[&secret, &hash]);
+    quiet.push(r);
+
+    // 3. Changes take effect on the next request.
+    let r = s.create_patient(&t1, &patient_body("MRN-OP-1")).await;
+    assert_eq!(r.status(), 201, "create with patients:create");
+    let ct = r
+        .headers()
+        .get("consistency-token")
+        .map(|v| v.to_str().unwrap().to_string());
+    let patient: Value = r.json().await.unwrap();
+    let patient_path = format!("/v1/patients/{}", patient["patientID"].as_str().unwrap());
+    let mut read = s
+        .http
+        .get(format!("{}{patient_path}", s.base))
+        .bearer_auth(&t1);
+    if let Some(ct) = &ct {
+        read = read.header("Consistency-Token", ct);
+    }
+    assert_eq!(read.send().await.unwrap().status(), 200, "read it back");
+
+    let r = env
+        .run(&[
+            "admin",
+            "partner",
+            "update",
+            &partner_id,
+            "--permissions",
+            "patients:read",
+        ])
+        .await;
+    r.expect_ok();
+    quiet.push(r);
+    let r = s.create_patient(&t1, &patient_body("MRN-OP-2")).await;
+    assert_eq!(
+        r.status(),
+        403,
+        "without patients:create the next POST with the same token is 403"
+    );
+    assert_eq!(
+        s.get(&t1, &patient_path).await.status(),
+        200,
+        "patients:read still reads"
+    );
+
+    let r = env
+        .run(&["admin", "partner", "update", &partner_id, "--clients", "C2"])
+        .await;
+    r.expect_ok();
+    quiet.push(r);
+    assert_eq!(
+        s.get(&t1, &patient_path).await.status(),
+        404,
+        "a patient of C1 is out of scope at once after --clients C2"
+    );
+    assert_eq!(
+        s.get(&t1, "/v1/patients").await.status(),
+        200,
+        "the token still works before the rotation"
+    );
+
+    let rotate = env
+        .run(&["admin", "partner", "rotate-secret", &partner_id, "--json"])
+        .await;
+    let fresh = rotate.expect_ok().json();
+    let new_secret = fresh["client_secret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("client_secret: {fresh}"))
+        .to_string();
+    assert_ne!(new_secret, secret, "a new secret");
+    assert_eq!(fresh["client_id"], client_id.as_str(), "{fresh}");
+    assert_eq!(fresh["partnerID"], partner_id.as_str(), "{fresh}");
+    assert!(
+        !rotate.stdout.contains(&secret) && !rotate.stderr.contains(&secret),
+        "rotate-secret does not show the old secret: {rotate:#?}"
+    );
+    assert!(
+        !rotate.stderr.contains(&new_secret),
+        "the new secret is not on stderr: {rotate:#?}"
+    );
+    let new_hash: String = {
+        let db = s.write.get().await.expect("db");
+        db.query_one(
+            "SELECT secret_hash FROM partners WHERE partner_id = $1",
+            &[&Uuid::parse_str(&partner_id).unwrap()],
+        )
+        .await
+        .expect("the partner's row")
+        .get(0)
+    };
+    assert_bearer_401(
+        "a token issued before the rotation",
+        &s.get(&t1, "/v1/patients").await,
+    );
+    assert_invalid_client(
+        "the secret before the rotation",
+        &token_request(&s.http, &s.base, &client_id, &secret).await,
+    );
+    let t2 = token(&s.http, &s.base, &client_id, &new_secret).await;
+    assert_eq!(
+        s.get(&t2, "/v1/patients").await.status(),
+        200,
+        "a token of the new secret works"
+    );
+
+    let r = env.run(&["admin", "partner", "disable", &partner_id]).await;
+    r.expect_ok();
+    quiet.push(r);
+    assert_bearer_401(
+        "a fresh token of a disabled partner",
+        &s.get(&t2, "/v1/patients").await,
+    );
+    assert_invalid_client(
+        "a disabled partner at /oauth/token",
+        &token_request(&s.http, &s.base, &client_id, &new_secret).await,
+    );
+    let r = env
+        .run(&["admin", "partner", "show", &partner_id, "--json"])
+        .await;
+    assert_eq!(r.expect_ok().json()["disabled"], true, "{r:#?}");
+    quiet.push(r);
+
+    // 4. Operator actions are events, without secrets.
+    let db = s.write.get().await.expect("db");
+    let rows = db
+        .query(
+            "SELECT event_type, actor, data::text FROM events WHERE stream_id = $1 ORDER BY version",
+            &[&Uuid::parse_str(&partner_id).unwrap()],
+        )
+        .await
+        .expect("events");
+    let types: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        types,
+        [
+            "PartnerRegistered",
+            "PartnerAccessChanged",
+            "PartnerAccessChanged",
+            "PartnerSecretRotated",
+            "PartnerDisabled"
+        ],
+        "the partner's stream"
+    );
+    for row in &rows {
+        let event_type: String = row.get(0);
+        let actor: Value = row.get(1);
+        let data: String = row.get(2);
+        assert_eq!(actor["type"], "operator", "{event_type}: actor {actor}");
+        assert!(
+            actor["id"].as_str().is_some_and(|id| !id.is_empty()),
+            "{event_type}: the actor names the operator: {actor}"
+        );
+        for s in [&secret, &new_secret, &hash, &new_hash] {
+            assert!(!data.contains(s.as_str()), "{event_type} holds a secret");
+        }
+    }
+    drop(db);
+    for (what, needle) in [
+        ("the first secret", &secret),
+        ("the rotated secret", &new_secret),
+        ("the first hash", &hash),
+        ("the rotated hash", &new_hash),
+    ] {
+        assert_eq!(
+            events_containing(&s, needle).await,
+            0,
+            "no event holds {what}"
+        );
+    }
+    for r in &quiet {
+        for (what, needle) in [("secret", &secret), ("rotated secret", &new_secret)] {
+            assert!(
+                !r.stdout.contains(needle.as_str()) && !r.stderr.contains(needle.as_str()),
+                "`lis {}` printed the {what}: {r:#?}",
+                r.args.join(" ")
+            );
+        }
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_bad_input_is_refused_clearly() {
+    let s = TestStack::start().await;
+    let env = Env::of(&s);
+    env.run(&[
+        "admin",
+        "client",
+        "create",
+        "--id",
+        "C1",
+        "--name",
+        "Clinic One",
+    ])
+    .await
+    .expect_ok();
+    let events = s.event_count(None).await;
+
+    let r = env
+        .run(&[
+            "admin",
+            "partner",
+            "create",
+            "--name",
+            "EHR",
+            "--permissions",
+            "patients:read,patients:fly",
+            "--clients",
+            "C1",
+            "--locations",
+            "*",
+        ])
+        .await;
+    r.expect_refused();
+    assert!(
+        r.stderr.contains("patients:fly"),
+        "the refusal names the unknown permission: {r:#?}"
+    );
+
+    let r = env
+        .run(&[
+            "admin",
+            "partner",
+            "create",
+            "--name",
+            "EHR",
+            "--permissions",
+            "patients:read",
+            "--clients",
+            "C1,bad/id",
+            "--locations",
+            "*",
+        ])
+        .await;
+    r.expect_refused();
+    assert!(
+        r.stderr.contains("bad/id") || r.stderr.contains("clients"),
+        "the refusal names the bad client id: {r:#?}"
+    );
+    assert_eq!(partner_count(&s).await, 0, "no partner from bad input");
+    assert_eq!(s.event_count(None).await, events, "no event from bad input");
+
+    // The same checks on update, against an existing partner.
+    let created = env
+        .run(&[
+            "admin",
+            "partner",
+            "create",
+            "--name",
+            "EHR",
+            "--permissions",
+            "patients:read",
+            "--clients",
+            "C1",
+            "--locations",
+            "*",
+            "--json",
+        ])
+        .await;
+    let id = created.expect_ok().json()["partnerID"]
+        .as_str()
+        .expect("partnerID")
+        .to_string();
+    let events = s.event_count(None).await;
+    let r = env
+        .run(&[
+            "admin",
+            "partner",
+            "update",
+            &id,
+            "--permissions",
+            "patients:fly",
+        ])
+        .await;
+    r.expect_refused();
+    assert!(r.stderr.contains("patients:fly"), "{r:#?}");
+    let r = env
+        .run(&["admin", "partner", "update", &id, "--clients", "C 1"])
+        .await;
+    r.expect_refused();
+    assert_eq!(
+        s.event_count(None).await,
+        events,
+        "a refused update appends nothing"
+    );
+
+    let unknown = Uuid::new_v4().to_string();
+    for args in [
+        vec!["admin", "partner", "show", unknown.as_str()],
+        vec!["admin", "partner", "show", unknown.as_str(), "--json"],
+        vec!["admin", "partner", "disable", unknown.as_str()],
+        vec!["admin", "partner", "rotate-secret", unknown.as_str()],
+    ] {
+        let r = env.run(&args).await;
+        r.expect_refused();
+        assert!(
+            r.stderr.contains("no partner"),
+            "`lis {}` says there is no partner: {r:#?}",
+            args.join(" ")
+        );
+    }
+    assert_eq!(
+        s.event_count(None).await,
+        events,
+        "nothing about an unknown partner"
+    );
+    // Verbose logs never show a secret either.
+    let verbose = env.clone().with("LIS_LOG", "debug");
+    let created = verbose
+        .run(&[
+            "admin",
+            "partner",
+            "create",
+            "--name",
+            "Verbose",
+            "--permissions",
+            "patients:read",
+            "--clients",
+            "C1",
+            "--locations",
+            "*",
+            "--json",
+        ])
+        .await;
+    let creds = created.expect_ok().json();
+    let (vid, vsecret) = (
+        creds["partnerID"].as_str().expect("partnerID").to_string(),
+        creds["client_secret"]
+            .as_str()
+            .expect("client_secret")
+            .to_string(),
+    );
+    assert!(
+        !created.stderr.contains(&vsecret),
+        "a debug log shows the secret: {created:#?}"
+    );
+    let rotated = verbose
+        .run(&["admin", "partner", "rotate-secret", &vid, "--json"])
+        .await;
+    let fresh = rotated.expect_ok().json()["client_secret"]
+        .as_str()
+        .expect("client_secret")
+        .to_string();
+    for (what, needle) in [("old", &vsecret), ("new", &fresh)] {
+        assert!(
+            !rotated.stderr.contains(needle.as_str()),
+            "a debug log shows the {what} secret: {rotated:#?}"
+        );
+        assert_eq!(
+            events_containing(&s, needle).await,
+            0,
+            "no event holds the {what} secret"
+        );
+    }
+
+    // Postgres unreachable: a clear message, quickly, no panic.
+    let down = env.with("LIS_DATABASE_URL", "postgres://postgres@127.0.0.1:1/x");
+    for args in [
+        &["admin", "client", "list"][..],
+        &["admin", "partner", "list", "--json"][..],
+    ] {
+        let r = down.run_within(Duration::from_secs(30), args).await;
+        r.expect_refused();
+        assert!(
+            r.stderr.contains("Postgres"),
+            "`lis {}` names Postgres: {r:#?}",
+            args.join(" ")
+        );
+        assert!(
+            r.elapsed < Duration::from_secs(15),
+            "`lis {}` gives up quickly: {:?}",
+            args.join(" "),
+            r.elapsed
+        );
+        assert!(r.stdout.trim().is_empty(), "{r:#?}");
+    }
+    s.stop().await;
+}
+
+/// Runs `lis down` with the environment of `lis up` when dropped, so that no
+/// process of the test outlives it.
+struct Down {
+    env: Env,
+    dir: PathBuf,
+    done: bool,
+}
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        if self.done {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
+        match self.env.command(&["down"]).output() {
+            Ok(o) if o.status.success() => {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+            Ok(o) => eprintln!(
+                "lis down failed: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => eprintln!("cannot run lis down: {e}"),
+        }
+    }
+}
+
+/// The base URL and credentials file `lis up` printed.
+fn up_output(run: &Run, base: &str) -> PathBuf {
+    assert!(
+        run.stdout.contains(base),
+        "`lis up` prints the base URL {base}: {run:#?}"
+    );
+    let files: Vec<PathBuf> = run
+        .stdout
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(PathBuf::from)
+        .filter(|p| {
+            p.is_file()
+                && std::fs::read_to_string(p)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .is_some_and(|v| v["client_secret"].is_string())
+        })
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "`lis up` prints the path of the credentials file: {run:#?}"
+    );
+    files.into_iter().next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lis_up_is_idempotent_and_lis_down_stops_it() {
+    let cfg = test_config();
+    let database_url = format!("{}_up", cfg.database_url);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let dir = std::env::temp_dir().join(format!("lis-up-{}", Uuid::new_v4().simple()));
+    let env = Env(vec![
+        ("LIS_DATABASE_URL", database_url.clone()),
+        ("LIS_KAFKA_BROKERS", cfg.kafka_brokers.clone()),
+        ("LIS_TOPIC_PREFIX", format!("{}up.", cfg.topic_prefix)),
+        ("LIS_KAFKA_PARTITIONS", "3".into()),
+        ("LIS_HTTP_ADDR", format!("127.0.0.1:{port}")),
+        ("LIS_DATA_DIR", dir.display().to_string()),
+        // Verbose, so that the check of the logs for the secret means something.
+        ("LIS_LOG", "info".into()),
+    ]);
+    let mut guard = Down {
+        env: env.clone(),
+        dir: dir.clone(),
+        done: false,
+    };
+    let http = reqwest::Client::new();
+    let limit = Duration::from_secs(180);
+
+    let first = env.run_within(limit, &["up"]).await;
+    first.expect_ok();
+    let file = up_output(&first, &base);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o600,
+        "the credentials file is readable only by the operator"
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    let demo: Value = serde_json::from_str(&text).unwrap();
+    let (id, secret) = (
+        demo["client_id"].as_str().expect("client_id"),
+        demo["client_secret"].as_str().expect("client_secret"),
+    );
+    let t = token(&http, &base, id, secret).await;
+    let r = http
+        .get(format!("{base}/v1/patients"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the demo partner reads patients");
+
+    let second = env.run_within(limit, &["up"]).await;
+    second.expect_ok();
+    assert_eq!(
+        up_output(&second, &base),
+        file,
+        "the second run prints the same file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        text,
+        "the second run leaves the credentials as they were"
+    );
+    token(&http, &base, id, secret).await;
+
+    // The services' logs never show the demo secret.
+    for entry in std::fs::read_dir(dir.join("logs")).into_iter().flatten() {
+        let path = entry.unwrap().path();
+        let log = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&log).contains(secret),
+            "{} shows the demo secret",
+            path.display()
+        );
+    }
+    for run in [&first, &second] {
+        assert!(
+            !run.stdout.contains(secret) && !run.stderr.contains(secret),
+            "`lis up` prints the secret instead of the file: {run:#?}"
+        );
+    }
+
+    let pool = platform::db::pool(&database_url, "es", 1).expect("pool");
+    {
+        let db = pool.get().await.expect("the database lis up made");
+        let count = |sql: &'static str| {
+            let db = &db;
+            async move { db.query_one(sql, &[]).await.expect(sql).get::<_, i64>(0) }
+        };
+        assert_eq!(count("SELECT count(*) FROM clients").await, 1, "one client");
+        assert_eq!(
+            count("SELECT count(*) FROM clients WHERE client_id = 'DEMO'").await,
+            1,
+            "the client is DEMO"
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM locations").await,
+            1,
+            "one location"
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM partners").await,
+            1,
+            "one partner"
+        );
+    }
+    drop(pool);
+
+    let down = env.run_within(Duration::from_secs(60), &["down"]).await;
+    down.expect_ok();
+    guard.done = true;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = http
+            .get(format!("{base}/healthz"))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await;
+        if answer.is_err() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the services still answer after `lis down`: {down:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
