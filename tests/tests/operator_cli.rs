@@ -773,55 +773,6 @@ async fn operator_bad_input_is_refused_clearly() {
         events,
         "nothing about an unknown partner"
     );
-    // Verbose logs never show a secret either.
-    let verbose = env.clone().with("LIS_LOG", "debug");
-    let created = verbose
-        .run(&[
-            "admin",
-            "partner",
-            "create",
-            "--name",
-            "Verbose",
-            "--permissions",
-            "patients:read",
-            "--clients",
-            "C1",
-            "--locations",
-            "*",
-            "--json",
-        ])
-        .await;
-    let creds = created.expect_ok().json();
-    let (vid, vsecret) = (
-        creds["partnerID"].as_str().expect("partnerID").to_string(),
-        creds["client_secret"]
-            .as_str()
-            .expect("client_secret")
-            .to_string(),
-    );
-    assert!(
-        !created.stderr.contains(&vsecret),
-        "a debug log shows the secret: {created:#?}"
-    );
-    let rotated = verbose
-        .run(&["admin", "partner", "rotate-secret", &vid, "--json"])
-        .await;
-    let fresh = rotated.expect_ok().json()["client_secret"]
-        .as_str()
-        .expect("client_secret")
-        .to_string();
-    for (what, needle) in [("old", &vsecret), ("new", &fresh)] {
-        assert!(
-            !rotated.stderr.contains(needle.as_str()),
-            "a debug log shows the {what} secret: {rotated:#?}"
-        );
-        assert_eq!(
-            events_containing(&s, needle).await,
-            0,
-            "no event holds the {what} secret"
-        );
-    }
-
     // Postgres unreachable: a clear message, quickly, no panic.
     let down = env.with("LIS_DATABASE_URL", "postgres://postgres@127.0.0.1:1/x");
     for args in [
@@ -842,6 +793,130 @@ async fn operator_bad_input_is_refused_clearly() {
             r.elapsed
         );
         assert!(r.stdout.trim().is_empty(), "{r:#?}");
+    }
+    s.stop().await;
+}
+
+/// The JSON on stdout of a run, skipping anything printed before it.
+fn json_part(run: &Run) -> (Value, String) {
+    let at = run
+        .stdout
+        .find("\n{")
+        .map(|i| i + 1)
+        .filter(|_| !run.stdout.starts_with('{'))
+        .unwrap_or(0);
+    let v = serde_json::from_str(&run.stdout[at..]).unwrap_or_else(|e| {
+        panic!(
+            "`lis {}` did not print JSON ({e}): {run:#?}",
+            run.args.join(" ")
+        )
+    });
+    (v, run.stdout[..at].to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_json_is_clean_and_logs_hold_no_secret() {
+    let s = TestStack::start().await;
+    let env = Env::of(&s);
+    env.run(&[
+        "admin",
+        "client",
+        "create",
+        "--id",
+        "C1",
+        "--name",
+        "Clinic One",
+    ])
+    .await
+    .expect_ok();
+    // As an operator runs it: LIS_LOG unset (its default), and verbose.
+    let default_log = Env(env
+        .0
+        .iter()
+        .filter(|(k, _)| *k != "LIS_LOG")
+        .cloned()
+        .collect());
+    let verbose = env.clone().with("LIS_LOG", "debug");
+    let mut runs = Vec::new();
+    for (label, e) in [("LIS_LOG unset", &default_log), ("LIS_LOG=debug", &verbose)] {
+        let created = e
+            .run(&[
+                "admin",
+                "partner",
+                "create",
+                "--name",
+                "Verbose",
+                "--permissions",
+                "patients:read",
+                "--clients",
+                "C1",
+                "--locations",
+                "*",
+                "--json",
+            ])
+            .await;
+        created.expect_ok();
+        let (creds, before) = json_part(&created);
+        let id = creds["partnerID"].as_str().expect("partnerID").to_string();
+        let first = creds["client_secret"]
+            .as_str()
+            .expect("client_secret")
+            .to_string();
+        assert!(
+            !created.stderr.contains(&first) && !before.contains(&first),
+            "{label}: a log line shows the secret: {created:#?}"
+        );
+        let mut secrets = vec![first];
+        let mut actions = vec![created];
+        for args in [
+            vec![
+                "admin",
+                "partner",
+                "update",
+                id.as_str(),
+                "--clients",
+                "*",
+                "--json",
+            ],
+            vec!["admin", "partner", "rotate-secret", id.as_str(), "--json"],
+            vec!["admin", "partner", "disable", id.as_str(), "--json"],
+        ] {
+            let r = e.run(&args).await;
+            r.expect_ok();
+            let (v, before) = json_part(&r);
+            for secret in &secrets {
+                assert!(
+                    !r.stdout.contains(secret.as_str()) && !r.stderr.contains(secret.as_str()),
+                    "{label}: `lis {}` shows an earlier secret: {r:#?}",
+                    args.join(" ")
+                );
+            }
+            if let Some(fresh) = v["client_secret"].as_str() {
+                assert!(
+                    !r.stderr.contains(fresh) && !before.contains(fresh),
+                    "{label}: a log line shows the new secret: {r:#?}"
+                );
+                secrets.push(fresh.to_string());
+            }
+            actions.push(r);
+        }
+        for secret in &secrets {
+            assert_eq!(
+                events_containing(&s, secret).await,
+                0,
+                "{label}: no event holds a secret"
+            );
+        }
+        runs.extend(actions.into_iter().map(|r| (label, r)));
+    }
+    // Last, so that the checks above run whatever this finds: with `--json`
+    // stdout is the JSON alone; log lines belong on stderr.
+    for (label, r) in &runs {
+        assert!(
+            serde_json::from_str::<Value>(&r.stdout).is_ok(),
+            "{label}: `lis {}` mixes log lines into its JSON on stdout: {r:#?}",
+            r.args.join(" ")
+        );
     }
     s.stop().await;
 }
