@@ -18,16 +18,22 @@ pub enum StreamKind {
     Client,
     /// A client's location.
     Location,
+    /// A test order.
+    Order,
+    /// A test of the lab's catalog.
+    Catalog,
 }
 
 impl StreamKind {
     /// Every stream kind.
-    pub const ALL: [StreamKind; 5] = [
+    pub const ALL: [StreamKind; 7] = [
         StreamKind::Patient,
         StreamKind::Account,
         StreamKind::Partner,
         StreamKind::Client,
         StreamKind::Location,
+        StreamKind::Order,
+        StreamKind::Catalog,
     ];
 
     /// The stream kind's name as stored (`patient`, `account`, ...).
@@ -38,6 +44,8 @@ impl StreamKind {
             StreamKind::Partner => "partner",
             StreamKind::Client => "client",
             StreamKind::Location => "location",
+            StreamKind::Order => "order",
+            StreamKind::Catalog => "catalog",
         }
     }
 

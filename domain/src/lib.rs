@@ -11,11 +11,15 @@
 //! - [`patient`]: the patient aggregate.
 //! - [`account`]: the patient portal account aggregate (its own stream).
 //! - [`reference`]: clients, locations and partners (operator-managed).
+//! - [`catalog`]: the lab's test catalog (operator-managed reference data).
+//! - [`order`]: the order aggregate, its status machine and results.
 //! - [`event`]: the stream kinds and the common event trait.
 
 pub mod access;
 pub mod account;
+pub mod catalog;
 pub mod event;
+pub mod order;
 pub mod patch;
 pub mod patient;
 pub mod reference;

@@ -19,6 +19,8 @@ use crate::config::Config;
 pub enum Topic {
     /// Patient and patient-account streams.
     Patients,
+    /// Order streams.
+    Orders,
     /// Clients, locations and partners: one partition, so a location never
     /// overtakes its client.
     Reference,
@@ -26,12 +28,13 @@ pub enum Topic {
 
 impl Topic {
     /// Every topic.
-    pub const ALL: [Topic; 2] = [Topic::Patients, Topic::Reference];
+    pub const ALL: [Topic; 3] = [Topic::Patients, Topic::Orders, Topic::Reference];
 
     /// The topic's base name (before the configured prefix).
     pub fn base_name(self) -> &'static str {
         match self {
             Topic::Patients => "lis.patients.v1",
+            Topic::Orders => "lis.orders.v1",
             Topic::Reference => "lis.reference.v1",
         }
     }
@@ -40,7 +43,10 @@ impl Topic {
     pub fn of(kind: StreamKind) -> Topic {
         match kind {
             StreamKind::Patient | StreamKind::Account => Topic::Patients,
-            StreamKind::Partner | StreamKind::Client | StreamKind::Location => Topic::Reference,
+            StreamKind::Order => Topic::Orders,
+            StreamKind::Partner | StreamKind::Client | StreamKind::Location | StreamKind::Catalog => {
+                Topic::Reference
+            }
         }
     }
 
@@ -52,7 +58,7 @@ impl Topic {
     /// How many partitions the topic has.
     pub fn partitions(self, cfg: &Config) -> i32 {
         match self {
-            Topic::Patients => cfg.kafka_partitions.max(1),
+            Topic::Patients | Topic::Orders => cfg.kafka_partitions.max(1),
             Topic::Reference => 1,
         }
     }

@@ -69,7 +69,7 @@ pub async fn apply(tx: &Transaction<'_>, env: &Envelope) -> anyhow::Result<()> {
         Some(StreamKind::Partner) => {
             partner_event(tx, env, PartnerEvent::from_parts(&env.event_type, data)?).await?
         }
-        None => {
+        Some(StreamKind::Order) | Some(StreamKind::Catalog) | None => {
             tracing::warn!(stream_type = %env.stream_type, "skipping an event of an unknown stream type");
         }
     }
