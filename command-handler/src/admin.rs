@@ -427,3 +427,80 @@ pub async fn disable_partner(
     tx.commit().await?;
     Ok(updated)
 }
+
+impl From<domain::catalog::CatalogRejection> for AdminError {
+    fn from(e: domain::catalog::CatalogRejection) -> Self {
+        AdminError::Infra(anyhow::anyhow!("{e}"))
+    }
+}
+
+/// What defining a catalog test did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Defined {
+    /// A new test.
+    Defined,
+    /// A new definition of an existing test.
+    Revised,
+    /// The same definition again: nothing changed.
+    Unchanged,
+}
+
+/// Defines a catalog test, or revises it when its code exists with another
+/// definition. Past results keep the ranges recorded with them.
+pub async fn define_catalog_test(
+    pool: &Pool,
+    actor: &Actor,
+    def: domain::catalog::CatalogTest,
+) -> Result<Defined, AdminError> {
+    use domain::catalog::{self, CatalogEvent};
+    let mut db = pool.get().await?;
+    let tx = db.transaction().await?;
+    let existing = tx
+        .query_opt("SELECT definition, version FROM catalog_tests WHERE code = $1", &[&def.code])
+        .await?
+        .map(|r| -> Result<(catalog::CatalogTest, i64), AdminError> {
+            Ok((serde_json::from_value(r.get(0)).map_err(anyhow::Error::from)?, r.get(1)))
+        })
+        .transpose()?;
+    let Some(event) = catalog::define_test(def.clone(), existing.as_ref().map(|(d, _)| d))? else {
+        return Ok(Defined::Unchanged);
+    };
+    let version = existing.as_ref().map_or(1, |(_, v)| v + 1);
+    let meta = CommandMeta::new(actor.clone(), None);
+    store::append(&*tx, &meta, &[Pending::new(catalog::catalog_stream_id(&def.code), version, &event)]).await?;
+    let json = serde_json::to_value(&def).map_err(anyhow::Error::from)?;
+    tx.execute(
+        "INSERT INTO catalog_tests (code, definition, version) VALUES ($1, $2, $3) \
+         ON CONFLICT (code) DO UPDATE SET definition = EXCLUDED.definition, version = EXCLUDED.version",
+        &[&def.code, &json, &version],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(match event {
+        CatalogEvent::CatalogTestDefined(_) => Defined::Defined,
+        CatalogEvent::CatalogTestRevised(_) => Defined::Revised,
+    })
+}
+
+/// Defines every test of the seed catalog that is not defined yet.
+pub async fn seed_catalog(pool: &Pool, actor: &Actor) -> Result<usize, AdminError> {
+    let existing: Vec<String> = list_catalog(pool).await?.into_iter().map(|t| t.code).collect();
+    let mut added = 0;
+    for def in domain::catalog::seed_catalog() {
+        if !existing.contains(&def.code) && define_catalog_test(pool, actor, def).await? == Defined::Defined {
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
+/// The whole catalog, by code.
+pub async fn list_catalog(pool: &Pool) -> Result<Vec<domain::catalog::CatalogTest>, AdminError> {
+    let db = pool.get().await?;
+    db.query("SELECT definition FROM catalog_tests ORDER BY code", &[])
+        .await?
+        .iter()
+        .map(|r| serde_json::from_value(r.get(0)).map_err(|e| AdminError::Infra(e.into())))
+        .collect()
+}

@@ -11,6 +11,8 @@
 //! - [`relay`]: event store -> Kafka, in order, once.
 //! - [`idempotency`]: `Idempotency-Key` handling.
 //! - [`patients`]: patient commands.
+//! - [`orders`]: order commands and lifecycle actions.
+//! - [`command`]: what every command shares (transaction, retries, idempotency).
 //! - [`oauth`]: the token endpoint.
 //! - [`admin`]: the operator's commands on reference data.
 //! - [`mailer`]: sends account invitations (a reactor on the account stream).
@@ -24,9 +26,11 @@ use platform::auth::TokenKeys;
 use platform::config::Config;
 
 pub mod admin;
+pub mod command;
 pub mod idempotency;
 pub mod mailer;
 pub mod oauth;
+pub mod orders;
 pub mod patients;
 pub mod relay;
 pub mod store;
@@ -63,6 +67,9 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/token", post(oauth::token))
         .route("/v1/patients", post(patients::create))
         .route("/v1/patients/{patient_id}", patch(patients::update))
+        .route("/v1/orders", post(orders::create))
+        .route("/v1/orders/{order_id}", patch(orders::update))
+        .route("/v1/orders/{order_id}/{action}", post(orders::act))
         .layer(axum::extract::DefaultBodyLimit::max(
             platform::fields::MAX_BODY,
         ))

@@ -281,7 +281,12 @@ fn validate_test(def: &CatalogTest) -> Vec<FieldError> {
                 "another analyte of the test has this code",
             ));
         }
-        check_text(&format!("{at}.name"), &a.name, MAX_CATALOG_NAME, &mut errors);
+        check_text(
+            &format!("{at}.name"),
+            &a.name,
+            MAX_CATALOG_NAME,
+            &mut errors,
+        );
         match &a.kind {
             AnalyteKind::Numeric {
                 unit,
@@ -517,13 +522,7 @@ pub fn seed_catalog() -> Vec<CatalogTest> {
                     any_sex(s(3.5), s(5.1)),
                     Some((2.5, 6.5)),
                 ),
-                numeric(
-                    "CL",
-                    "Chloride",
-                    "mmol/L",
-                    any_sex(s(98.0), s(107.0)),
-                    None,
-                ),
+                numeric("CL", "Chloride", "mmol/L", any_sex(s(98.0), s(107.0)), None),
                 numeric(
                     "CO2",
                     "Carbon dioxide (bicarbonate)",
@@ -552,13 +551,7 @@ pub fn seed_catalog() -> Vec<CatalogTest> {
                     any_sex(s(70.0), s(99.0)),
                     Some((40.0, 400.0)),
                 ),
-                numeric(
-                    "CA",
-                    "Calcium",
-                    "mg/dL",
-                    any_sex(s(8.6), s(10.3)),
-                    None,
-                ),
+                numeric("CA", "Calcium", "mg/dL", any_sex(s(8.6), s(10.3)), None),
             ],
         ),
         test(

@@ -687,7 +687,11 @@ fn parse_collected_at(
     };
     let t = t.with_timezone(&Utc);
     if t > now + MAX_CLOCK_SKEW {
-        errors.push(FieldError::new(field, "in_future", "must not be in the future"));
+        errors.push(FieldError::new(
+            field,
+            "in_future",
+            "must not be in the future",
+        ));
         return None;
     }
     if date_of_birth.is_some_and(|d| t.date_naive() < d) {
@@ -850,14 +854,22 @@ pub fn place(
     if ctx.accession_taken {
         return Err(OrderRejection::DuplicateAccession);
     }
-    let (Some(patient_id), Some(client_id), Some(location_id), Some(codes), Some(specimen_type), Some(priority)) = (
+    let (
+        Some(patient_id),
+        Some(client_id),
+        Some(location_id),
+        Some(codes),
+        Some(specimen_type),
+        Some(priority),
+    ) = (
         patient_id,
         draft.client_id,
         draft.location_id,
         draft.tests,
         specimen_type,
         priority,
-    ) else {
+    )
+    else {
         unreachable!("validated above");
     };
     Ok(OrderEvent::OrderPlaced(OrderPlaced {
@@ -913,11 +925,7 @@ pub fn update(
     let mut changes = OrderChanges::default();
     match patch.specimen {
         Patch::Absent => {}
-        Patch::Null => errors.push(FieldError::new(
-            "specimen",
-            "required",
-            "cannot be removed",
-        )),
+        Patch::Null => errors.push(FieldError::new("specimen", "required", "cannot be removed")),
         Patch::Set(sp) => {
             match sp.specimen_type {
                 Patch::Absent => {}
@@ -962,11 +970,7 @@ pub fn update(
     }
     match patch.priority {
         Patch::Absent => {}
-        Patch::Null => errors.push(FieldError::new(
-            "priority",
-            "required",
-            "cannot be removed",
-        )),
+        Patch::Null => errors.push(FieldError::new("priority", "required", "cannot be removed")),
         Patch::Set(raw) => {
             if let Some(p) = parse_priority("priority", &raw, &mut errors) {
                 changes.priority = (p != state.priority).then_some(p);
@@ -991,12 +995,12 @@ pub fn update(
     if !errors.is_empty() {
         return Err(OrderRejection::Invalid(errors));
     }
-    Ok((!changes.is_empty()).then(|| {
-        OrderEvent::OrderDetailsChanged(OrderDetailsChanged {
+    Ok(
+        (!changes.is_empty()).then_some(OrderEvent::OrderDetailsChanged(OrderDetailsChanged {
             order_id: state.id,
             changes,
-        })
-    }))
+        })),
+    )
 }
 
 /// Decides the collection of an `ordered` order's specimen. The instant is
@@ -1027,7 +1031,9 @@ pub fn collect(
 /// Decides the lab's receipt of a `collected` order's specimen.
 pub fn receive(state: &Order) -> Result<OrderEvent, OrderRejection> {
     require(state, "receive")?;
-    Ok(OrderEvent::SpecimenReceived(OrderRef { order_id: state.id }))
+    Ok(OrderEvent::SpecimenReceived(OrderRef {
+        order_id: state.id,
+    }))
 }
 
 /// Decides the start of testing of a `received` order.
@@ -1039,7 +1045,9 @@ pub fn start(state: &Order) -> Result<OrderEvent, OrderRejection> {
 /// Decides the release of a `resulted` order's results as final.
 pub fn finalize(state: &Order) -> Result<OrderEvent, OrderRejection> {
     require(state, "finalize")?;
-    Ok(OrderEvent::ResultsFinalized(OrderRef { order_id: state.id }))
+    Ok(OrderEvent::ResultsFinalized(OrderRef {
+        order_id: state.id,
+    }))
 }
 
 /// Decides the cancellation of an `ordered`, `collected` or `received`
@@ -1186,7 +1194,13 @@ fn judge_entries(
                 continue;
             }
         };
-        let judged = judge(analyte, &value, entry.unit.as_deref(), ctx.patient_sex, age_days);
+        let judged = judge(
+            analyte,
+            &value,
+            entry.unit.as_deref(),
+            ctx.patient_sex,
+            age_days,
+        );
         match judged {
             Ok((reference_range, flag)) if errors.len() == before => {
                 results.push(RecordedResult {

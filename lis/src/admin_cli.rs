@@ -32,6 +32,38 @@ enum What {
         #[command(subcommand)]
         cmd: PartnerCmd,
     },
+    /// The test catalog: tests, panels, analytes, units, reference ranges.
+    Catalog {
+        #[command(subcommand)]
+        cmd: CatalogCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCmd {
+    /// List the catalog's tests.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one test with its analytes and ranges.
+    Show {
+        /// The test code (`CBC`).
+        code: String,
+        /// Print JSON (the definition format `define` reads).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Define a test, or revise it, from a JSON definition file (the format
+    /// `show --json` prints).
+    Define {
+        /// The definition file.
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// Add the built-in starter catalog's tests that are missing.
+    Seed,
 }
 
 #[derive(Subcommand)]
@@ -243,6 +275,41 @@ pub async fn run(cfg: &Config, a: Admin) -> anyhow::Result<()> {
                         .collect::<Vec<_>>()
                         .join("\n")
                 });
+            }
+        },
+        What::Catalog { cmd } => match cmd {
+            CatalogCmd::List { json } => {
+                let tests = admin::list_catalog(&pool).await?;
+                print(json, &tests, |tests| {
+                    tests
+                        .iter()
+                        .map(|t| {
+                            let analytes: Vec<&str> = t.analytes.iter().map(|a| a.code.as_str()).collect();
+                            format!("{:<8} {}  ({}; {})", t.code, t.name, t.specimen_type, analytes.join(", "))
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+            }
+            CatalogCmd::Show { code, json } => {
+                let test = admin::list_catalog(&pool)
+                    .await?
+                    .into_iter()
+                    .find(|t| t.code == code)
+                    .ok_or_else(|| anyhow::anyhow!("no catalog test {code}"))?;
+                print(json, &test, |t| serde_json::to_string_pretty(t).expect("serializes"));
+            }
+            CatalogCmd::Define { file } => {
+                let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                let def: domain::catalog::CatalogTest =
+                    serde_json::from_str(&text).with_context(|| format!("{} is not a test definition", file.display()))?;
+                let code = def.code.clone();
+                let outcome = admin::define_catalog_test(&pool, &actor, def).await?;
+                println!("catalog test {code}: {}", serde_json::to_value(outcome)?.as_str().unwrap_or(""));
+            }
+            CatalogCmd::Seed => {
+                let added = admin::seed_catalog(&pool, &actor).await?;
+                println!("{added} catalog tests added");
             }
         },
         What::Partner { cmd } => match cmd {

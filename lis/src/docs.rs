@@ -168,7 +168,12 @@ pub fn router() -> Router {
         .route("/problems/{slug}", get(problem_type))
         .route(
             "/docs/partner-guide.md",
-            get(|| async { ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], GUIDE) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+                    GUIDE,
+                )
+            }),
         )
 }
 
@@ -190,8 +195,7 @@ async fn docs() -> impl IntoResponse {
 /// A problem `type` URI (`/problems/duplicate-patient`) leads to its section
 /// of the guide.
 async fn problem_type(Path(slug): Path<String>) -> Response {
-    if (1..=64).contains(&slug.len()) && slug.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
-    {
+    if (1..=64).contains(&slug.len()) && slug.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
         Redirect::to(&format!("/docs#{slug}")).into_response()
     } else {
         StatusCode::NOT_FOUND.into_response()
@@ -273,9 +277,8 @@ fn slug(text: &str) -> String {
 /// Renders Markdown to HTML, giving every heading an anchor.
 pub fn markdown_to_html(markdown: &str) -> String {
     use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
-    let options = Options::ENABLE_TABLES
-        | Options::ENABLE_HEADING_ATTRIBUTES
-        | Options::ENABLE_STRIKETHROUGH;
+    let options =
+        Options::ENABLE_TABLES | Options::ENABLE_HEADING_ATTRIBUTES | Options::ENABLE_STRIKETHROUGH;
     let mut events: Vec<Event> = Parser::new_ext(markdown, options).collect();
     let mut seen = std::collections::HashSet::new();
     let mut i = 0;
@@ -428,6 +431,9 @@ mod tests {
         assert!(html.starts_with("<!doctype html>"));
         assert!(!html.to_ascii_lowercase().contains("<script"));
         assert!(!html.contains("http://") && !html.contains("https://"));
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

@@ -267,6 +267,8 @@ pub async fn up(cfg: &Config) -> anyhow::Result<()> {
     let base = format!("http://{}", cfg.http_addr);
     ensure_services(cfg, &dir, &base).await?;
     let demo = ensure_demo(cfg, &dir, &base).await?;
+    let pool = db::pool(&cfg.database_url, &cfg.write_schema, 2)?;
+    admin::seed_catalog(&pool, &crate::admin_cli::operator()).await?;
     println!("LIS is up.");
     println!("  base URL:             {base}");
     println!("  demo credentials:     {}", demo.display());

@@ -152,6 +152,41 @@ impl Fields {
         }
     }
 
+    /// An array field; absent or `null` is `None`.
+    pub fn array(&mut self, name: &str) -> Option<Vec<Value>> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => Some(items),
+            Some(_) => {
+                self.wrong_type(name, "an array");
+                None
+            }
+        }
+    }
+
+    /// Any JSON value, as sent; absent is `None`.
+    pub fn raw(&mut self, name: &str) -> Option<Value> {
+        self.map.remove(name)
+    }
+
+    /// The `index`-th element of the array field `name`, which must be an
+    /// object (`tests[0]`); `None` after recording a wrong type.
+    pub fn element(&mut self, name: &str, index: usize, value: Value) -> Option<Fields> {
+        let path = format!("{}[{index}]", self.path(name));
+        match value {
+            Value::Object(map) => Some(Fields {
+                map,
+                prefix: format!("{path}."),
+                errors: Vec::new(),
+            }),
+            _ => {
+                self.errors
+                    .push(FieldError::new(path, WRONG_TYPE, "must be an object"));
+                None
+            }
+        }
+    }
+
     /// A nested object field; absent or `null` is `None`.
     pub fn object(&mut self, name: &str) -> Option<Fields> {
         match self.map.remove(name) {

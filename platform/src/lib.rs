@@ -8,7 +8,8 @@
 //! - [`problem`]: the one HTTP error type, rendered as problem+json.
 //! - [`fields`]: JSON body field extraction that names every bad field.
 //! - [`auth`]: partner secrets, access tokens and per-request access checks.
-//! - [`views`]: the partner-facing representations shared by both sides.
+//! - [`views`], [`order_view`]: the partner-facing representations shared
+//!   by both sides.
 //! - [`consistency`]: read-your-writes tokens.
 //! - [`metrics`]: Prometheus metrics (labels never carry personal data).
 //! - [`telemetry`]: logging setup.
@@ -21,6 +22,7 @@ pub mod envelope;
 pub mod fields;
 pub mod kafka;
 pub mod metrics;
+pub mod order_view;
 pub mod problem;
 pub mod telemetry;
 pub mod views;

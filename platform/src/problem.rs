@@ -329,9 +329,17 @@ mod tests {
             for key in body.as_object().unwrap().keys() {
                 assert!(described.contains(&key.as_str()), "{key} of {e:?}");
             }
-            let slug = body["type"].as_str().unwrap().trim_start_matches(PROBLEM_BASE);
-            let doc = schema["properties"]["type"]["description"].as_str().unwrap();
-            assert!(doc.contains(&format!("`{slug}`")), "{slug} is not described");
+            let slug = body["type"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches(PROBLEM_BASE);
+            let doc = schema["properties"]["type"]["description"]
+                .as_str()
+                .unwrap();
+            assert!(
+                doc.contains(&format!("`{slug}`")),
+                "{slug} is not described"
+            );
         }
     }
 }

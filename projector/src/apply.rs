@@ -4,6 +4,8 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::account::AccountEvent;
+use domain::catalog::{self, CatalogEvent};
+use domain::order::{self, Order, OrderEvent, OrderStatus, Priority};
 use domain::event::{DomainEvent, StreamKind};
 use domain::patient::{self, Address, Patient, PatientEvent, Sex};
 use domain::reference::{self, ClientEvent, LocationEvent, Partner, PartnerEvent};
@@ -69,7 +71,23 @@ pub async fn apply(tx: &Transaction<'_>, env: &Envelope) -> anyhow::Result<()> {
         Some(StreamKind::Partner) => {
             partner_event(tx, env, PartnerEvent::from_parts(&env.event_type, data)?).await?
         }
-        Some(StreamKind::Order) | Some(StreamKind::Catalog) | None => {
+        Some(StreamKind::Order) => {
+            if !order_event(tx, env, OrderEvent::from_parts(&env.event_type, data)?).await? {
+                return Ok(());
+            }
+        }
+        Some(StreamKind::Catalog) => {
+            let event = CatalogEvent::from_parts(&env.event_type, data)?;
+            if let Some(def) = catalog::apply(None, &event) {
+                tx.execute(
+                    "INSERT INTO catalog_tests (code, definition, version) VALUES ($1, $2, $3) \
+                     ON CONFLICT (code) DO UPDATE SET definition = EXCLUDED.definition, version = EXCLUDED.version",
+                    &[&def.code, &serde_json::to_value(&def)?, &env.version],
+                )
+                .await?;
+            }
+        }
+        None => {
             tracing::warn!(stream_type = %env.stream_type, "skipping an event of an unknown stream type");
         }
     }
@@ -206,4 +224,79 @@ async fn partner_event(
     )
     .await?;
     Ok(())
+}
+
+/// Applies an order event; `false` when it cannot apply (a change of an
+/// order whose placement has not been applied).
+async fn order_event(tx: &Transaction<'_>, env: &Envelope, event: OrderEvent) -> anyhow::Result<bool> {
+    let current = load_order(tx, env.stream_id).await?;
+    let Some(next) = order::apply(current, &event) else {
+        tracing::error!(stream = %env.stream_id, version = env.version, "order change before placement; skipped");
+        return Ok(false);
+    };
+    if let OrderEvent::ResultsCorrected(c) = &event {
+        tx.execute(
+            "INSERT INTO order_result_history (order_id, version, reason, previous, corrected_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[&next.id, &env.version, &c.reason, &serde_json::to_value(&c.previous)?, &env.occurred_at],
+        )
+        .await?;
+    }
+    tx.execute(
+        "INSERT INTO orders (order_id, patient_id, client_id, location_id, accession_number, external_order_id, \
+         tests, specimen, priority, status, results, cancel_reason, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) \
+         ON CONFLICT (order_id) DO UPDATE SET location_id = EXCLUDED.location_id, \
+         external_order_id = EXCLUDED.external_order_id, specimen = EXCLUDED.specimen, \
+         priority = EXCLUDED.priority, status = EXCLUDED.status, results = EXCLUDED.results, \
+         cancel_reason = EXCLUDED.cancel_reason, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
+        &[
+            &next.id,
+            &next.patient_id,
+            &next.client_id,
+            &next.location_id,
+            &next.accession_number,
+            &next.external_order_id,
+            &serde_json::to_value(&next.tests)?,
+            &serde_json::to_value(&next.specimen)?,
+            &next.priority.as_str(),
+            &next.status.as_str(),
+            &serde_json::to_value(&next.results)?,
+            &next.cancel_reason,
+            &env.version,
+            &env.occurred_at,
+        ],
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn load_order(tx: &Transaction<'_>, id: uuid::Uuid) -> anyhow::Result<Option<Order>> {
+    let Some(r) = tx
+        .query_opt(
+            "SELECT order_id, patient_id, client_id, location_id, accession_number, external_order_id, tests, \
+             specimen, priority, status, results, cancel_reason, version FROM orders WHERE order_id = $1",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let priority: &str = r.get(8);
+    let status: &str = r.get(9);
+    Ok(Some(Order {
+        id: r.get(0),
+        patient_id: r.get(1),
+        client_id: r.get(2),
+        location_id: r.get(3),
+        accession_number: r.get(4),
+        external_order_id: r.get(5),
+        tests: serde_json::from_value(r.get(6))?,
+        specimen: serde_json::from_value(r.get(7))?,
+        priority: Priority::parse(priority).ok_or_else(|| anyhow::anyhow!("bad priority in read model"))?,
+        status: OrderStatus::parse(status).ok_or_else(|| anyhow::anyhow!("bad status in read model"))?,
+        results: serde_json::from_value(r.get(10))?,
+        cancel_reason: r.get(11),
+        version: r.get(12),
+    }))
 }

@@ -8,6 +8,8 @@
 //! # Layout
 //! - [`patients`]: `GET /v1/patients/{id}`, `GET /v1/patients`,
 //!   `POST /v1/patients/search`.
+//! - [`orders`]: `GET /v1/orders/{id}`, `GET /v1/orders`,
+//!   `POST /v1/orders/search`, `GET /v1/catalog`.
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use deadpool_postgres::Pool;
 use platform::auth::TokenKeys;
 use platform::config::Config;
 
+pub mod orders;
 pub mod patients;
 
 /// What every read handler needs.
@@ -38,6 +41,10 @@ pub fn router(state: QueryState) -> Router {
         .route("/v1/patients", get(patients::list))
         .route("/v1/patients/search", post(patients::search))
         .route("/v1/patients/{patient_id}", get(patients::get_one))
+        .route("/v1/orders", get(orders::list))
+        .route("/v1/orders/search", post(orders::search))
+        .route("/v1/orders/{order_id}", get(orders::get_one))
+        .route("/v1/catalog", get(orders::catalog))
         .layer(axum::extract::DefaultBodyLimit::max(
             platform::fields::MAX_BODY,
         ))

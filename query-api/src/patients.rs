@@ -58,7 +58,7 @@ fn view_of(r: &tokio_postgres::Row) -> Result<PatientView, ApiError> {
 }
 
 /// Authenticates, checks the permission, and waits for a consistency token.
-async fn prepare(
+pub(crate) async fn prepare(
     app: &QueryState,
     headers: &HeaderMap,
     permission: Permission,
@@ -82,7 +82,7 @@ async fn prepare(
     Ok(caller)
 }
 
-fn json_response(
+pub(crate) fn json_response(
     status: StatusCode,
     body: &impl serde::Serialize,
     etag: Option<String>,
@@ -247,7 +247,7 @@ pub struct PatientPage {
     pub next_cursor: Option<String>,
 }
 
-fn decode_cursor(s: &str) -> Option<(DateTime<Utc>, Uuid)> {
+pub(crate) fn decode_cursor(s: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
     let (micros, id) = raw.split_once('/')?;
     Some((
@@ -256,7 +256,7 @@ fn decode_cursor(s: &str) -> Option<(DateTime<Utc>, Uuid)> {
     ))
 }
 
-fn encode_cursor(t: &DateTime<Utc>, id: &Uuid) -> String {
+pub(crate) fn encode_cursor(t: &DateTime<Utc>, id: &Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}/{id}", t.timestamp_micros()))
 }
 
@@ -314,7 +314,7 @@ fn parse_filters(raw: Vec<(String, Option<String>)>) -> Result<Filters, ApiError
     }
 }
 
-fn scope_list(set: &IdSet) -> Option<Vec<String>> {
+pub(crate) fn scope_list(set: &IdSet) -> Option<Vec<String>> {
     match set {
         IdSet::All(_) => None,
         IdSet::Only(ids) => Some(ids.iter().cloned().collect()),
