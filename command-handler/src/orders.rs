@@ -432,7 +432,7 @@ async fn prepare_act(
     caller.require(permission)?;
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let db = app.write.get().await?;
-    let (current, _) = load_order(&**db, id)
+    load_order(&**db, id)
         .await
         .map_err(|e| match e {
             TxError::Api(e) => e,
@@ -447,13 +447,12 @@ async fn prepare_act(
         Map::new()
     } else {
         let map = fields::parse_object(&body);
-        let _ = &current;
         fields::require_json(headers, kind)?;
         map?
     };
     let mut f = Fields::new(map);
-    f.read_only(READ_ONLY);
     if method == "PATCH" {
+        f.read_only(READ_ONLY);
         f.read_only(&["patientID", "clientID", "locationID", "accessionNumber", "tests"]);
     }
     let change = parse(&mut f);

@@ -343,8 +343,8 @@ th { background: var(--code); }
 .muted { color: var(--muted); }
 ";
 
-/// The `/docs` page: the guide, preceded by the table of operations of
-/// `doc`.
+/// The `/docs` page: the guide, with the table of operations of `doc` after
+/// its introduction (before its first second-level heading).
 pub fn page(doc: &Value, guide_markdown: &str) -> String {
     let title = doc["info"]["title"].as_str().unwrap_or("API");
     let version = doc["info"]["version"].as_str().unwrap_or("");
@@ -368,6 +368,21 @@ pub fn page(doc: &Value, guide_markdown: &str) -> String {
             permissions
         ));
     }
+    let operations = format!(
+        "<section id=\"operations\">
+<h2>Operations</h2>
+<p>Every operation of the API, from its OpenAPI {openapi} document at <a href=\"/openapi.json\"><code>/openapi.json</code></a>, which describes each request, answer, header and error in full.</p>
+<table>
+<thead><tr><th>Method</th><th>Path</th><th>Summary</th><th>Permission</th></tr></thead>
+<tbody>
+{rows}</tbody>
+</table>
+</section>
+",
+        openapi = escape(openapi),
+    );
+    let guide = markdown_to_html(guide_markdown);
+    let (intro, rest) = guide.split_at(guide.find("<h2").unwrap_or(guide.len()));
     format!(
         "<!doctype html>
 <html lang=\"en\">
@@ -381,25 +396,12 @@ pub fn page(doc: &Value, guide_markdown: &str) -> String {
 <header><strong>{title} <span class=\"muted\">v{version}</span></strong>
 <nav><a href=\"#operations\">Operations</a><a href=\"/openapi.json\">OpenAPI document</a><a href=\"/docs/partner-guide.md\">Guide as Markdown</a></nav></header>
 <main>
-<section id=\"operations\">
-<h2>Operations</h2>
-<p>Every operation of the API, from its OpenAPI {openapi} document at <a href=\"/openapi.json\"><code>/openapi.json</code></a>, which describes each request, answer, header and error in full.</p>
-<table>
-<thead><tr><th>Method</th><th>Path</th><th>Summary</th><th>Permission</th></tr></thead>
-<tbody>
-{rows}</tbody>
-</table>
-</section>
-<article>
-{guide}</article>
-</main>
+{intro}{operations}{rest}</main>
 </body>
 </html>
 ",
         title = escape(title),
         version = escape(version),
-        openapi = escape(openapi),
-        guide = markdown_to_html(guide_markdown),
     )
 }
 
@@ -423,6 +425,21 @@ mod tests {
         assert!(html.contains("<h2 id=\"errors\">"), "{html}");
         assert!(html.contains("<h2 id=\"errors-1\">"), "{html}");
         assert!(html.contains("<h2 id=\"mine\">"), "{html}");
+    }
+
+    #[test]
+    fn operations_follow_the_introduction() {
+        let doc = serde_json::json!({"openapi": "3.1.0", "info": {"title": "T", "version": "1"},
+            "paths": {"/a": {"get": {"summary": "Get <a>", "security": [{"oauth2": ["x:read"]}]}}}});
+        let html = page(&doc, "# Guide\n\nIntro.\n\n## First\n\nText.\n");
+        let at = |s: &str| html.find(s).unwrap_or_else(|| panic!("{s} in {html}"));
+        assert!(
+            at("Intro.") < at("id=\"operations\"") && at("id=\"operations\"") < at("id=\"first\"")
+        );
+        assert!(
+            html.contains("<td>Get &lt;a&gt;</td><td><code>x:read</code></td>"),
+            "{html}"
+        );
     }
 
     #[test]
