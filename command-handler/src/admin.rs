@@ -383,7 +383,7 @@ pub async fn update_partner(
     let permissions = permissions.unwrap_or_else(|| current.permissions.clone());
     if let Some(event) = reference::change_partner_access(&state_of(&current), permissions, scope)?
     {
-        record_partner_event(&*tx, actor, &current, &event, None).await?;
+        record_partner_event(&tx, actor, &current, &event, None).await?;
     }
     let updated = load_partner(&*tx, id).await?;
     tx.commit().await?;
@@ -402,7 +402,7 @@ pub async fn rotate_secret(
     let tx = db.transaction().await?;
     let current = load_partner(&*tx, id).await?;
     let event = reference::rotate_partner_secret(&state_of(&current))?;
-    record_partner_event(&*tx, actor, &current, &event, Some(&hash)).await?;
+    record_partner_event(&tx, actor, &current, &event, Some(&hash)).await?;
     tx.commit().await?;
     Ok(Credentials {
         partner_id: id,
@@ -421,7 +421,7 @@ pub async fn disable_partner(
     let tx = db.transaction().await?;
     let current = load_partner(&*tx, id).await?;
     if let Some(event) = reference::disable_partner(&state_of(&current)) {
-        record_partner_event(&*tx, actor, &current, &event, None).await?;
+        record_partner_event(&tx, actor, &current, &event, None).await?;
     }
     let updated = load_partner(&*tx, id).await?;
     tx.commit().await?;
@@ -457,10 +457,16 @@ pub async fn define_catalog_test(
     let mut db = pool.get().await?;
     let tx = db.transaction().await?;
     let existing = tx
-        .query_opt("SELECT definition, version FROM catalog_tests WHERE code = $1", &[&def.code])
+        .query_opt(
+            "SELECT definition, version FROM catalog_tests WHERE code = $1",
+            &[&def.code],
+        )
         .await?
         .map(|r| -> Result<(catalog::CatalogTest, i64), AdminError> {
-            Ok((serde_json::from_value(r.get(0)).map_err(anyhow::Error::from)?, r.get(1)))
+            Ok((
+                serde_json::from_value(r.get(0)).map_err(anyhow::Error::from)?,
+                r.get(1),
+            ))
         })
         .transpose()?;
     let Some(event) = catalog::define_test(def.clone(), existing.as_ref().map(|(d, _)| d))? else {
@@ -468,7 +474,16 @@ pub async fn define_catalog_test(
     };
     let version = existing.as_ref().map_or(1, |(_, v)| v + 1);
     let meta = CommandMeta::new(actor.clone(), None);
-    store::append(&*tx, &meta, &[Pending::new(catalog::catalog_stream_id(&def.code), version, &event)]).await?;
+    store::append(
+        &*tx,
+        &meta,
+        &[Pending::new(
+            catalog::catalog_stream_id(&def.code),
+            version,
+            &event,
+        )],
+    )
+    .await?;
     let json = serde_json::to_value(&def).map_err(anyhow::Error::from)?;
     tx.execute(
         "INSERT INTO catalog_tests (code, definition, version) VALUES ($1, $2, $3) \
@@ -485,10 +500,16 @@ pub async fn define_catalog_test(
 
 /// Defines every test of the seed catalog that is not defined yet.
 pub async fn seed_catalog(pool: &Pool, actor: &Actor) -> Result<usize, AdminError> {
-    let existing: Vec<String> = list_catalog(pool).await?.into_iter().map(|t| t.code).collect();
+    let existing: Vec<String> = list_catalog(pool)
+        .await?
+        .into_iter()
+        .map(|t| t.code)
+        .collect();
     let mut added = 0;
     for def in domain::catalog::seed_catalog() {
-        if !existing.contains(&def.code) && define_catalog_test(pool, actor, def).await? == Defined::Defined {
+        if !existing.contains(&def.code)
+            && define_catalog_test(pool, actor, def).await? == Defined::Defined
+        {
             added += 1;
         }
     }

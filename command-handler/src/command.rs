@@ -161,4 +161,3 @@ pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
             )])
         })
 }
-

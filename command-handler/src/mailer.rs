@@ -48,10 +48,12 @@ fn transport(url: &str) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
         Some((h, p)) => (h.to_string(), p.parse::<u16>()?),
         None => (rest.trim_end_matches('/').to_string(), 25),
     };
-    Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-        .port(port)
-        .timeout(Some(Duration::from_secs(10)))
-        .build())
+    Ok(
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+            .port(port)
+            .timeout(Some(Duration::from_secs(10)))
+            .build(),
+    )
 }
 
 fn invitation(cfg: &Config, to: &str, token: &str) -> anyhow::Result<Mail> {
@@ -183,7 +185,16 @@ pub async fn run(cfg: Config, write: Pool, shutdown: impl Future<Output = ()>) {
                     .and_then(|p| serde_json::from_slice::<Envelope>(p).ok());
                 match env {
                     Some(env) if env.event_type == "PatientAccountInvited" => {
-                        handle(&cfg, &write, &smtp, &env, msg.topic(), msg.partition(), next).await?
+                        handle(
+                            &cfg,
+                            &write,
+                            &smtp,
+                            &env,
+                            msg.topic(),
+                            msg.partition(),
+                            next,
+                        )
+                        .await?
                     }
                     _ => store_offset(&write, msg.topic(), msg.partition(), next).await?,
                 }

@@ -10,8 +10,8 @@ use chrono::Utc;
 use domain::access::{Actor, Permission};
 use domain::catalog::CatalogTest;
 use domain::order::{
-    self, Order, OrderDraft, OrderEvent, OrderPatch, OrderRejection, PatientFacts, PlaceContext, ResultContext,
-    ResultEntry, SpecimenPatch,
+    self, Order, OrderDraft, OrderEvent, OrderPatch, OrderRejection, PatientFacts, PlaceContext,
+    ResultContext, ResultEntry, SpecimenPatch,
 };
 use domain::patient::{self, Patient, PatientEvent};
 use domain::validation::FieldError;
@@ -65,7 +65,10 @@ async fn load_patient(db: &impl GenericClient, id: Uuid) -> Result<Option<Patien
 }
 
 /// Loads an order with its first and last event times.
-async fn load_order(db: &impl GenericClient, id: Uuid) -> Result<Option<(Order, store::Loaded<OrderEvent>)>, TxError> {
+async fn load_order(
+    db: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<(Order, store::Loaded<OrderEvent>)>, TxError> {
     let Some(loaded) = store::load::<OrderEvent>(db, id).await? else {
         return Ok(None);
     };
@@ -74,17 +77,22 @@ async fn load_order(db: &impl GenericClient, id: Uuid) -> Result<Option<(Order, 
 
 /// The catalog definitions of `codes` from the write side.
 async fn catalog(db: &impl GenericClient, codes: &[String]) -> Result<Vec<CatalogTest>, TxError> {
-    db.query("SELECT definition FROM catalog_tests WHERE code = ANY($1)", &[&codes])
-        .await?
-        .iter()
-        .map(|r| serde_json::from_value(r.get(0)).map_err(|e| TxError::Api(ApiError::internal(e))))
-        .collect()
+    db.query(
+        "SELECT definition FROM catalog_tests WHERE code = ANY($1)",
+        &[&codes],
+    )
+    .await?
+    .iter()
+    .map(|r| serde_json::from_value(r.get(0)).map_err(|e| TxError::Api(ApiError::internal(e))))
+    .collect()
 }
 
 /// The patient details the caller may see embedded in an order.
 fn summary(caller: &Caller, patient: Option<&Patient>) -> Option<PatientSummary> {
     patient
-        .filter(|p| caller.has(Permission::PatientsRead) && caller.sees(&p.client_id, &p.location_id))
+        .filter(|p| {
+            caller.has(Permission::PatientsRead) && caller.sees(&p.client_id, &p.location_id)
+        })
         .map(PatientSummary::of)
 }
 
@@ -97,19 +105,30 @@ fn answer(status: StatusCode, view: &OrderView, location: bool) -> Answer {
         ),
     ];
     if location {
-        headers.push((header::LOCATION.as_str().to_string(), format!("/v1/orders/{}", view.order_id)));
+        headers.push((
+            header::LOCATION.as_str().to_string(),
+            format!("/v1/orders/{}", view.order_id),
+        ));
     }
-    Answer::json(status, &serde_json::to_value(view).expect("view serializes"), headers)
+    Answer::json(
+        status,
+        &serde_json::to_value(view).expect("view serializes"),
+        headers,
+    )
 }
 
 fn draft_from(f: &mut Fields) -> OrderDraft {
     let tests = f.array("tests").map(|items| {
         let mut codes = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
-            let Some(mut e) = f.element("tests", i, item) else { continue };
+            let Some(mut e) = f.element("tests", i, item) else {
+                continue;
+            };
             match e.string("code") {
                 Some(code) => codes.push(code),
-                None if e.errors.is_empty() => e.errors.push(FieldError::required(format!("tests[{i}].code"))),
+                None if e.errors.is_empty() => e
+                    .errors
+                    .push(FieldError::required(format!("tests[{i}].code"))),
                 None => {}
             }
             f.absorb(e);
@@ -163,15 +182,19 @@ fn results_from(f: &mut Fields) -> Vec<ResultEntry> {
     };
     let mut entries = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
-        let Some(mut e) = f.element("results", i, item) else { continue };
+        let Some(mut e) = f.element("results", i, item) else {
+            continue;
+        };
         let code = e.string("code");
         let value = e.raw("value");
         let unit = e.string("unit");
         if code.is_none() {
-            e.errors.push(FieldError::required(format!("results[{i}].code")));
+            e.errors
+                .push(FieldError::required(format!("results[{i}].code")));
         }
         if value.is_none() {
-            e.errors.push(FieldError::required(format!("results[{i}].value")));
+            e.errors
+                .push(FieldError::required(format!("results[{i}].value")));
         }
         if let (Some(code), Some(value)) = (code, value) {
             entries.push(ResultEntry { code, value, unit });
@@ -199,7 +222,11 @@ fn merge(shape: &[FieldError], e: OrderRejection) -> ApiError {
 
 /// `POST /v1/orders`.
 #[tracing::instrument(skip_all, fields(partner))]
-pub async fn create(State(app): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn create(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let prepared = async {
         let caller = authenticate(&headers, &app.keys, &app.write).await?;
         tracing::Span::current().record("partner", tracing::field::display(caller.partner_id));
@@ -234,7 +261,17 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap, body: Resul
     .await;
     match prepared {
         Ok((caller, draft, shape, key, idem)) => {
-            execute(&app, idem, Place { caller, draft, shape, key }).await
+            execute(
+                &app,
+                idem,
+                Place {
+                    caller,
+                    draft,
+                    shape,
+                    key,
+                },
+            )
+            .await
         }
         Err(e) => e.into_response(),
     }
@@ -248,67 +285,93 @@ struct Place {
 }
 
 impl Attempt for Place {
-    fn attempt<'a>(
-        &'a self,
-        tx: &'a Transaction<'a>,
-    ) -> impl std::future::Future<Output = Result<Answer, TxError>> + Send + 'a {
-        async move {
-            let Place { caller, draft, shape, key } = self;
-            let meta = CommandMeta::new(Actor::Partner { id: caller.partner_id }, key.clone());
-            let patient = match draft.patient_id.as_deref().and_then(|p| p.parse::<Uuid>().ok()) {
-                Some(id) => load_patient(tx, id)
-                    .await?
-                    .filter(|p| caller.sees(&p.client_id, &p.location_id)),
-                None => None,
-            };
-            let location_client = match &draft.location_id {
-                Some(l) => tx
-                    .query_opt("SELECT client_id FROM locations WHERE location_id = $1", &[l])
-                    .await?
-                    .map(|r| r.get(0)),
-                None => None,
-            };
-            let codes = draft.tests.clone().unwrap_or_default();
-            let now = Utc::now();
-            let generated_accession = match &draft.accession_number {
-                Some(_) => String::new(),
-                None => {
-                    let seq: i64 = tx.query_one("SELECT nextval('accession_seq')", &[]).await?.get(0);
-                    order::generate_accession(now.date_naive(), seq as u64)
-                }
-            };
-            let accession = draft.accession_number.clone().unwrap_or_else(|| generated_accession.clone());
-            let accession_taken = tx
-                .query_opt("SELECT 1 FROM accession_numbers WHERE accession_number = $1", &[&accession])
+    async fn attempt<'a>(&'a self, tx: &'a Transaction<'a>) -> Result<Answer, TxError> {
+        let Place {
+            caller,
+            draft,
+            shape,
+            key,
+        } = self;
+        let meta = CommandMeta::new(
+            Actor::Partner {
+                id: caller.partner_id,
+            },
+            key.clone(),
+        );
+        let patient = match draft
+            .patient_id
+            .as_deref()
+            .and_then(|p| p.parse::<Uuid>().ok())
+        {
+            Some(id) => load_patient(tx, id)
                 .await?
-                .is_some();
-            let ctx = PlaceContext {
-                patient: patient.as_ref().map(|p| PatientFacts {
-                    client_id: p.client_id.clone(),
-                    location_id: p.location_id.clone(),
-                    sex: p.sex,
-                    date_of_birth: p.date_of_birth,
-                }),
-                location_client,
-                catalog: catalog(tx, &codes).await?,
-                generated_accession,
-                accession_taken,
-                now,
-            };
-            let order_id = Uuid::new_v4();
-            let event = order::place(order_id, draft.clone(), &ctx).map_err(|e| merge(shape, e))?;
-            fields::check(shape.clone())?;
-            store::append(tx, &meta, &[Pending::new(order_id, 1, &event)]).await?;
-            let state = order::apply(None, &event).expect("placement creates state");
-            tx.execute(
-                "INSERT INTO accession_numbers (accession_number, order_id) VALUES ($1, $2)",
-                &[&state.accession_number, &order_id],
+                .filter(|p| caller.sees(&p.client_id, &p.location_id)),
+            None => None,
+        };
+        let location_client = match &draft.location_id {
+            Some(l) => tx
+                .query_opt(
+                    "SELECT client_id FROM locations WHERE location_id = $1",
+                    &[l],
+                )
+                .await?
+                .map(|r| r.get(0)),
+            None => None,
+        };
+        let codes = draft.tests.clone().unwrap_or_default();
+        let now = Utc::now();
+        let generated_accession = match &draft.accession_number {
+            Some(_) => String::new(),
+            None => {
+                let seq: i64 = tx
+                    .query_one("SELECT nextval('accession_seq')", &[])
+                    .await?
+                    .get(0);
+                order::generate_accession(now.date_naive(), seq as u64)
+            }
+        };
+        let accession = draft
+            .accession_number
+            .clone()
+            .unwrap_or_else(|| generated_accession.clone());
+        let accession_taken = tx
+            .query_opt(
+                "SELECT 1 FROM accession_numbers WHERE accession_number = $1",
+                &[&accession],
             )
-            .await
-            .map_err(retry_on("accession_numbers_pkey"))?;
-            let view = OrderView::from_state(&state, summary(caller, patient.as_ref()), meta.occurred_at, meta.occurred_at);
-            Ok(answer(StatusCode::CREATED, &view, true))
-        }
+            .await?
+            .is_some();
+        let ctx = PlaceContext {
+            patient: patient.as_ref().map(|p| PatientFacts {
+                client_id: p.client_id.clone(),
+                location_id: p.location_id.clone(),
+                sex: p.sex,
+                date_of_birth: p.date_of_birth,
+            }),
+            location_client,
+            catalog: catalog(tx, &codes).await?,
+            generated_accession,
+            accession_taken,
+            now,
+        };
+        let order_id = Uuid::new_v4();
+        let event = order::place(order_id, draft.clone(), &ctx).map_err(|e| merge(shape, e))?;
+        fields::check(shape.clone())?;
+        store::append(tx, &meta, &[Pending::new(order_id, 1, &event)]).await?;
+        let state = order::apply(None, &event).expect("placement creates state");
+        tx.execute(
+            "INSERT INTO accession_numbers (accession_number, order_id) VALUES ($1, $2)",
+            &[&state.accession_number, &order_id],
+        )
+        .await
+        .map_err(retry_on("accession_numbers_pkey"))?;
+        let view = OrderView::from_state(
+            &state,
+            summary(caller, patient.as_ref()),
+            meta.occurred_at,
+            meta.occurred_at,
+        );
+        Ok(answer(StatusCode::CREATED, &view, true))
     }
 }
 
@@ -335,59 +398,74 @@ struct Act {
 }
 
 impl Attempt for Act {
-    fn attempt<'a>(
-        &'a self,
-        tx: &'a Transaction<'a>,
-    ) -> impl std::future::Future<Output = Result<Answer, TxError>> + Send + 'a {
-        async move {
-            let Act { caller, id, change, shape, expected, key } = self;
-            let meta = CommandMeta::new(Actor::Partner { id: caller.partner_id }, key.clone());
-            let (state, loaded) = load_order(tx, *id)
-                .await?
-                .filter(|(o, _)| caller.sees(&o.client_id, &o.location_id))
-                .ok_or(ApiError::NotFound)?;
-            if expected.is_some_and(|v| v != state.version) {
-                return Err(ApiError::PreconditionFailed.into());
-            }
-            let patient = load_patient(tx, state.patient_id).await?;
-            let now = Utc::now();
-            let result_ctx = async |patient: Option<&Patient>| -> Result<ResultContext, TxError> {
-                let p = patient.ok_or_else(|| ApiError::internal("order without its patient"))?;
-                Ok(ResultContext {
-                    catalog: catalog(tx, &state.tests).await?,
-                    patient_sex: p.sex,
-                    patient_date_of_birth: p.date_of_birth,
-                    now,
-                })
-            };
-            let decided = match change {
-                Change::Patch(p) => order::update(&state, p.clone(), now),
-                Change::Collect(at) => order::collect(&state, at.clone(), now).map(Some),
-                Change::Receive => order::receive(&state).map(Some),
-                Change::Start => order::start(&state).map(Some),
-                Change::Cancel(reason) => order::cancel(&state, reason.clone()).map(Some),
-                Change::Finalize => order::finalize(&state).map(Some),
-                Change::Results(entries) => {
-                    let ctx = result_ctx(patient.as_ref()).await?;
-                    order::record_results(&state, entries.clone(), &ctx).map(Some)
-                }
-                Change::Correct(reason, entries) => {
-                    let ctx = result_ctx(patient.as_ref()).await?;
-                    order::correct(&state, reason.clone(), entries.clone(), &ctx).map(Some)
-                }
-            };
-            let event = decided.map_err(|e| merge(shape, e))?;
-            fields::check(shape.clone())?;
-            let (state, updated_at) = match event {
-                Some(event) => {
-                    store::append(tx, &meta, &[Pending::new(*id, state.version + 1, &event)]).await?;
-                    (order::apply(Some(state), &event).expect("order exists"), meta.occurred_at)
-                }
-                None => (state, loaded.updated_at),
-            };
-            let view = OrderView::from_state(&state, summary(caller, patient.as_ref()), loaded.created_at, updated_at);
-            Ok(answer(StatusCode::OK, &view, false))
+    async fn attempt<'a>(&'a self, tx: &'a Transaction<'a>) -> Result<Answer, TxError> {
+        let Act {
+            caller,
+            id,
+            change,
+            shape,
+            expected,
+            key,
+        } = self;
+        let meta = CommandMeta::new(
+            Actor::Partner {
+                id: caller.partner_id,
+            },
+            key.clone(),
+        );
+        let (state, loaded) = load_order(tx, *id)
+            .await?
+            .filter(|(o, _)| caller.sees(&o.client_id, &o.location_id))
+            .ok_or(ApiError::NotFound)?;
+        if expected.is_some_and(|v| v != state.version) {
+            return Err(ApiError::PreconditionFailed.into());
         }
+        let patient = load_patient(tx, state.patient_id).await?;
+        let now = Utc::now();
+        let result_ctx = async |patient: Option<&Patient>| -> Result<ResultContext, TxError> {
+            let p = patient.ok_or_else(|| ApiError::internal("order without its patient"))?;
+            Ok(ResultContext {
+                catalog: catalog(tx, &state.tests).await?,
+                patient_sex: p.sex,
+                patient_date_of_birth: p.date_of_birth,
+                now,
+            })
+        };
+        let decided = match change {
+            Change::Patch(p) => order::update(&state, p.clone(), now),
+            Change::Collect(at) => order::collect(&state, at.clone(), now).map(Some),
+            Change::Receive => order::receive(&state).map(Some),
+            Change::Start => order::start(&state).map(Some),
+            Change::Cancel(reason) => order::cancel(&state, reason.clone()).map(Some),
+            Change::Finalize => order::finalize(&state).map(Some),
+            Change::Results(entries) => {
+                let ctx = result_ctx(patient.as_ref()).await?;
+                order::record_results(&state, entries.clone(), &ctx).map(Some)
+            }
+            Change::Correct(reason, entries) => {
+                let ctx = result_ctx(patient.as_ref()).await?;
+                order::correct(&state, reason.clone(), entries.clone(), &ctx).map(Some)
+            }
+        };
+        let event = decided.map_err(|e| merge(shape, e))?;
+        fields::check(shape.clone())?;
+        let (state, updated_at) = match event {
+            Some(event) => {
+                store::append(tx, &meta, &[Pending::new(*id, state.version + 1, &event)]).await?;
+                (
+                    order::apply(Some(state), &event).expect("order exists"),
+                    meta.occurred_at,
+                )
+            }
+            None => (state, loaded.updated_at),
+        };
+        let view = OrderView::from_state(
+            &state,
+            summary(caller, patient.as_ref()),
+            loaded.created_at,
+            updated_at,
+        );
+        Ok(answer(StatusCode::OK, &view, false))
     }
 }
 
@@ -416,6 +494,7 @@ fn change_of(action: &str, f: &mut Fields) -> Change {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one call per route kind; a struct would only rename them
 async fn prepare_act(
     app: &AppState,
     headers: &HeaderMap,
@@ -453,7 +532,13 @@ async fn prepare_act(
     let mut f = Fields::new(map);
     if method == "PATCH" {
         f.read_only(READ_ONLY);
-        f.read_only(&["patientID", "clientID", "locationID", "accessionNumber", "tests"]);
+        f.read_only(&[
+            "patientID",
+            "clientID",
+            "locationID",
+            "accessionNumber",
+            "tests",
+        ]);
     }
     let change = parse(&mut f);
     let shape = f.finish();
@@ -462,8 +547,20 @@ async fn prepare_act(
     }
     let expected = if_match(headers)?;
     let key = idempotency::key_from(headers)?;
-    let idem = key.clone().map(|k| Idempotency::new(caller.partner_id, method, path, k, &body));
-    Ok((Act { caller, id, change, shape, expected, key }, idem))
+    let idem = key
+        .clone()
+        .map(|k| Idempotency::new(caller.partner_id, method, path, k, &body));
+    Ok((
+        Act {
+            caller,
+            id,
+            change,
+            shape,
+            expected,
+            key,
+        },
+        idem,
+    ))
 }
 
 /// `PATCH /v1/orders/{orderID}`.

@@ -24,9 +24,9 @@ use serde_json::{json, Map, Value};
 use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
+use crate::command::{body_bytes, execute, if_match, retry_on, Attempt, TxError};
 use crate::idempotency::{self, Answer, Idempotency};
 use crate::store::{self, CommandMeta, Pending};
-use crate::command::{body_bytes, execute, if_match, retry_on, Attempt, TxError};
 use crate::AppState;
 
 /// Fields a partner may never set on a patient.
@@ -492,79 +492,72 @@ struct Create {
 }
 
 impl Attempt for Create {
-    fn attempt<'a>(
-        &'a self,
-        tx: &'a Transaction<'a>,
-    ) -> impl std::future::Future<Output = Result<Answer, TxError>> + Send + 'a {
-        async move {
-            let Create {
-                caller,
-                draft,
-                shape_errors,
-                key,
-            } = self;
-            let meta = CommandMeta::new(
-                Actor::Partner {
-                    id: caller.partner_id,
-                },
-                key.clone(),
-            );
-            let ctx = context(
-                tx,
-                draft.client_id.as_deref(),
-                draft.location_id.as_deref(),
-                draft.external_patient_id.as_deref(),
-                draft.email.as_deref(),
-                None,
-            )
-            .await?;
-            let patient_id = Uuid::new_v4();
-            let decision = match patient::register(patient_id, draft.clone(), &ctx) {
-                Ok(d) => d,
-                Err(PatientRejection::DuplicateExternalId { existing })
-                    if shape_errors.is_empty() =>
-                {
-                    return Err(duplicate(tx, caller, existing).await?.into())
-                }
-                Err(PatientRejection::DuplicateExternalId { .. }) => {
-                    return Err(ApiError::unprocessable(shape_errors.clone()).into())
-                }
-                Err(PatientRejection::Invalid(errors)) => {
-                    let mut all = shape_errors.clone();
-                    all.extend(errors);
-                    return Err(ApiError::unprocessable(all).into());
-                }
-            };
-            fields::check(shape_errors.clone())?;
-            let event = decision.event.expect("a registration always has an event");
-            let PatientEvent::PatientRegistered(registered) = &event else {
-                unreachable!("register yields PatientRegistered")
-            };
-            let pending = Pending::new(patient_id, 1, &event);
-            store::append(tx, &meta, std::slice::from_ref(&pending)).await?;
-            if let Some(x) = &registered.external_patient_id {
-                tx.execute(
+    async fn attempt<'a>(&'a self, tx: &'a Transaction<'a>) -> Result<Answer, TxError> {
+        let Create {
+            caller,
+            draft,
+            shape_errors,
+            key,
+        } = self;
+        let meta = CommandMeta::new(
+            Actor::Partner {
+                id: caller.partner_id,
+            },
+            key.clone(),
+        );
+        let ctx = context(
+            tx,
+            draft.client_id.as_deref(),
+            draft.location_id.as_deref(),
+            draft.external_patient_id.as_deref(),
+            draft.email.as_deref(),
+            None,
+        )
+        .await?;
+        let patient_id = Uuid::new_v4();
+        let decision = match patient::register(patient_id, draft.clone(), &ctx) {
+            Ok(d) => d,
+            Err(PatientRejection::DuplicateExternalId { existing }) if shape_errors.is_empty() => {
+                return Err(duplicate(tx, caller, existing).await?.into())
+            }
+            Err(PatientRejection::DuplicateExternalId { .. }) => {
+                return Err(ApiError::unprocessable(shape_errors.clone()).into())
+            }
+            Err(PatientRejection::Invalid(errors)) => {
+                let mut all = shape_errors.clone();
+                all.extend(errors);
+                return Err(ApiError::unprocessable(all).into());
+            }
+        };
+        fields::check(shape_errors.clone())?;
+        let event = decision.event.expect("a registration always has an event");
+        let PatientEvent::PatientRegistered(registered) = &event else {
+            unreachable!("register yields PatientRegistered")
+        };
+        let pending = Pending::new(patient_id, 1, &event);
+        store::append(tx, &meta, std::slice::from_ref(&pending)).await?;
+        if let Some(x) = &registered.external_patient_id {
+            tx.execute(
                 "INSERT INTO patient_external_ids (client_id, external_patient_id, patient_id) VALUES ($1, $2, $3)",
                 &[&registered.client_id, x, &patient_id],
             )
             .await
             .map_err(retry_on("patient_external_ids_pkey"))?;
-            }
-            let mut token = ConsistencyToken(vec![(patient_id, 1)]);
-            let mut status = None;
-            if let Some(email) = &decision.open_account {
-                let (acct, s) = open_account(tx, &meta, patient_id, email).await?;
-                token.0.push((acct.stream_id, acct.version));
-                status = Some(s);
-            }
-            let state = patient::apply(None, &event).expect("registration creates state");
-            let view = PatientView::from_state(&state, status, meta.occurred_at, meta.occurred_at);
-            Ok(Answer::json(
-                StatusCode::CREATED,
-                &body_with_warnings(&view, &decision.warnings),
-                write_headers(&view, &token, true),
-            ))
         }
+        let mut token = ConsistencyToken(vec![(patient_id, 1)]);
+        let mut status = None;
+        if let Some(email) = &decision.open_account {
+            let (acct, s) = open_account(tx, &meta, patient_id, email).await?;
+            token.0.push((acct.stream_id, acct.version));
+            status = Some(s);
+        }
+        let state = patient::apply(None, &event).expect("registration creates state");
+        let view = PatientView::from_state(&state, status, meta.occurred_at, meta.occurred_at);
+        Ok(Answer::json(
+            StatusCode::CREATED,
+            &body_with_warnings(&view, &decision.warnings),
+            write_headers(&view, &token, true),
+        ))
     }
 }
 
@@ -695,120 +688,111 @@ struct Update {
 }
 
 impl Attempt for Update {
-    fn attempt<'a>(
-        &'a self,
-        tx: &'a Transaction<'a>,
-    ) -> impl std::future::Future<Output = Result<Answer, TxError>> + Send + 'a {
-        async move {
-            let Update {
-                caller,
-                id,
-                patch,
-                shape_errors,
-                expected,
-                key,
-            } = self;
-            let id = *id;
-            let meta = CommandMeta::new(
-                Actor::Partner {
-                    id: caller.partner_id,
-                },
-                key.clone(),
-            );
-            let (state, loaded) = load_patient(tx, id)
-                .await?
-                .filter(|(p, _)| caller.sees(&p.client_id, &p.location_id))
-                .ok_or(ApiError::NotFound)?;
-            if expected.is_some_and(|v| v != state.version) {
-                return Err(ApiError::PreconditionFailed.into());
-            }
-            let new_location = match &patch.location_id {
-                Patch::Set(l) => Some(l.as_str()),
-                _ => None,
-            };
-            if new_location.is_some_and(|l| !caller.sees(&state.client_id, l)) {
-                return Err(ApiError::Forbidden(
-                    "The locationID is outside this partner's scope.".into(),
-                )
-                .into());
-            }
-            let new_external = match &patch.external_patient_id {
-                Patch::Set(x) => Some(x.as_str()),
-                _ => None,
-            };
-            let new_email = match &patch.email {
-                Patch::Set(e) => Some(e.as_str()),
-                _ => None,
-            };
-            let ctx = context(
-                tx,
-                Some(&state.client_id),
-                new_location,
-                new_external,
-                new_email,
-                Some(state.id),
+    async fn attempt<'a>(&'a self, tx: &'a Transaction<'a>) -> Result<Answer, TxError> {
+        let Update {
+            caller,
+            id,
+            patch,
+            shape_errors,
+            expected,
+            key,
+        } = self;
+        let id = *id;
+        let meta = CommandMeta::new(
+            Actor::Partner {
+                id: caller.partner_id,
+            },
+            key.clone(),
+        );
+        let (state, loaded) = load_patient(tx, id)
+            .await?
+            .filter(|(p, _)| caller.sees(&p.client_id, &p.location_id))
+            .ok_or(ApiError::NotFound)?;
+        if expected.is_some_and(|v| v != state.version) {
+            return Err(ApiError::PreconditionFailed.into());
+        }
+        let new_location = match &patch.location_id {
+            Patch::Set(l) => Some(l.as_str()),
+            _ => None,
+        };
+        if new_location.is_some_and(|l| !caller.sees(&state.client_id, l)) {
+            return Err(ApiError::Forbidden(
+                "The locationID is outside this partner's scope.".into(),
             )
-            .await?;
-            let decision = match patient::update(&state, patch.clone(), &ctx) {
-                Ok(d) => d,
-                Err(PatientRejection::DuplicateExternalId { existing }) if shape_errors.is_empty() => {
-                    return Err(duplicate(tx, caller, existing).await?.into())
-                }
-                Err(PatientRejection::DuplicateExternalId { .. }) => {
-                    return Err(ApiError::unprocessable(shape_errors.clone()).into())
-                }
-                Err(PatientRejection::Invalid(errors)) => {
-                    let mut all = shape_errors.clone();
-                    all.extend(errors);
-                    return Err(ApiError::unprocessable(all).into());
-                }
-            };
-            fields::check(shape_errors.clone())?;
-            let mut token = ConsistencyToken::default();
-            let mut new_state = state.clone();
-            let mut updated_at = loaded.updated_at;
-            if let Some(event) = &decision.event {
-                let version = state.version + 1;
-                store::append(tx, &meta, &[Pending::new(id, version, event)]).await?;
-                if let PatientEvent::PatientUpdated(u) = event {
-                    if let Some(x) = &u.changes.external_patient_id {
+            .into());
+        }
+        let new_external = match &patch.external_patient_id {
+            Patch::Set(x) => Some(x.as_str()),
+            _ => None,
+        };
+        let new_email = match &patch.email {
+            Patch::Set(e) => Some(e.as_str()),
+            _ => None,
+        };
+        let ctx = context(
+            tx,
+            Some(&state.client_id),
+            new_location,
+            new_external,
+            new_email,
+            Some(state.id),
+        )
+        .await?;
+        let decision = match patient::update(&state, patch.clone(), &ctx) {
+            Ok(d) => d,
+            Err(PatientRejection::DuplicateExternalId { existing }) if shape_errors.is_empty() => {
+                return Err(duplicate(tx, caller, existing).await?.into())
+            }
+            Err(PatientRejection::DuplicateExternalId { .. }) => {
+                return Err(ApiError::unprocessable(shape_errors.clone()).into())
+            }
+            Err(PatientRejection::Invalid(errors)) => {
+                let mut all = shape_errors.clone();
+                all.extend(errors);
+                return Err(ApiError::unprocessable(all).into());
+            }
+        };
+        fields::check(shape_errors.clone())?;
+        let mut token = ConsistencyToken::default();
+        let mut new_state = state.clone();
+        let mut updated_at = loaded.updated_at;
+        if let Some(event) = &decision.event {
+            let version = state.version + 1;
+            store::append(tx, &meta, &[Pending::new(id, version, event)]).await?;
+            if let PatientEvent::PatientUpdated(u) = event {
+                if let Some(x) = &u.changes.external_patient_id {
+                    tx.execute(
+                        "DELETE FROM patient_external_ids WHERE patient_id = $1",
+                        &[&id],
+                    )
+                    .await?;
+                    if let Some(x) = x {
                         tx.execute(
-                            "DELETE FROM patient_external_ids WHERE patient_id = $1",
-                            &[&id],
-                        )
-                        .await?;
-                        if let Some(x) = x {
-                            tx.execute(
                             "INSERT INTO patient_external_ids (client_id, external_patient_id, patient_id) VALUES ($1, $2, $3)",
                             &[&state.client_id, x, &id],
                         )
                         .await
                         .map_err(retry_on("patient_external_ids_pkey"))?;
-                        }
                     }
                 }
-                new_state = patient::apply(Some(state), event).expect("update keeps state");
-                updated_at = meta.occurred_at;
             }
-            token.0.push((id, new_state.version));
-            let mut status = account_status(tx, id).await?;
-            if let Some(email) = &decision.open_account {
-                let (acct, s) = open_account(tx, &meta, id, email).await?;
-                token.0.push((acct.stream_id, acct.version));
-                status = Some(s.to_string());
-            }
-            let view = PatientView::from_state(
-                &new_state,
-                status.as_deref(),
-                loaded.created_at,
-                updated_at,
-            );
-            Ok(Answer::json(
-                StatusCode::OK,
-                &body_with_warnings(&view, &decision.warnings),
-                write_headers(&view, &token, false),
-            ))
+            new_state = patient::apply(Some(state), event).expect("update keeps state");
+            updated_at = meta.occurred_at;
         }
+        token.0.push((id, new_state.version));
+        let mut status = account_status(tx, id).await?;
+        if let Some(email) = &decision.open_account {
+            let (acct, s) = open_account(tx, &meta, id, email).await?;
+            token.0.push((acct.stream_id, acct.version));
+            status = Some(s.to_string());
+        }
+        let view =
+            PatientView::from_state(&new_state, status.as_deref(), loaded.created_at, updated_at);
+        Ok(Answer::json(
+            StatusCode::OK,
+            &body_with_warnings(&view, &decision.warnings),
+            write_headers(&view, &token, false),
+        ))
     }
 }
 

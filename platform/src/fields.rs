@@ -35,11 +35,10 @@ pub fn require_json(headers: &HeaderMap, kind: BodyKind) -> Result<(), ApiError>
                 .trim()
                 .to_ascii_lowercase()
         });
-    let ok = match (ct.as_deref(), kind) {
-        (Some("application/json"), _) => true,
-        (Some("application/merge-patch+json"), BodyKind::MergePatch) => true,
-        _ => false,
-    };
+    let ok = matches!(
+        (ct.as_deref(), kind),
+        (Some("application/json"), _) | (Some("application/merge-patch+json"), BodyKind::MergePatch)
+    );
     if ok {
         Ok(())
     } else {
