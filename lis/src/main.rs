@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin_cli;
+mod bench;
+mod faults;
 mod up;
 
 /// The LIS operator's command line.
@@ -30,8 +32,12 @@ enum Command {
     },
     /// Create the database, apply migrations and create the topics.
     Migrate,
-    /// Manage clients, locations and partners.
+    /// Manage clients, locations, partners and the test catalog.
     Admin(admin_cli::Admin),
+    /// Run the benchmark suite against the local stack.
+    Bench(bench::BenchArgs),
+    /// Run the fault suite: kill and restart each part under load.
+    Faults(faults::FaultArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +61,8 @@ fn main() -> ExitCode {
             Command::Serve { roles } => up::serve(cfg, &roles).await,
             Command::Migrate => up::migrate(&cfg).await,
             Command::Admin(a) => admin_cli::run(&cfg, a).await,
+            Command::Bench(a) => bench::run(&cfg, a).await,
+            Command::Faults(a) => faults::run(&cfg, a).await,
         }
     });
     match result {
