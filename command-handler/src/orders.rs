@@ -18,8 +18,11 @@ use domain::validation::FieldError;
 use platform::auth::{authenticate, Caller};
 use platform::consistency::ConsistencyToken;
 use platform::fields::{self, BodyKind, Fields};
-use platform::order_view::{OrderView, PatientSummary};
-use platform::problem::ApiError;
+use platform::order_view::{
+    OrderView, OrderedTest, PatientSummary, PrioritySchema, ResultValueSchema,
+};
+use platform::problem::{ApiError, Problem};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
@@ -41,13 +44,196 @@ const READ_ONLY: &[&str] = &[
     "updatedAt",
 ];
 
+// The request bodies below describe the bodies in the OpenAPI document; the
+// handlers read the bodies field by field (`draft_from`, `patch_from`,
+// `change_of`), so that every bad field is named at once.
+
+/// The body of `POST /v1/orders`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "patientID": "5f0c3a4e-8f5b-4d0e-9a57-2b1f0f3c6d21", "clientID": "C1", "locationID": "L1",
+    "accessionNumber": "A-2026-000123", "externalOrderID": "EHR-77",
+    "tests": [{"code": "CBC"}, {"code": "A1C"}],
+    "specimen": {"type": "whole blood", "collectedAt": "2026-11-26T08:30:00Z"},
+    "priority": "routine"
+}))]
+pub struct NewOrder {
+    /// The patient: it must exist and be in the caller's scope (422
+    /// `unknown_patient` otherwise, the same answer whether it exists or not).
+    #[serde(rename = "patientID")]
+    pub patient_id: Uuid,
+    /// The patient's client (422 `client_mismatch` otherwise), within the
+    /// caller's scope.
+    #[serde(rename = "clientID")]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub client_id: String,
+    /// A location of that client, within the caller's scope.
+    #[serde(rename = "locationID")]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub location_id: String,
+    /// The lab's accession number: 1-64 visible ASCII characters, unique in
+    /// the lab (409 `duplicate-accession` on a clash). When absent, the LIS
+    /// generates one as `A-YYYYMMDD-NNNNNN` (the UTC date of placement and a
+    /// lab-wide sequence number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub accession_number: Option<String>,
+    /// The partner's identifier for the order: 1-64 visible ASCII characters.
+    #[serde(rename = "externalOrderID", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub external_order_id: Option<String>,
+    /// The tests ordered, at least one, each a code of the lab's catalog
+    /// (`GET /v1/catalog`; 422 `unknown_test` otherwise) ordered once.
+    #[schema(min_items = 1)]
+    pub tests: Vec<OrderedTest>,
+    /// The specimen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = NewSpecimen)]
+    pub specimen: Option<NewSpecimen>,
+    /// How urgent the order is (default `routine`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = PrioritySchema)]
+    pub priority: Option<PrioritySchema>,
+}
+
+/// The specimen of a new order.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewSpecimen {
+    /// What is drawn (`whole blood`, `serum`), up to 64 characters. When
+    /// absent, the specimen type the catalog gives the ordered tests, which
+    /// must then all share one.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, max_length = 64)]
+    pub specimen_type: Option<String>,
+    /// When it was collected, if it already was (RFC 3339; not in the future
+    /// nor before the patient's date of birth). The order stays `ordered`
+    /// until `collect`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = chrono::DateTime<Utc>)]
+    pub collected_at: Option<chrono::DateTime<Utc>>,
+}
+
+/// The body of `PATCH /v1/orders/{orderID}`: a JSON merge patch (RFC 7396)
+/// of the specimen details, priority and external id, while the order is
+/// `ordered`, `collected`, `received` or `in_progress`. `patientID`,
+/// `clientID`, `locationID`, `accessionNumber`, `tests` and the read-only
+/// members of an order cannot be set (422).
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"priority": "urgent", "specimen": {"type": "serum"}}))]
+pub struct OrderMergePatch {
+    /// Parts of the specimen to change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = SpecimenMergePatch)]
+    pub specimen: Option<SpecimenMergePatch>,
+    /// A new priority.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = PrioritySchema)]
+    pub priority: Option<PrioritySchema>,
+    /// A new external order id, or `null` to remove it.
+    #[serde(rename = "externalOrderID", skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 64)]
+    pub external_order_id: Option<String>,
+}
+
+/// The specimen part of an order's merge patch.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpecimenMergePatch {
+    /// A new specimen type (it cannot be removed).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, max_length = 64)]
+    pub specimen_type: Option<String>,
+    /// A new collection instant (RFC 3339, not in the future), or `null` to
+    /// remove it while the order is still `ordered`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collected_at: Option<chrono::DateTime<Utc>>,
+}
+
+/// The body of `POST /v1/orders/{orderID}/collect` (optional: no body, or
+/// `{}`, is fine).
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"collectedAt": "2026-11-26T08:30:00Z"}))]
+pub struct CollectRequest {
+    /// When the specimen was collected (RFC 3339, not in the future). When
+    /// absent: the `specimen.collectedAt` given at placement, else now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = chrono::DateTime<Utc>)]
+    pub collected_at: Option<chrono::DateTime<Utc>>,
+}
+
+/// The body of `POST /v1/orders/{orderID}/cancel`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "Ordered in error"}))]
+pub struct CancelRequest {
+    /// Why the order is canceled: non-blank, up to 500 characters.
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
+}
+
+/// One result as the lab reports it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResultInput {
+    /// The analyte's code, measured by one of the order's tests (422
+    /// `unknown_analyte` otherwise), reported once per request.
+    #[schema(example = "HGB")]
+    pub code: String,
+    /// The value, kept exactly as sent: a string (`"5.20"`, `"<0.5"`,
+    /// `"Not detected"`) or a number. For a numeric analyte a decimal number,
+    /// optionally right after `<`, `>`, `<=` or `>=` (422 otherwise).
+    pub value: ResultValueSchema,
+    /// The unit: required for a numeric analyte and exactly the catalog's
+    /// (422 `unit_mismatch` otherwise); a text analyte has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, example = "g/dL")]
+    pub unit: Option<String>,
+}
+
+/// The body of `POST /v1/orders/{orderID}/results`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"results": [
+    {"code": "HGB", "value": "11.2", "unit": "g/dL"},
+    {"code": "WBC", "value": 7.2, "unit": "10^9/L"}
+]}))]
+pub struct ResultsRequest {
+    /// At least one result. Each replaces any earlier result of its analyte;
+    /// analytes not named keep theirs.
+    #[schema(min_items = 1)]
+    pub results: Vec<ResultInput>,
+}
+
+/// The body of `POST /v1/orders/{orderID}/correct`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "Sample mix-up", "results": [{"code": "HGB", "value": "13.1", "unit": "g/dL"}]}))]
+pub struct CorrectRequest {
+    /// Why the results are amended: non-blank, up to 500 characters.
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
+    /// The corrected results, at least one; each replaces its analyte's
+    /// result, which stays in the order's history.
+    #[schema(min_items = 1)]
+    pub results: Vec<ResultInput>,
+}
+
+/// The body of `receive`, `start` and `finalize`: none, or an empty object.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoFields {}
+
 fn rejection(e: OrderRejection) -> ApiError {
     match e {
         OrderRejection::Invalid(errors) => ApiError::unprocessable(errors),
         OrderRejection::InvalidStatus { action, status } => ApiError::Conflict {
             slug: "invalid-status",
             detail: format!("Cannot {action} an order that is {}.", status.as_str()),
-            extra: Map::from_iter([("status".to_string(), Value::from(status.as_str()))]),
+            extra: Map::from_iter([("orderStatus".to_string(), Value::from(status.as_str()))]),
         },
         OrderRejection::DuplicateAccession => ApiError::Conflict {
             slug: "duplicate-accession",
@@ -221,6 +407,42 @@ fn merge(shape: &[FieldError], e: OrderRejection) -> ApiError {
 }
 
 /// `POST /v1/orders`.
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    operation_id = "createOrder",
+    tag = "orders",
+    summary = "Place an order",
+    description = "Places an order of one or more catalog tests for a patient in the caller's \
+        scope, at a location of the patient's client. The order starts `ordered`. An \
+        `accessionNumber` is generated as `A-YYYYMMDD-NNNNNN` when absent; a given one must be \
+        unique in the lab. The answer shows the patient's name and date of birth only to a \
+        caller holding `patients:read`. Requires `tests:create`.",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
+    ),
+    request_body(content = NewOrder, content_type = "application/json"),
+    security(("bearer" = []), ("oauth2" = ["tests:create"])),
+    responses(
+        (status = 201, description = "Placed: the order.", body = OrderView,
+            headers(
+                ("Location" = String, description = "`/v1/orders/{orderID}`"),
+                ("ETag" = String, description = "The version in quotes: `\"1\"`."),
+                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
+            )),
+        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type (`errors` names each one, code `wrong_type`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `tests:create`, or the body's `clientID`/`locationID` is outside its scope.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`duplicate-accession`: the `accessionNumber` is already used in the lab; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json",
+            example = json!({"type": "/problems/duplicate-accession", "title": "Conflict", "status": 409, "detail": "This accessionNumber is already used in the lab."})),
+        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, every one listed in `errors`: missing, malformed, unknown or read-only fields; a patient that does not exist or is outside the caller's scope (`unknown_patient`, the same answer either way); a `clientID` that is not the patient's (`client_mismatch`); a location that does not exist or belongs to another client (`unknown_location`); a test code not in the catalog (`tests[i].code`, `unknown_test`) or ordered twice; no `specimen.type` for tests run on different specimen types; a malformed `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
 #[tracing::instrument(skip_all, fields(partner))]
 pub async fn create(
     State(app): State<AppState>,
@@ -564,6 +786,51 @@ async fn prepare_act(
 }
 
 /// `PATCH /v1/orders/{orderID}`.
+#[utoipa::path(
+    patch,
+    path = "/v1/orders/{orderID}",
+    operation_id = "updateOrder",
+    tag = "orders",
+    summary = "Change an order",
+    description = "A JSON merge patch (RFC 7396) of the specimen details, the priority and \
+        `externalOrderID`, while the order is `ordered`, `collected`, `received` or \
+        `in_progress` (409 `invalid-status` otherwise). With `If-Match`, the change applies \
+        only to that version (412 otherwise). A patch that changes nothing answers 200 with \
+        the unchanged version. Requires `tests:update`.",
+    params(
+        ("orderID" = uuid::Uuid, Path, description = "The order's id."),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`. When stale: 412 and nothing changes. When absent, the change applies to the current version."),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
+    ),
+    request_body(
+        description = "A merge patch. `application/json` is accepted too.",
+        content(
+            (OrderMergePatch = "application/merge-patch+json"),
+            (OrderMergePatch = "application/json"),
+        )
+    ),
+    security(("bearer" = []), ("oauth2" = ["tests:update"])),
+    responses(
+        (status = 200, description = "The order as it now stands.", body = OrderView,
+            headers(
+                ("ETag" = String, description = "The new version in quotes."),
+                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
+            )),
+        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `tests:update`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid-status`: the order is `resulted`, `final`, `corrected` or `canceled`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json",
+            example = json!({"type": "/problems/stale-version", "title": "Precondition Failed", "status": 412, "detail": "The record changed since the version in If-Match."})),
+        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as `application/merge-patch+json` or `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, every one listed in `errors`: `patientID`, `clientID`, `locationID`, `accessionNumber`, `tests` and read-only members cannot be set, the specimen type and priority cannot be removed, nor `specimen.collectedAt` once the specimen is collected; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
 #[tracing::instrument(skip_all, fields(partner))]
 pub async fn update(
     State(app): State<AppState>,
@@ -590,7 +857,274 @@ pub async fn update(
     }
 }
 
-/// `POST /v1/orders/{orderID}/{action}`.
+/// Documentation only: `POST /v1/orders/{orderID}/collect` in the OpenAPI
+/// document (served by [`act`]).
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{orderID}/collect",
+    operation_id = "collectSpecimen",
+    tag = "orders",
+    summary = "Record specimen collection",
+    description = "Moves an `ordered` order to `collected`. `collectedAt` defaults to the `specimen.collectedAt` given at placement, else now. Allowed from `ordered`; leads to `collected`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `tests:update`.",
+    params(
+        ("orderID" = uuid::Uuid, Path, description = "The order's id."),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`. When stale: 412 and nothing changes. When absent, the change applies to the current version."),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
+    ),
+    request_body(content = CollectRequest, content_type = "application/json", description = "Optional: no body, or `{}`, is fine."),
+    security(("bearer" = []), ("oauth2" = ["tests:update"])),
+    responses(
+        (status = 200, description = "The order as it now stands (`collected`).", body = OrderView,
+            headers(
+                ("ETag" = String, description = "The new version in quotes."),
+                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
+            )),
+        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `tests:update`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid-status`: the order is not `ordered`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, every one listed in `errors`: `collectedAt` is not an RFC 3339 timestamp or is in the future; an unknown field; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
+pub fn collect_doc() {}
+
+/// Documentation only: `POST /v1/orders/{orderID}/receive` in the OpenAPI
+/// document (served by [`act`]).
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{orderID}/receive",
+    operation_id = "receiveSpecimen",
+    tag = "orders",
+    summary = "Record specimen receipt by the lab",
+    description = "Moves a `collected` order to `received`. No body is needed. Allowed from `collected`; leads to `received`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `tests:update`.",
+    params(
+        ("orderID" = uuid::Uuid, Path, description = "The order's id."),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`. When stale: 412 and nothing changes. When absent, the change applies to the current version."),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
+    ),
+    request_body(content = NoFields, content_type = "application/json", description = "Optional: no body is needed; an empty object is accepted."),
+    security(("bearer" = []), ("oauth2" = ["tests:update"])),
+    responses(
+        (status = 200, description = "The order as it now stands (`received`).", body = OrderView,
+            headers(
+                ("ETag" = String, description = "The new version in quotes."),
+                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
+            )),
+        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `tests:update`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid-status`: the order is not `collected`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, every one listed in `errors`: a body with any member; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
+pub fn receive_doc() {}
+
+/// Documentation only: `POST /v1/orders/{orderID}/start` in the OpenAPI
+/// document (served by [`act`]).
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{orderID}/start",
+    operation_id = "startTesting",
+    tag = "orders",
+    summary = "Record the start of testing",
+    description = "Moves a `received` order to `in_progress`. No body is needed. Allowed from `received`; leads to `in_progress`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `tests:update`.",
+    params(
+        ("orderID" = uuid::Uuid, Path, description = "The order's id."),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`. When stale: 412 and nothing changes. When absent, the change applies to the current version."),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
+    ),
+    request_body(content = NoFields, content_type = "application/json", description = "Optional: no body is needed; an empty object is accepted."),
+    security(("bearer" = []), ("oauth2" = ["tests:update"])),
+    responses(
+        (status = 200, description = "The order as it now stands (`in_progress`).", body = OrderView,
+            headers(
+                ("ETag" = String, description = "The new version in quotes."),
+                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
+            )),
+        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `tests:update`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid-status`: the order is not `received`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, every one listed in `errors`: a body with any member; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
+pub fn start_doc() {}
+
+/// Documentation only: `POST /v1/orders/{orderID}/cancel` in the OpenAPI
+/// document (served by [`act`]).
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{orderID}/cancel",
+    operation_id = "cancelOrder",
+    tag = "orders",
+    summary = "Cancel an order",
+    description = "Moves an `ordered`, `collected` or `received` order to `canceled`, with a required `reason`. Allowed from `ordered`, `collected` or `received`; leads to `canceled`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `tests:update`.",
+    params(
+        ("orderID" = uuid::Uuid, Path, description = "The order's id."),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`. When stale: 412 and nothing changes. When absent, the change applies to the current version."),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
+    ),
+    request_body(content = CancelRequest, content_type = "application/json"),
+    security(("bearer" = []), ("oauth2" = ["tests:update"])),
+    responses(
+        (status = 200, description = "The order as it now stands (`canceled`).", body = OrderView,
+            headers(
+                ("ETag" = String, description = "The new version in quotes."),
+                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
+            )),
+        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `tests:update`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid-status`: the order is `in_progress` or later, or already `canceled`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, every one listed in `errors`: `reason` is missing, blank or longer than 500 characters; an unknown field; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
+pub fn cancel_doc() {}
+
+/// Documentation only: `POST /v1/orders/{orderID}/results` in the OpenAPI
+/// document (served by [`act`]).
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{orderID}/results",
+    operation_id = "recordResults",
+    tag = "orders",
+    summary = "Record results",
+    description = "Records or replaces results, analyte by analyte, of a `received`, `in_progress` or `resulted` order, which becomes `resulted`. Values are kept exactly as sent; the LIS attaches the catalog's reference range for the patient's sex and age on the collection date, and a flag (`LL`, `HH`, `L`, `H`, `N`, `A`, or none where the catalog has no range for that patient). Results are not released to the patient until `finalize`. `results:write` is granted to reference labs and instrument middleware only. Allowed from `received`, `in_progress` or `resulted`; leads to `resulted`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `results:write`.",
+    params(
+        ("orderID" = uuid::Uuid, Path, description = "The order's id."),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`. When stale: 412 and nothing changes. When absent, the change applies to the current version."),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
+    ),
+    request_body(content = ResultsRequest, content_type = "application/json"),
+    security(("bearer" = []), ("oauth2" = ["results:write"])),
+    responses(
+        (status = 200, description = "The order as it now stands (`resulted`).", body = OrderView,
+            headers(
+                ("ETag" = String, description = "The new version in quotes."),
+                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
+            )),
+        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `results:write`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid-status`: the order is not `received`, `in_progress` or `resulted`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, every one listed in `errors`: no `results`, an analyte that none of the order's tests measures (`unknown_analyte`) or named twice, a value that is not a decimal number for a numeric analyte (`not_numeric`), a missing unit or one that is not the catalog's (`unit_mismatch`), an unknown field; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
+pub fn results_doc() {}
+
+/// Documentation only: `POST /v1/orders/{orderID}/finalize` in the OpenAPI
+/// document (served by [`act`]).
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{orderID}/finalize",
+    operation_id = "finalizeResults",
+    tag = "orders",
+    summary = "Release results as final",
+    description = "Moves a `resulted` order to `final`: its results are released to the patient's portal. No body is needed. Allowed from `resulted`; leads to `final`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `results:write`.",
+    params(
+        ("orderID" = uuid::Uuid, Path, description = "The order's id."),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`. When stale: 412 and nothing changes. When absent, the change applies to the current version."),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
+    ),
+    request_body(content = NoFields, content_type = "application/json", description = "Optional: no body is needed; an empty object is accepted."),
+    security(("bearer" = []), ("oauth2" = ["results:write"])),
+    responses(
+        (status = 200, description = "The order as it now stands (`final`).", body = OrderView,
+            headers(
+                ("ETag" = String, description = "The new version in quotes."),
+                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
+            )),
+        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `results:write`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid-status`: the order is not `resulted`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, every one listed in `errors`: a body with any member; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
+pub fn finalize_doc() {}
+
+/// Documentation only: `POST /v1/orders/{orderID}/correct` in the OpenAPI
+/// document (served by [`act`]).
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{orderID}/correct",
+    operation_id = "correctResults",
+    tag = "orders",
+    summary = "Correct final results",
+    description = "Amends results of a `final` or `corrected` order, with a required `reason`; the order becomes `corrected` and the replaced values stay in its history. Ranges and flags are attached as for `results`. Allowed from `final` or `corrected`; leads to `corrected`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `results:write`.",
+    params(
+        ("orderID" = uuid::Uuid, Path, description = "The order's id."),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`. When stale: 412 and nothing changes. When absent, the change applies to the current version."),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
+    ),
+    request_body(content = CorrectRequest, content_type = "application/json"),
+    security(("bearer" = []), ("oauth2" = ["results:write"])),
+    responses(
+        (status = 200, description = "The order as it now stands (`corrected`).", body = OrderView,
+            headers(
+                ("ETag" = String, description = "The new version in quotes."),
+                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
+            )),
+        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `results:write`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid-status`: the order is not `final` or `corrected`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, every one listed in `errors`: `reason` missing or blank, no `results`, or a bad result as for `results`; an unknown field; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
+pub fn correct_doc() {}
+
+/// `POST /v1/orders/{orderID}/{action}`: every action; each is
+/// documented as its own operation (`collect_doc` ...).
 #[tracing::instrument(skip_all, fields(partner, action = %action))]
 pub async fn act(
     State(app): State<AppState>,
@@ -617,5 +1151,130 @@ pub async fn act(
     match prepared {
         Ok((act, idem)) => execute(&app, idem, act).await,
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields_of(body: &impl Serialize) -> Fields {
+        match serde_json::to_value(body).unwrap() {
+            Value::Object(map) => Fields::new(map),
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn text(s: &str) -> Option<String> {
+        Some(s.to_string())
+    }
+
+    fn results() -> Vec<ResultInput> {
+        vec![
+            ResultInput {
+                code: "HGB".into(),
+                value: ResultValueSchema::Text("11.2".into()),
+                unit: text("g/dL"),
+            },
+            ResultInput {
+                code: "WBC".into(),
+                value: ResultValueSchema::Number(7.2),
+                unit: None,
+            },
+        ]
+    }
+
+    /// Every field the OpenAPI document names for a placement is one the
+    /// handler reads.
+    #[test]
+    fn documented_create_fields_are_read() {
+        let body = NewOrder {
+            patient_id: Uuid::nil(),
+            client_id: "C1".into(),
+            location_id: "L1".into(),
+            accession_number: text("ACC-1"),
+            external_order_id: text("EHR-1"),
+            tests: vec![OrderedTest { code: "CBC".into() }],
+            specimen: Some(NewSpecimen {
+                specimen_type: text("whole blood"),
+                collected_at: Some(Utc::now()),
+            }),
+            priority: Some(PrioritySchema::Stat),
+        };
+        let mut f = fields_of(&body);
+        f.read_only(READ_ONLY);
+        let draft = draft_from(&mut f);
+        assert_eq!(f.finish(), vec![]);
+        assert_eq!(draft.tests, Some(vec!["CBC".to_string()]));
+        assert_eq!(draft.priority.as_deref(), Some("stat"));
+        assert!(draft.collected_at.is_some() && draft.specimen_type.is_some());
+    }
+
+    /// Every field the OpenAPI document names for a merge patch is one the
+    /// handler reads.
+    #[test]
+    fn documented_patch_fields_are_read() {
+        let body = OrderMergePatch {
+            specimen: Some(SpecimenMergePatch {
+                specimen_type: text("serum"),
+                collected_at: Some(Utc::now()),
+            }),
+            priority: Some(PrioritySchema::Urgent),
+            external_order_id: text("EHR-2"),
+        };
+        let mut f = fields_of(&body);
+        f.read_only(READ_ONLY);
+        let patch = patch_from(&mut f);
+        assert_eq!(f.finish(), vec![]);
+        assert_eq!(patch.priority, domain::patch::Patch::Set("urgent".into()));
+    }
+
+    /// Every field the OpenAPI document names for an action body is one the
+    /// handler reads.
+    #[test]
+    fn documented_action_fields_are_read() {
+        let bodies: Vec<(&str, Value)> = vec![
+            (
+                "collect",
+                serde_json::to_value(CollectRequest {
+                    collected_at: Some(Utc::now()),
+                })
+                .unwrap(),
+            ),
+            ("receive", serde_json::to_value(NoFields {}).unwrap()),
+            ("start", serde_json::to_value(NoFields {}).unwrap()),
+            ("finalize", serde_json::to_value(NoFields {}).unwrap()),
+            (
+                "cancel",
+                serde_json::to_value(CancelRequest {
+                    reason: "ordered in error".into(),
+                })
+                .unwrap(),
+            ),
+            (
+                "results",
+                serde_json::to_value(ResultsRequest { results: results() }).unwrap(),
+            ),
+            (
+                "correct",
+                serde_json::to_value(CorrectRequest {
+                    reason: "mix-up".into(),
+                    results: results(),
+                })
+                .unwrap(),
+            ),
+        ];
+        for (action, body) in bodies {
+            assert!(permission_of(action).is_some(), "{action}");
+            let mut f = fields_of(&body);
+            let change = change_of(action, &mut f);
+            assert_eq!(f.finish(), vec![], "{action}");
+            match change {
+                Change::Results(r) | Change::Correct(_, r) => assert_eq!(r.len(), 2),
+                Change::Collect(at) => assert!(at.is_some()),
+                Change::Cancel(reason) => assert!(reason.is_some()),
+                _ => {}
+            }
+        }
     }
 }

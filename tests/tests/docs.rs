@@ -9,14 +9,49 @@ use lis::stack::Roles;
 use serde_json::Value;
 use tests::{test_config, TestStack};
 
-/// Every route of the partner API: (method, OpenAPI path, under `/v1`).
-const ROUTES: &[(&str, &str)] = &[
-    ("post", "/oauth/token"),
-    ("post", "/v1/patients"),
-    ("get", "/v1/patients/{patientID}"),
-    ("patch", "/v1/patients/{patientID}"),
-    ("get", "/v1/patients"),
-    ("post", "/v1/patients/search"),
+/// Every route of the partner API: (method, OpenAPI path, the permissions
+/// it names as OAuth 2.0 scopes, any one of which suffices).
+const ROUTES: &[(&str, &str, &[&str])] = &[
+    ("post", "/oauth/token", &[]),
+    ("post", "/v1/patients", &["patients:create"]),
+    ("get", "/v1/patients/{patientID}", &["patients:read"]),
+    ("patch", "/v1/patients/{patientID}", &["patients:update"]),
+    ("get", "/v1/patients", &["patients:read"]),
+    ("post", "/v1/patients/search", &["patients:read"]),
+    ("post", "/v1/orders", &["tests:create"]),
+    ("get", "/v1/orders/{orderID}", &["tests:read"]),
+    ("patch", "/v1/orders/{orderID}", &["tests:update"]),
+    ("get", "/v1/orders", &["tests:read"]),
+    ("post", "/v1/orders/search", &["tests:read"]),
+    ("post", "/v1/orders/{orderID}/collect", &["tests:update"]),
+    ("post", "/v1/orders/{orderID}/receive", &["tests:update"]),
+    ("post", "/v1/orders/{orderID}/start", &["tests:update"]),
+    ("post", "/v1/orders/{orderID}/cancel", &["tests:update"]),
+    ("post", "/v1/orders/{orderID}/results", &["results:write"]),
+    ("post", "/v1/orders/{orderID}/finalize", &["results:write"]),
+    ("post", "/v1/orders/{orderID}/correct", &["results:write"]),
+    (
+        "get",
+        "/v1/catalog",
+        &["tests:create", "tests:read", "tests:update"],
+    ),
+];
+
+/// The routes that create a record (`201` with `Location`).
+const CREATES: &[&str] = &["/v1/patients", "/v1/orders"];
+
+/// Reads of reference data, which take no `Consistency-Token`.
+const REFERENCE_READS: &[&str] = &["/v1/catalog"];
+
+/// The order actions' bodies: (action, schema, its required members).
+const ACTION_BODIES: &[(&str, &str, &[&str])] = &[
+    ("collect", "CollectRequest", &[]),
+    ("receive", "NoFields", &[]),
+    ("start", "NoFields", &[]),
+    ("cancel", "CancelRequest", &["reason"]),
+    ("results", "ResultsRequest", &["results"]),
+    ("finalize", "NoFields", &[]),
+    ("correct", "CorrectRequest", &["reason", "results"]),
 ];
 
 /// Every problem type the API answers with.
@@ -27,6 +62,8 @@ const PROBLEM_TYPES: &[&str] = &[
     "malformed-request",
     "validation-failed",
     "duplicate-patient",
+    "duplicate-accession",
+    "invalid-status",
     "request-in-progress",
     "stale-version",
     "payload-too-large",
@@ -124,9 +161,34 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Waits until the read side serves the seeded catalog, as it would long
+/// before a partner's first order on a real installation.
+async fn wait_for_catalog(s: &TestStack) {
+    let expected = domain::catalog::seed_catalog().len() as i64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let db = s.read.get().await.expect("read db");
+        let n: i64 = db
+            .query_one("SELECT count(*) FROM catalog_tests", &[])
+            .await
+            .expect("count")
+            .get(0);
+        if n >= expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the catalog reached the read model"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs every `sh` example of the guide, in order, as one script with
-/// `bash -euo pipefail`, against a stack where the partner holds the six
-/// permissions over clients C1 and C2; the examples check their answers.
+/// `bash -euo pipefail`, against a stack with the seed catalog, where the
+/// partner holds the six permissions over clients C1 and C2, and a lab
+/// partner (`LAB_CLIENT_ID`) holds `tests:read`, `tests:update` and
+/// `results:write`; the examples check their answers.
 #[tokio::test(flavor = "multi_thread")]
 async fn guide_examples_run_against_a_stack() {
     for tool in ["bash", "curl", "jq"] {
@@ -140,6 +202,14 @@ async fn guide_examples_run_against_a_stack() {
     );
     let s = TestStack::start().await;
     let (partner, _) = s.standard().await;
+    command_handler::admin::seed_catalog(&s.write, &tests::TestStack::operator())
+        .await
+        .expect("seed catalog");
+    // The lab's own integration, for the actions only a lab takes.
+    let lab = s
+        .partner("tests:read,tests:update,results:write", "*", "*")
+        .await;
+    wait_for_catalog(&s).await;
     let dir = std::env::temp_dir().join(format!("lis-guide-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let script = dir.join("guide.sh");
@@ -152,8 +222,12 @@ async fn guide_examples_run_against_a_stack() {
         .env("BASE", &s.base)
         .env("CLIENT_ID", &partner.client_id)
         .env("CLIENT_SECRET", &partner.secret)
+        .env("LAB_CLIENT_ID", &lab.client_id)
+        .env("LAB_CLIENT_SECRET", &lab.secret)
         .env_remove("TOKEN")
+        .env_remove("LAB_TOKEN")
         .env_remove("PATIENT")
+        .env_remove("ORDER")
         .env_remove("CT")
         .env_remove("ETAG")
         .kill_on_drop(true)
@@ -237,7 +311,7 @@ async fn openapi_document_describes_every_route() {
     }
     let expected: BTreeSet<(String, String)> = ROUTES
         .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(documented, expected, "documented routes");
 
@@ -246,11 +320,11 @@ async fn openapi_document_describes_every_route() {
     assert_eq!(bearer["scheme"], "bearer");
     let flow = &doc["components"]["securitySchemes"]["oauth2"]["flows"]["clientCredentials"];
     assert_eq!(flow["tokenUrl"], "/oauth/token");
-    for p in tests::SIX.split(',') {
+    for p in tests::SIX.split(',').chain(["results:write", "audit:read"]) {
         assert!(flow["scopes"][p].is_string(), "scope {p}");
     }
 
-    for (method, path) in ROUTES {
+    for (method, path, permissions) in ROUTES {
         let op = &doc["paths"][path][method];
         let name = format!("{} {path}", method.to_uppercase());
         assert!(op["summary"].is_string(), "{name}: summary");
@@ -268,10 +342,21 @@ async fn openapi_document_describes_every_route() {
         if v1 {
             assert!(statuses.contains("403"), "{name}: 403");
             assert!(statuses.contains("503"), "{name}: 503");
-            let security = op["security"].to_string();
+            let requirements = op["security"].as_array().expect("security");
             assert!(
-                security.contains("\"bearer\"") && security.contains("patients:"),
-                "{name}: security {security}"
+                requirements.iter().any(|r| r["bearer"].is_array()),
+                "{name}: bearer"
+            );
+            let scopes: BTreeSet<&str> = requirements
+                .iter()
+                .filter_map(|r| r["oauth2"].as_array())
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            assert_eq!(
+                scopes,
+                permissions.iter().copied().collect::<BTreeSet<&str>>(),
+                "{name}: scopes"
             );
             let problem = &responses["401"]["content"]["application/problem+json"];
             assert!(problem.is_object(), "{name}: 401 is problem+json");
@@ -280,30 +365,42 @@ async fn openapi_document_describes_every_route() {
                 "{name}: WWW-Authenticate"
             );
         }
-        let writes = *method != "get" && v1 && *path != "/v1/patients/search";
+        let writes = *method != "get" && v1 && !path.ends_with("/search");
         if writes {
             assert!(has_param(op, "Idempotency-Key", "header"), "{name}");
             for code in ["400", "409", "413", "415", "422"] {
                 assert!(statuses.contains(code), "{name}: {code}");
             }
-            let ok = if *method == "post" { "201" } else { "200" };
+            let ok = if CREATES.contains(path) { "201" } else { "200" };
+            assert!(statuses.contains(ok), "{name}: {ok}");
             for h in ["ETag", "Consistency-Token"] {
                 assert!(responses[ok]["headers"][h].is_object(), "{name}: {h}");
             }
+            if CREATES.contains(path) {
+                assert!(
+                    responses[ok]["headers"]["Location"].is_object(),
+                    "{name}: Location"
+                );
+            } else {
+                // Changes of an existing record: If-Match, and the record's
+                // 404.
+                assert!(has_param(op, "If-Match", "header"), "{name}: If-Match");
+                for code in ["404", "412"] {
+                    assert!(statuses.contains(code), "{name}: {code}");
+                }
+            }
         }
-        if !writes && v1 {
+        if !writes && v1 && !REFERENCE_READS.contains(path) {
             assert!(has_param(op, "Consistency-Token", "header"), "{name}");
         }
+        if *method == "get" && path.ends_with('}') {
+            assert!(statuses.contains("404"), "{name}: 404");
+            assert!(
+                responses["200"]["headers"]["ETag"].is_object(),
+                "{name}: ETag"
+            );
+        }
     }
-    let create = &doc["paths"]["/v1/patients"]["post"];
-    assert!(create["responses"]["201"]["headers"]["Location"].is_object());
-    let update = &doc["paths"]["/v1/patients/{patientID}"]["patch"];
-    assert!(has_param(update, "If-Match", "header"));
-    assert!(update["responses"]["412"].is_object());
-    assert!(update["responses"]["404"].is_object());
-    let get_one = &doc["paths"]["/v1/patients/{patientID}"]["get"];
-    assert!(get_one["responses"]["200"]["headers"]["ETag"].is_object());
-    assert!(get_one["responses"]["404"].is_object());
     let list = &doc["paths"]["/v1/patients"]["get"];
     for q in ["externalPatientID", "clientID", "locationID", "lastName"] {
         assert!(has_param(list, q, "query"), "list filter {q}");
@@ -311,19 +408,121 @@ async fn openapi_document_describes_every_route() {
     for q in ["dateOfBirth", "updatedSince", "limit", "cursor"] {
         assert!(has_param(list, q, "query"), "list filter {q}");
     }
+    let list = &doc["paths"]["/v1/orders"]["get"];
+    for q in [
+        "patientID",
+        "status",
+        "accessionNumber",
+        "externalOrderID",
+        "clientID",
+        "locationID",
+        "updatedSince",
+        "limit",
+        "cursor",
+    ] {
+        assert!(has_param(list, q, "query"), "order list filter {q}");
+    }
     let token = &doc["paths"]["/oauth/token"]["post"];
     assert!(token["requestBody"]["content"]["application/x-www-form-urlencoded"].is_object());
     for code in ["200", "400", "429"] {
         assert!(token["responses"][code].is_object(), "token {code}");
     }
 
+    // Orders: the business conflicts, the bodies and the representation.
+    let conflict = |method: &str, path: &str| {
+        doc["paths"][path][method]["responses"]["409"]["description"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(conflict("post", "/v1/orders").contains("duplicate-accession"));
+    assert!(conflict("patch", "/v1/orders/{orderID}").contains("invalid-status"));
+    let schemas = &doc["components"]["schemas"];
+    let schema_of = |body: &Value| -> Value {
+        let r = body["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a $ref body: {body}"));
+        doc.pointer(r.trim_start_matches('#'))
+            .expect("schema")
+            .clone()
+    };
+    for (action, schema, required) in ACTION_BODIES {
+        let path = format!("/v1/orders/{{orderID}}/{action}");
+        assert!(conflict("post", &path).contains("invalid-status"), "{path}");
+        let body = &doc["paths"][&path]["post"]["requestBody"];
+        assert_eq!(body["required"], !required.is_empty(), "{path}: required");
+        assert_eq!(schema_of(body), schemas[schema], "{path}: body");
+        let members: BTreeSet<&str> = schemas[schema]["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(
+            members,
+            required.iter().copied().collect::<BTreeSet<&str>>(),
+            "{path}: required members"
+        );
+    }
+    let result_input = &schemas["ResultInput"]["properties"];
+    for member in ["code", "value", "unit"] {
+        assert!(result_input[member].is_object(), "ResultInput.{member}");
+    }
+    let new_order = schema_of(&doc["paths"]["/v1/orders"]["post"]["requestBody"]);
+    for member in [
+        "patientID",
+        "clientID",
+        "locationID",
+        "tests",
+        "specimen",
+        "priority",
+    ] {
+        assert!(
+            new_order["properties"][member].is_object(),
+            "NewOrder.{member}"
+        );
+    }
+    let patch = &doc["paths"]["/v1/orders/{orderID}"]["patch"]["requestBody"]["content"];
+    assert!(patch["application/merge-patch+json"]["schema"]["$ref"].is_string());
+    let order = &schemas["Order"]["properties"];
+    for member in [
+        "orderID",
+        "patientID",
+        "patient",
+        "accessionNumber",
+        "status",
+        "results",
+        "version",
+    ] {
+        assert!(order[member].is_object(), "Order.{member}");
+    }
+    let result = &schemas["RecordedResult"]["properties"];
+    assert!(result["referenceRange"].is_object() && result["flag"].is_object());
+    let flags: BTreeSet<&str> = schemas["Flag"]["enum"]
+        .as_array()
+        .expect("flags")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(flags, BTreeSet::from(["L", "H", "LL", "HH", "A", "N"]));
+    let kinds = schemas["AnalyteKind"].to_string();
+    assert!(
+        kinds.contains("\"numeric\"") && kinds.contains("\"text\""),
+        "{kinds}"
+    );
+    let catalog = &doc["paths"]["/v1/catalog"]["get"]["responses"]["200"];
+    assert!(catalog["content"]["application/json"]["schema"]["$ref"]
+        .as_str()
+        .is_some_and(|r| r.ends_with("/CatalogPage")));
+
     // Every documented route is served: without credentials it answers 401
     // (not 404 or 405).
-    for (method, path) in ROUTES {
+    for (method, path, _) in ROUTES {
+        let id = uuid::Uuid::new_v4().to_string();
         let url = format!(
             "{}{}",
             s.base,
-            path.replace("{patientID}", &uuid::Uuid::new_v4().to_string())
+            path.replace("{patientID}", &id).replace("{orderID}", &id)
         );
         let req = match *method {
             "get" => s.http.get(&url),

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tests::{patient_body, Record, TestStack, SIX};
 
 /// Every event type that has a schema.
-const EVENT_TYPES: [&str; 9] = [
+const EVENT_TYPES: [&str; 20] = [
     "ClientRegistered",
     "LocationRegistered",
     "PartnerRegistered",
@@ -21,9 +21,47 @@ const EVENT_TYPES: [&str; 9] = [
     "PatientRegistered",
     "PatientUpdated",
     "PatientAccountInvited",
+    "CatalogTestDefined",
+    "CatalogTestRevised",
+    "OrderPlaced",
+    "OrderDetailsChanged",
+    "SpecimenCollected",
+    "SpecimenReceived",
+    "OrderStarted",
+    "ResultsRecorded",
+    "ResultsFinalized",
+    "ResultsCorrected",
+    "OrderCanceled",
 ];
 
 const IDEMPOTENCY_KEY: &str = "schema-test-key-1";
+const ORDER_IDEMPOTENCY_KEY: &str = "schema-test-order-1";
+
+/// Sends a request with a bearer token and an optional JSON body (of the
+/// given content type), expects `status` and returns the answer's body.
+async fn send(
+    s: &TestStack,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<(&str, Value)>,
+    status: u16,
+) -> Value {
+    let mut req = s
+        .http
+        .request(method.clone(), format!("{}{path}", s.base))
+        .bearer_auth(token);
+    if let Some((content_type, body)) = body {
+        req = req
+            .header("content-type", content_type)
+            .body(body.to_string());
+    }
+    let r = req.send().await.unwrap();
+    let got = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert_eq!(got, status, "{method} {path}: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
 
 fn header<'a>(r: &'a Record, name: &str) -> Option<&'a str> {
     let mut found = r.headers.iter().filter(|(k, _)| k == name);
@@ -160,6 +198,189 @@ async fn every_event_validates_against_its_schema() {
     patch(
         minimal_id.clone(),
         r#"{"email":"grace.schema@example.org","phone":"(555) 010-0199","externalPatientID":"MRN-SCHEMA-2b","address":{"country":"US"}}"#,
+    )
+    .await;
+
+    // The catalog: the seed tests (CatalogTestDefined), and one revised.
+    let seeded = admin::seed_catalog(&s.write, &TestStack::operator())
+        .await
+        .expect("seed catalog");
+    assert!(seeded > 0, "the seed catalog defines tests");
+    let mut tsh = domain::catalog::seed_catalog()
+        .into_iter()
+        .find(|t| t.code == "TSH")
+        .expect("TSH in the seed catalog");
+    tsh.name = "Thyroid-stimulating hormone (3rd generation)".into();
+    assert_eq!(
+        admin::define_catalog_test(&s.write, &TestStack::operator(), tsh)
+            .await
+            .expect("revise TSH"),
+        admin::Defined::Revised
+    );
+
+    // A lab partner that moves orders along and records results.
+    let lab = s
+        .partner("tests:read,tests:update,results:write", "*", "*")
+        .await;
+    secrets.push(lab.secret.clone());
+    let lab_token = s.token(&lab).await;
+
+    // One order through its whole life: placed (with an Idempotency-Key),
+    // details changed twice (values, then a removal), collected, received,
+    // started, resulted, finalized and corrected.
+    use reqwest::Method as M;
+    const JSON: &str = "application/json";
+    const MERGE: &str = "application/merge-patch+json";
+    let r = s
+        .http
+        .post(format!("{}/v1/orders", s.base))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", ORDER_IDEMPOTENCY_KEY)
+        .json(&json!({
+            "patientID": minimal_id, "clientID": "C1", "locationID": "L1",
+            "accessionNumber": "A-SCHEMA-000001", "externalOrderID": "EHR-SCHEMA-1",
+            "tests": [{"code": "CBC"}, {"code": "LIPID"}, {"code": "COVID19"}],
+            "specimen": {"type": "blood", "collectedAt": "2025-11-20T08:30:00Z"},
+            "priority": "routine"
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 201, "place the order: {text}");
+    let order_id = serde_json::from_str::<Value>(&text).unwrap()["orderID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let one = format!("/v1/orders/{order_id}");
+    send(
+        &s,
+        &token,
+        M::PATCH,
+        &one,
+        Some((
+            MERGE,
+            json!({"specimen": {"type": "whole blood"}, "priority": "urgent", "externalOrderID": "EHR-SCHEMA-1b"}),
+        )),
+        200,
+    )
+    .await;
+    send(
+        &s,
+        &token,
+        M::PATCH,
+        &one,
+        Some((
+            MERGE,
+            json!({"specimen": {"collectedAt": null}, "externalOrderID": null}),
+        )),
+        200,
+    )
+    .await;
+    send(
+        &s,
+        &lab_token,
+        M::POST,
+        &format!("{one}/collect"),
+        Some((JSON, json!({"collectedAt": "2025-11-20T09:15:00Z"}))),
+        200,
+    )
+    .await;
+    for action in ["receive", "start"] {
+        send(
+            &s,
+            &lab_token,
+            M::POST,
+            &format!("{one}/{action}"),
+            None,
+            200,
+        )
+        .await;
+    }
+    // Numbers and strings kept as sent; numeric, text, flagged and
+    // unflagged results.
+    send(
+        &s,
+        &lab_token,
+        M::POST,
+        &format!("{one}/results"),
+        Some((
+            JSON,
+            json!({"results": [
+                {"code": "HGB", "value": "6.5", "unit": "g/dL"},
+                {"code": "WBC", "value": 7.2, "unit": "10^9/L"},
+                {"code": "PLT", "value": "<0.5", "unit": "10^9/L"},
+                {"code": "HCT", "value": ">=55", "unit": "%"},
+                {"code": "CHOL", "value": "5.20", "unit": "mg/dL"},
+                {"code": "HDL", "value": 35, "unit": "mg/dL"},
+                {"code": "SARSCOV2", "value": "Detected"}
+            ]}),
+        )),
+        200,
+    )
+    .await;
+    // Results replaced before they are final: a second ResultsRecorded.
+    send(
+        &s,
+        &lab_token,
+        M::POST,
+        &format!("{one}/results"),
+        Some((
+            JSON,
+            json!({"results": [{"code": "SARSCOV2", "value": "not detected"}]}),
+        )),
+        200,
+    )
+    .await;
+    send(
+        &s,
+        &lab_token,
+        M::POST,
+        &format!("{one}/finalize"),
+        None,
+        200,
+    )
+    .await;
+    let corrected = send(
+        &s,
+        &lab_token,
+        M::POST,
+        &format!("{one}/correct"),
+        Some((
+            JSON,
+            json!({"reason": "Sample mix-up: re-run on the right tube.", "results": [
+                {"code": "HGB", "value": "13.1", "unit": "g/dL"},
+                {"code": "TRIG", "value": 120, "unit": "mg/dL"}
+            ]}),
+        )),
+        200,
+    )
+    .await;
+    assert_eq!(corrected["status"], "corrected");
+
+    // A second order, placed with the fewest fields (generated accession
+    // number, the tests' shared specimen type) and canceled.
+    let placed = send(
+        &s,
+        &token,
+        M::POST,
+        "/v1/orders",
+        Some((
+            JSON,
+            json!({"patientID": minimal_id, "clientID": "C1", "locationID": "L1", "tests": [{"code": "TSH"}]}),
+        )),
+        201,
+    )
+    .await;
+    let canceled_id = placed["orderID"].as_str().unwrap().to_string();
+    send(
+        &s,
+        &token,
+        M::POST,
+        &format!("/v1/orders/{canceled_id}/cancel"),
+        Some((JSON, json!({"reason": "Patient left before the draw."}))),
+        200,
     )
     .await;
 
@@ -304,6 +525,77 @@ async fn every_event_validates_against_its_schema() {
             removal.json
         );
     }
+    // Orders: results kept as sent, with the range and flag recorded; the
+    // correction keeps what it replaced; catalog events on the reference
+    // topic; the order's Idempotency-Key in its OrderPlaced envelope.
+    let of_type = |t: &str| -> Vec<&Record> {
+        records
+            .iter()
+            .filter(|r| r.envelope.event_type == t)
+            .collect()
+    };
+    assert!(
+        of_type("OrderPlaced")
+            .iter()
+            .any(|r| r.json["idempotencyKey"] == ORDER_IDEMPOTENCY_KEY
+                && r.envelope.stream_id.to_string() == order_id),
+        "the Idempotency-Key is in the OrderPlaced envelope"
+    );
+    let recorded = of_type("ResultsRecorded");
+    let first = recorded
+        .iter()
+        .find(|r| r.json["data"]["results"].as_array().unwrap().len() == 7)
+        .expect("the first ResultsRecorded");
+    let result = |code: &str| -> Value {
+        first.json["data"]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["code"] == code)
+            .unwrap_or_else(|| panic!("no {code} result"))
+            .clone()
+    };
+    assert_eq!(result("HGB")["value"], "6.5");
+    assert_eq!(result("HGB")["flag"], "LL");
+    assert_eq!(result("HGB")["test"], "CBC");
+    assert_eq!(result("WBC")["value"], json!(7.2));
+    assert_eq!(result("CHOL")["value"], "5.20");
+    assert_eq!(result("PLT")["value"], "<0.5");
+    assert_eq!(result("SARSCOV2")["flag"], "A");
+    let correction = of_type("ResultsCorrected");
+    assert_eq!(correction.len(), 1);
+    let previous = correction[0].json["data"]["previous"].as_array().unwrap();
+    assert_eq!(
+        previous.len(),
+        1,
+        "TRIG was not resulted before: {previous:?}"
+    );
+    assert_eq!(previous[0]["code"], "HGB");
+    assert_eq!(previous[0]["value"], "6.5");
+    assert!(
+        of_type("OrderDetailsChanged").iter().any(|r| {
+            let c = r.json["data"]["changes"].as_object().unwrap();
+            c.get("collectedAt") == Some(&Value::Null)
+                && c.get("externalOrderID") == Some(&Value::Null)
+        }),
+        "an OrderDetailsChanged removes fields with null"
+    );
+    assert_eq!(of_type("CatalogTestRevised").len(), 1);
+    for r in of_type("CatalogTestDefined")
+        .into_iter()
+        .chain(of_type("CatalogTestRevised"))
+    {
+        assert_eq!(
+            Topic::of(StreamKind::parse(&r.envelope.stream_type).unwrap()),
+            Topic::Reference
+        );
+    }
+    for t in EVENT_TYPES.iter().skip(11) {
+        for r in of_type(t) {
+            assert_eq!(r.envelope.stream_type, "order", "{t}");
+        }
+    }
+
     let invited: Vec<&Record> = records
         .iter()
         .filter(|r| r.envelope.event_type == "PatientAccountInvited")

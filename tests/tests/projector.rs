@@ -1,11 +1,14 @@
 //! The projector applies each event once in effect: it survives being
 //! stopped mid-stream, ignores re-delivered events, and a rebuild from
-//! offset 0 into a fresh schema gives the same rows as the live one.
+//! offset 0 into a fresh schema gives the same rows as the live one, for
+//! patients and reference data as for orders, result history and the
+//! catalog.
 
 use std::time::Duration;
 
 use lis::stack::Roles;
-use serde_json::json;
+use reqwest::Method;
+use serde_json::{json, Value};
 use tests::{patient_body, test_config, TestStack};
 
 const WRITE_SIDE: Roles = Roles {
@@ -24,12 +27,15 @@ const PROJECTOR: Roles = Roles {
     mailer: false,
 };
 
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 10] = [
     "patients",
     "accounts",
     "clients",
     "locations",
     "partners",
+    "orders",
+    "order_result_history",
+    "catalog_tests",
     "stream_versions",
     "consumer_offsets",
 ];
@@ -193,6 +199,278 @@ async fn survives_restarts_and_redelivery_and_rebuilds_identically() {
         .await
         .unwrap();
     assert!(applied >= (versions as u64), "{applied} events applied");
+    for table in TABLES {
+        assert_eq!(
+            count(&db, &read, table).await,
+            count(&db, "read_rebuild", table).await,
+            "{table} row count"
+        );
+        assert_eq!(
+            differences(&db, &read, "read_rebuild", table).await,
+            0,
+            "{table} rows differ"
+        );
+    }
+    s.stop().await;
+}
+
+/// Sends a request with a JSON body (merge patch for `PATCH`) and expects
+/// `status`; returns the answer's body.
+async fn call(
+    s: &TestStack,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    status: u16,
+) -> Value {
+    let mut req = s
+        .http
+        .request(method.clone(), format!("{}{path}", s.base))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        let ct = if method == Method::PATCH {
+            "application/merge-patch+json"
+        } else {
+            "application/json"
+        };
+        req = req.header("content-type", ct).body(b.to_string());
+    }
+    let r = req.send().await.unwrap();
+    let got = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert_eq!(got, status, "{method} {path}: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Waits until the read schema has applied every event of the event store:
+/// each stream's version there is its number of events.
+async fn wait_for_all_events(db: &tokio_postgres::Client, write: &str, read: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let row = db
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM {write}.events), \
+                            (SELECT coalesce(sum(version), 0)::bigint FROM {read}.stream_versions)"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let (events, applied): (i64, i64) = (row.get(0), row.get(1));
+        if events == applied {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "projector did not catch up: {applied} of {events} events"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_results_and_catalog_rebuild_identically() {
+    let cfg = test_config();
+    let s = TestStack::start_with(cfg.clone(), WRITE_SIDE).await;
+    let (_, token) = s.standard().await;
+    let operator = TestStack::operator();
+    let seeded = command_handler::admin::seed_catalog(&s.write, &operator)
+        .await
+        .unwrap();
+    assert_eq!(seeded, 6);
+    // One revision, so the catalog row is an update of its first definition.
+    let mut cbc = domain::catalog::seed_catalog()
+        .into_iter()
+        .find(|t| t.code == "CBC")
+        .unwrap();
+    cbc.name = "Complete blood count (automated)".into();
+    assert_eq!(
+        command_handler::admin::define_catalog_test(&s.write, &operator, cbc)
+            .await
+            .unwrap(),
+        command_handler::admin::Defined::Revised
+    );
+    let lab = s
+        .partner("tests:read,tests:update,results:write", "*", "*")
+        .await;
+    let lab_token = s.token(&lab).await;
+
+    // Patients of each sex, so that some results have ranges and flags and
+    // others (unknown sex) have none for sex-specific ranges.
+    let mut patients = Vec::new();
+    for (i, sex) in ["female", "male", "unknown"].iter().enumerate() {
+        let mut body = patient_body(&format!("MRN-ORD-REBUILD-{i}"));
+        body["sex"] = json!(sex);
+        let v = call(&s, &token, Method::POST, "/v1/patients", Some(body), 201).await;
+        patients.push(v["patientID"].as_str().unwrap().to_string());
+    }
+
+    // Orders at every stage: stage k takes the order through the first k
+    // steps of its life; even-numbered orders get a details PATCH.
+    const ORDERS: usize = 12;
+    const STEPS: [&str; 8] = [
+        "collect", "receive", "start", "results", "results2", "finalize", "correct", "correct2",
+    ];
+    let mut corrections = 0;
+    let mut canceled = 0;
+    for i in 0..ORDERS {
+        let patient = &patients[i % patients.len()];
+        let mut body = json!({
+            "patientID": patient, "clientID": "C1", "locationID": if i % 2 == 0 { "L1" } else { "L2" },
+            "tests": [{"code": "CBC"}, {"code": "BMP"}],
+            "specimen": {"type": "blood", "collectedAt": "2025-11-20T08:30:00Z"},
+        });
+        if i % 3 == 0 {
+            body["externalOrderID"] = json!(format!("EHR-REBUILD-{i}"));
+            body["priority"] = json!("stat");
+        }
+        let placed = call(&s, &token, Method::POST, "/v1/orders", Some(body), 201).await;
+        let one = format!("/v1/orders/{}", placed["orderID"].as_str().unwrap());
+        if i % 2 == 0 {
+            call(
+                &s,
+                &token,
+                Method::PATCH,
+                &one,
+                Some(json!({"priority": "urgent", "externalOrderID": null,
+                            "specimen": {"type": "whole blood", "collectedAt": null}})),
+                200,
+            )
+            .await;
+        }
+        let stage = i % (STEPS.len() + 1);
+        for step in &STEPS[..stage] {
+            let (action, body) = match *step {
+                "collect" => (
+                    "collect",
+                    Some(json!({"collectedAt": "2025-11-20T09:00:00Z"})),
+                ),
+                "results" => (
+                    "results",
+                    Some(json!({"results": [
+                        {"code": "HGB", "value": "6.5", "unit": "g/dL"},
+                        {"code": "WBC", "value": 7.2, "unit": "10^9/L"},
+                        {"code": "NA", "value": "<120", "unit": "mmol/L"},
+                        {"code": "GLU", "value": "5.20", "unit": "mg/dL"}
+                    ]})),
+                ),
+                "results2" => (
+                    "results",
+                    Some(json!({"results": [
+                        {"code": "HGB", "value": "12.9", "unit": "g/dL"},
+                        {"code": "K", "value": 4.1, "unit": "mmol/L"}
+                    ]})),
+                ),
+                "correct" => (
+                    "correct",
+                    Some(json!({"reason": "Sample mix-up", "results": [
+                        {"code": "HGB", "value": "13.1", "unit": "g/dL"},
+                        {"code": "CA", "value": "9.0", "unit": "mg/dL"}
+                    ]})),
+                ),
+                "correct2" => (
+                    "correct",
+                    Some(json!({"reason": "Transcription error", "results": [
+                        {"code": "WBC", "value": ">=11.5", "unit": "10^9/L"}
+                    ]})),
+                ),
+                other => (other, None),
+            };
+            call(
+                &s,
+                &lab_token,
+                Method::POST,
+                &format!("{one}/{action}"),
+                body,
+                200,
+            )
+            .await;
+            corrections += usize::from(action == "correct");
+        }
+        // The second round's orders, stopped before testing (ordered,
+        // collected, received), are canceled.
+        if i > STEPS.len() {
+            let v = call(
+                &s,
+                &token,
+                Method::POST,
+                &format!("{one}/cancel"),
+                Some(json!({"reason": "Duplicate order"})),
+                200,
+            )
+            .await;
+            assert_eq!(v["status"], "canceled");
+            canceled += 1;
+        }
+    }
+    assert_eq!(corrections, 3, "corrections");
+    assert_eq!(canceled, 3, "cancellations");
+
+    // The live projector builds the read model.
+    let db = platform::db::connect(&cfg.database_url, "public")
+        .await
+        .unwrap();
+    let read = cfg.read_schema.clone();
+    let p = TestStack::start_with(cfg.clone(), PROJECTOR).await;
+    wait_for_all_events(&db, &cfg.write_schema, &read).await;
+    p.stop().await;
+    assert_eq!(count(&db, &read, "orders").await, ORDERS as i64);
+    assert_eq!(
+        count(&db, &read, "order_result_history").await,
+        corrections as i64
+    );
+    assert_eq!(count(&db, &read, "catalog_tests").await, 6);
+    let statuses: Vec<String> = db
+        .query(
+            &format!("SELECT DISTINCT status FROM {read}.orders ORDER BY status"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for status in [
+        "canceled",
+        "collected",
+        "corrected",
+        "final",
+        "in_progress",
+        "ordered",
+        "received",
+        "resulted",
+    ] {
+        assert!(
+            statuses.iter().any(|s| s == status),
+            "no {status} order in {statuses:?}"
+        );
+    }
+    let name: Value = db
+        .query_one(
+            &format!("SELECT definition->'name' FROM {read}.catalog_tests WHERE code = 'CBC'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "Complete blood count (automated)");
+
+    // A rebuild from offset 0 into a fresh schema gives the same rows.
+    let mut fresh = cfg.clone();
+    fresh.read_schema = "read_rebuild".into();
+    platform::db::migrate(
+        &fresh.database_url,
+        &fresh.read_schema,
+        platform::db::Side::Read,
+    )
+    .await
+    .unwrap();
+    let pool = platform::db::pool(&fresh.database_url, &fresh.read_schema, 4).unwrap();
+    projector::catch_up(&fresh, &pool, Duration::from_secs(120))
+        .await
+        .unwrap();
     for table in TABLES {
         assert_eq!(
             count(&db, &read, table).await,
