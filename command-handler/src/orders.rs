@@ -390,12 +390,16 @@ fn results_from(f: &mut Fields) -> Vec<ResultEntry> {
     entries
 }
 
-/// Combines the HTTP layer's field errors with the domain's.
+/// Combines the HTTP layer's field errors with the domain's. A list the
+/// HTTP layer found bad elements in is not also "empty" (the domain only saw
+/// the good elements).
 fn merge(shape: &[FieldError], e: OrderRejection) -> ApiError {
     match e {
         OrderRejection::Invalid(errors) => {
             let mut all = shape.to_vec();
-            all.extend(errors);
+            all.extend(errors.into_iter().filter(|d| {
+                !(d.code == "empty" && shape.iter().any(|s| s.field.starts_with(&format!("{}[", d.field))))
+            }));
             match fields::check(all) {
                 Err(e) => e,
                 Ok(()) => ApiError::internal("empty rejection"),
