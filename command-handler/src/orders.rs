@@ -398,7 +398,10 @@ fn merge(shape: &[FieldError], e: OrderRejection) -> ApiError {
         OrderRejection::Invalid(errors) => {
             let mut all = shape.to_vec();
             all.extend(errors.into_iter().filter(|d| {
-                !(d.code == "empty" && shape.iter().any(|s| s.field.starts_with(&format!("{}[", d.field))))
+                !(d.code == "empty"
+                    && shape
+                        .iter()
+                        .any(|s| s.field.starts_with(&format!("{}[", d.field))))
             }));
             match fields::check(all) {
                 Err(e) => e,

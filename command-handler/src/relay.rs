@@ -269,10 +269,15 @@ async fn load_checkpoint(client: &tokio_postgres::Client) -> anyhow::Result<Posi
     })
 }
 
-async fn load_partition_offsets(client: &tokio_postgres::Client) -> anyhow::Result<HashMap<PartitionKey, i64>> {
+async fn load_partition_offsets(
+    client: &tokio_postgres::Client,
+) -> anyhow::Result<HashMap<PartitionKey, i64>> {
     let mut out = HashMap::new();
     for r in client
-        .query("SELECT topic, partition, next_offset FROM relay_partitions", &[])
+        .query(
+            "SELECT topic, partition, next_offset FROM relay_partitions",
+            &[],
+        )
         .await?
     {
         let name: String = r.get(0);
@@ -294,7 +299,8 @@ pub async fn read_partition_tails(
     let cfg = cfg.clone();
     let from = from.clone();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = platform::kafka::consumer_config(&cfg, "lis-relay-resync").create()?;
+        let consumer: BaseConsumer =
+            platform::kafka::consumer_config(&cfg, "lis-relay-resync").create()?;
         let mut tpl = TopicPartitionList::new();
         let mut names = HashMap::new();
         let mut remaining: HashMap<PartitionKey, i64> = HashMap::new();
@@ -320,7 +326,9 @@ pub async fn read_partition_tails(
             if std::time::Instant::now() > deadline {
                 anyhow::bail!("timed out reading the partitions' tails");
             }
-            let Some(msg) = consumer.poll(Duration::from_millis(200)) else { continue };
+            let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
             let msg = msg?;
             let key = (names[msg.topic()], msg.partition());
             if let Some(n) = remaining.get_mut(&key) {

@@ -284,8 +284,15 @@ pub async fn run(cfg: &Config, a: Admin) -> anyhow::Result<()> {
                     tests
                         .iter()
                         .map(|t| {
-                            let analytes: Vec<&str> = t.analytes.iter().map(|a| a.code.as_str()).collect();
-                            format!("{:<8} {}  ({}; {})", t.code, t.name, t.specimen_type, analytes.join(", "))
+                            let analytes: Vec<&str> =
+                                t.analytes.iter().map(|a| a.code.as_str()).collect();
+                            format!(
+                                "{:<8} {}  ({}; {})",
+                                t.code,
+                                t.name,
+                                t.specimen_type,
+                                analytes.join(", ")
+                            )
                         })
                         .collect::<Vec<_>>()
                         .join("\n")
@@ -297,15 +304,21 @@ pub async fn run(cfg: &Config, a: Admin) -> anyhow::Result<()> {
                     .into_iter()
                     .find(|t| t.code == code)
                     .ok_or_else(|| anyhow::anyhow!("no catalog test {code}"))?;
-                print(json, &test, |t| serde_json::to_string_pretty(t).expect("serializes"));
+                print(json, &test, |t| {
+                    serde_json::to_string_pretty(t).expect("serializes")
+                });
             }
             CatalogCmd::Define { file } => {
-                let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-                let def: domain::catalog::CatalogTest =
-                    serde_json::from_str(&text).with_context(|| format!("{} is not a test definition", file.display()))?;
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let def: domain::catalog::CatalogTest = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a test definition", file.display()))?;
                 let code = def.code.clone();
                 let outcome = admin::define_catalog_test(&pool, &actor, def).await?;
-                println!("catalog test {code}: {}", serde_json::to_value(outcome)?.as_str().unwrap_or(""));
+                println!(
+                    "catalog test {code}: {}",
+                    serde_json::to_value(outcome)?.as_str().unwrap_or("")
+                );
             }
             CatalogCmd::Seed => {
                 let added = admin::seed_catalog(&pool, &actor).await?;

@@ -138,8 +138,15 @@ struct Bench {
     failures: Vec<String>,
 }
 
+/// The pid on the first line of a pid file.
 fn read_pid(path: &std::path::Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Fails clearly unless the local stack answers; finds its processes.
@@ -183,12 +190,10 @@ async fn preflight(cfg: &Config) -> anyhow::Result<(String, Vec<Watched>, Vec<St
     }
     // Postgres: the postmaster named in its data directory, and its backends.
     let pg = async {
-        let c = platform::db::connect(&cfg.database_url, "public").await.ok()?;
-        let dir: String = c
-            .query_one("SHOW data_directory", &[])
+        let c = platform::db::connect(&cfg.database_url, "public")
             .await
-            .ok()?
-            .get(0);
+            .ok()?;
+        let dir: String = c.query_one("SHOW data_directory", &[]).await.ok()?.get(0);
         read_pid(&PathBuf::from(dir).join("postmaster.pid"))
     };
     match pg.await {
@@ -197,7 +202,9 @@ async fn preflight(cfg: &Config) -> anyhow::Result<(String, Vec<Watched>, Vec<St
             pid,
             with_children: true,
         }),
-        _ => notes.push("the Postgres postmaster pid could not be read: its resources are not reported".into()),
+        _ => notes.push(
+            "the Postgres postmaster pid could not be read: its resources are not reported".into(),
+        ),
     }
     Ok((base, watched, notes))
 }
@@ -253,7 +260,11 @@ pub async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
         .query_one("SELECT version()", &[])
         .await?
         .get(0);
-    let postgres = postgres.split(" on ").next().unwrap_or(&postgres).to_string();
+    let postgres = postgres
+        .split(" on ")
+        .next()
+        .unwrap_or(&postgres)
+        .to_string();
 
     let report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -262,7 +273,10 @@ pub async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
         seed: args.seed,
         warmup_s: plan.window.warmup.as_secs_f64(),
         measure_s: plan.window.measure.as_secs_f64(),
-        machine: Some(procs::Machine::describe(postgres, cfg.kafka_brokers.clone())),
+        machine: Some(procs::Machine::describe(
+            postgres,
+            cfg.kafka_brokers.clone(),
+        )),
         stored_at_start: seed::stored_patients(&read).await?,
         notes,
         ..Report::default()
@@ -291,20 +305,26 @@ pub async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
     b.section("growth", Bench::growth).await;
     let max_create = b.section_value("writes", Bench::writes).await;
     if let Some(max) = max_create {
-        b.section("open-model writes", async |b| Bench::open_writes(b, max).await)
-            .await;
+        b.section("open-model writes", async |b| {
+            Bench::open_writes(b, max).await
+        })
+        .await;
     }
     b.section("reads", Bench::reads).await;
     b.section("mixed", Bench::mixed).await;
     if let Some(max) = max_create {
-        b.section("freshness and lag", async |b| Bench::freshness(b, max).await)
-            .await;
+        b.section("freshness and lag", async |b| {
+            Bench::freshness(b, max).await
+        })
+        .await;
     }
     b.section("relay", Bench::relay).await;
     b.section("replay", Bench::replay).await;
 
     if let Err(e) = raw::cleanup(&b.cfg.database_url).await {
-        b.report.notes.push(format!("cleanup of the raw schema failed: {e}"));
+        b.report
+            .notes
+            .push(format!("cleanup of the raw schema failed: {e}"));
     }
     b.targets();
     b.report.notes.extend(notes_on_method());
@@ -359,7 +379,12 @@ fn ok_read(s: u16) -> bool {
 fn print_row(r: &Row) {
     let ratio = r
         .ratio
-        .map(|x| format!("  ratio {x:.2} (baseline {:.0}/s)", r.baseline.as_ref().map_or(0.0, |b| b.throughput)))
+        .map(|x| {
+            format!(
+                "  ratio {x:.2} (baseline {:.0}/s)",
+                r.baseline.as_ref().map_or(0.0, |b| b.throughput)
+            )
+        })
         .unwrap_or_default();
     let errors = if r.error_count() == 0 {
         "0".to_string()
@@ -470,22 +495,29 @@ impl Bench {
                 });
                 continue;
             }
-            let seeded = seed::seed_to(
-                &self.cfg,
-                &self.write,
-                &self.read,
-                &self.gen,
-                CLIENT,
-                tier,
-            )
-            .await?;
+            let seeded =
+                seed::seed_to(&self.cfg, &self.write, &self.read, &self.gen, CLIENT, tier).await?;
             let stored = seed::stored_patients(&self.read).await?;
             let ids = sample_ids(&self.read, 5000).await?;
             let (m, res) = self.open_creates(self.plan.growth_write_rate).await;
-            let write = Row::new("growth", &format!("creates at {tier}"), &m, None, ok_create, res);
+            let write = Row::new(
+                "growth",
+                &format!("creates at {tier}"),
+                &m,
+                None,
+                ok_create,
+                res,
+            );
             print_row(&write);
             let (m, res) = self.open_reads(self.plan.growth_read_rate, ids).await;
-            let read = Row::new("growth", &format!("point reads at {tier}"), &m, None, ok_read, res);
+            let read = Row::new(
+                "growth",
+                &format!("point reads at {tier}"),
+                &m,
+                None,
+                ok_read,
+                res,
+            );
             print_row(&read);
             self.report.growth.push(Tier {
                 tier,
@@ -506,7 +538,12 @@ impl Bench {
         let mut best: f64 = 0.0;
         for c in self.plan.levels {
             let (base, _) = self
-                .probe(raw::insert(&self.cfg.database_url, c, self.plan.window, payload.clone()))
+                .probe(raw::insert(
+                    &self.cfg.database_url,
+                    c,
+                    self.plan.window,
+                    payload.clone(),
+                ))
                 .await;
             let base = base?;
             let (api, gen) = (self.api.clone(), self.gen.clone());
@@ -653,7 +690,12 @@ impl Bench {
             patients: Mutex::new(patients),
             orders: Mutex::new(VecDeque::new()),
         });
-        let (api, gen, st, ids2) = (self.api.clone(), self.gen.clone(), state.clone(), ids.clone());
+        let (api, gen, st, ids2) = (
+            self.api.clone(),
+            self.gen.clone(),
+            state.clone(),
+            ids.clone(),
+        );
         let (m, res) = self
             .probe(load::closed(c, self.plan.window, move |_| {
                 mixed_op(api.clone(), gen.clone(), st.clone(), ids2.clone())
@@ -704,7 +746,11 @@ impl Bench {
             tokio::spawn(async move {
                 let mut samples = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let v = api::metrics(&base, &["lis_relay_lag_seconds", "lis_projector_lag_seconds"]).await;
+                    let v = api::metrics(
+                        &base,
+                        &["lis_relay_lag_seconds", "lis_projector_lag_seconds"],
+                    )
+                    .await;
                     if let (Some(r), Some(p)) = (v[0], v[1]) {
                         samples.push((r, p));
                     }
@@ -717,13 +763,18 @@ impl Bench {
         let (f2, ns2, p2) = (fresh.clone(), not_seen.clone(), pollers.clone());
         let (m, res) = self
             .probe(load::open(rate, window, 1024, move |i| {
-                let (api, gen, fresh, not_seen, pollers) =
-                    (api.clone(), gen.clone(), f2.clone(), ns2.clone(), p2.clone());
+                let (api, gen, fresh, not_seen, pollers) = (
+                    api.clone(),
+                    gen.clone(),
+                    f2.clone(),
+                    ns2.clone(),
+                    p2.clone(),
+                );
                 async move {
                     let body = gen.lock().expect("gen").patient_body();
                     let a = api.post("/v1/patients", &body).await;
                     let acked = Instant::now();
-                    if a.status == 201 && i >= warm_ops && i % SAMPLE_EVERY == 0 {
+                    if a.status == 201 && i >= warm_ops && i.is_multiple_of(SAMPLE_EVERY) {
                         if let Some(id) = a.json()["patientID"].as_str().map(str::to_string) {
                             let h = tokio::spawn(async move {
                                 let path = format!("/v1/patients/{id}");
@@ -843,13 +894,21 @@ impl Bench {
 
     /// Rebuild of the read models from offset 0 into a fresh schema.
     async fn replay(&mut self) -> anyhow::Result<()> {
-        let mut log: u64 = seed::log_ends(&self.cfg).await?.values().map(|v| *v as u64).sum();
+        let mut log: u64 = seed::log_ends(&self.cfg)
+            .await?
+            .values()
+            .map(|v| *v as u64)
+            .sum();
         if log < self.plan.replay_events {
             // About 1.6 events per seeded patient (60% open an account).
             let n = ((self.plan.replay_events - log) as f64 / 1.55).ceil() as u64;
             println!("  the log holds {log} events; seeding {n} patients in bulk…");
             seed::drain(&self.cfg, &self.write, &self.read, &self.gen, CLIENT, n).await?;
-            log = seed::log_ends(&self.cfg).await?.values().map(|v| *v as u64).sum();
+            log = seed::log_ends(&self.cfg)
+                .await?
+                .values()
+                .map(|v| *v as u64)
+                .sum();
         }
         println!("  raw consume of the {log}-event log from offset 0…");
         let consumed = raw::consume(&self.cfg).await?;
@@ -870,7 +929,11 @@ impl Bench {
         println!("  projector::catch_up into the fresh schema {REPLAY_SCHEMA}…");
         let t = Instant::now();
         let (applied, res) = self
-            .probe(projector::catch_up(&fresh, &pool, Duration::from_secs(4 * 3600)))
+            .probe(projector::catch_up(
+                &fresh,
+                &pool,
+                Duration::from_secs(4 * 3600),
+            ))
             .await;
         let applied = applied?;
         let secs = t.elapsed().as_secs_f64();
@@ -920,8 +983,16 @@ impl Bench {
                 .collect()
         };
         for (group, name, base) in [
-            ("writes", "patient creates vs raw insert+commit", "raw single-insert commit rate"),
-            ("reads", "point reads vs raw primary-key select", "raw primary-key select rate"),
+            (
+                "writes",
+                "patient creates vs raw insert+commit",
+                "raw single-insert commit rate",
+            ),
+            (
+                "reads",
+                "point reads vs raw primary-key select",
+                "raw primary-key select rate",
+            ),
         ] {
             let r = ratios(group);
             t.push(Target {
@@ -981,9 +1052,14 @@ impl Bench {
             .filter(|t| t.skipped.is_none() && t.write.is_some())
             .collect();
         let first = measured.first().filter(|t| t.tier == 10_000);
-        let last = measured.last().filter(|l| first.is_some_and(|f| l.tier > f.tier));
+        let last = measured
+            .last()
+            .filter(|l| first.is_some_and(|f| l.tier > f.tier));
         for (what, pick) in [
-            ("write", (|t: &Tier| t.write.as_ref().map(|r| r.latency.p99)) as fn(&Tier) -> Option<f64>),
+            (
+                "write",
+                (|t: &Tier| t.write.as_ref().map(|r| r.latency.p99)) as fn(&Tier) -> Option<f64>,
+            ),
             ("read", |t: &Tier| t.read.as_ref().map(|r| r.latency.p99)),
         ] {
             let largest = self.plan.tiers.last().copied().unwrap_or(0);
@@ -998,7 +1074,11 @@ impl Bench {
                             l.stored,
                             f.stored,
                             b / a.max(1e-9),
-                            if l.tier < largest { " — tier of this run" } else { "" }
+                            if l.tier < largest {
+                                " — tier of this run"
+                            } else {
+                                ""
+                            }
                         ),
                         met: Some(b <= 2.0 * a),
                     }
@@ -1033,7 +1113,12 @@ struct MixOrder {
 /// The order lifecycle the mixed workload walks, one step per action.
 const STEPS: [&str; 5] = ["collect", "receive", "start", "results", "finalize"];
 
-async fn mixed_op(api: Arc<Api>, gen: Arc<Mutex<Gen>>, st: Arc<MixState>, ids: Arc<Vec<Uuid>>) -> u16 {
+async fn mixed_op(
+    api: Arc<Api>,
+    gen: Arc<Mutex<Gen>>,
+    st: Arc<MixState>,
+    ids: Arc<Vec<Uuid>>,
+) -> u16 {
     let dice = gen.lock().expect("gen").dice();
     let patient = || {
         let p = st.patients.lock().expect("patients");
@@ -1168,8 +1253,9 @@ fn tail_consumer(
             let Some(ts) = m.timestamp().to_millis() else {
                 continue;
             };
-            let Ok(env) = serde_json::from_slice::<platform::envelope::Envelope>(m.payload().unwrap_or_default())
-            else {
+            let Ok(env) = serde_json::from_slice::<platform::envelope::Envelope>(
+                m.payload().unwrap_or_default(),
+            ) else {
                 continue;
             };
             if !matches!(env.actor, Actor::Partner { id } if id == partner) {

@@ -90,7 +90,12 @@ impl Part {
     }
 }
 
-const SERVICES: [Part; 4] = [Part::CommandHandler, Part::QueryApi, Part::Relay, Part::Projector];
+const SERVICES: [Part; 4] = [
+    Part::CommandHandler,
+    Part::QueryApi,
+    Part::Relay,
+    Part::Projector,
+];
 
 /// The faults, one row each. `--short` (CI) leaves out the broker: with the
 /// Kafka-compatible broker used on development machines a `kill -9` under
@@ -98,7 +103,13 @@ const SERVICES: [Part; 4] = [Part::CommandHandler, Part::QueryApi, Part::Relay, 
 /// keeps it, so the loss stays visible until it is fixed.
 fn schedule(short: bool) -> Vec<Vec<Part>> {
     use Part::*;
-    let mut s = vec![vec![Relay], vec![Projector], vec![CommandHandler], vec![QueryApi], vec![Postgres]];
+    let mut s = vec![
+        vec![Relay],
+        vec![Projector],
+        vec![CommandHandler],
+        vec![QueryApi],
+        vec![Postgres],
+    ];
     if !short {
         s.extend([
             vec![Relay, Projector],
@@ -112,7 +123,9 @@ fn schedule(short: bool) -> Vec<Vec<Part>> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn is_root() -> bool {
@@ -155,9 +168,20 @@ impl Cluster {
                 bail!("cannot give {} to the postgres user", data.display());
             }
         }
-        let out = pg_tool("initdb", &["-D", data.to_str().unwrap_or_default(), "-A", "trust", "-U", "postgres", "--no-sync"])
-            .output()
-            .context("initdb (is PostgreSQL installed?)")?;
+        let out = pg_tool(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        )
+        .output()
+        .context("initdb (is PostgreSQL installed?)")?;
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -168,7 +192,10 @@ impl Cluster {
         };
         std::fs::write(&c.log, b"")?;
         if is_root() {
-            Command::new("chown").arg("postgres:postgres").arg(&c.log).status()?;
+            Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&c.log)
+                .status()?;
         }
         Ok(c)
     }
@@ -181,20 +208,42 @@ impl Cluster {
         );
         let out = pg_tool(
             "pg_ctl",
-            &["-D", self.data.to_str().unwrap_or_default(), "-l", self.log.to_str().unwrap_or_default(), "-o", &opts, "-w", "start"],
+            &[
+                "-D",
+                self.data.to_str().unwrap_or_default(),
+                "-l",
+                self.log.to_str().unwrap_or_default(),
+                "-o",
+                &opts,
+                "-w",
+                "start",
+            ],
         )
         .output()?;
         if !out.status.success() {
-            bail!("pg_ctl start failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "pg_ctl start failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
 
     fn stop(&self, mode: &str) {
-        let _ = pg_tool("pg_ctl", &["-D", self.data.to_str().unwrap_or_default(), "-m", mode, "-w", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = pg_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data.to_str().unwrap_or_default(),
+                "-m",
+                mode,
+                "-w",
+                "stop",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
     }
 
     fn url(&self) -> String {
@@ -222,12 +271,18 @@ impl Stack {
     fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("LIS_DATABASE_URL", self.cluster.url()),
-            ("LIS_KAFKA_BROKERS", format!("127.0.0.1:{}", self.broker_port)),
+            (
+                "LIS_KAFKA_BROKERS",
+                format!("127.0.0.1:{}", self.broker_port),
+            ),
             ("LIS_TOPIC_PREFIX", String::new()),
             ("LIS_TOKEN_KEY_FILE", self.key_file.display().to_string()),
             ("LIS_TOKEN_RATE_PER_MINUTE", "100000".into()),
             ("LIS_DATA_DIR", self.dir.display().to_string()),
-            ("LIS_LOG", std::env::var("LIS_FAULTS_SERVICE_LOG").unwrap_or_else(|_| "warn".into())),
+            (
+                "LIS_LOG",
+                std::env::var("LIS_FAULTS_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),
+            ),
         ]
     }
 
@@ -245,9 +300,20 @@ impl Stack {
         let dir = self.dir.join("broker");
         std::fs::create_dir_all(&dir)?;
         let url = format!("tcp://127.0.0.1:{}", self.broker_port);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("broker.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))?;
         let child = Command::new(tansu()?)
-            .args(["broker", "--storage-engine", "sqlite://tansu.db", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--storage-engine",
+                "sqlite://tansu.db",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -376,9 +442,17 @@ async fn send_write(
                 let s = r.status().as_u16();
                 (s, r.json::<Value>().await.unwrap_or(Value::Null), false)
             }
-            Err(e) => (0, Value::Null, e.is_timeout() && started.elapsed() >= REQUEST_TIMEOUT),
+            Err(e) => (
+                0,
+                Value::Null,
+                e.is_timeout() && started.elapsed() >= REQUEST_TIMEOUT,
+            ),
         };
-        record.lock().expect("lock").answers.push((Instant::now(), status, hang));
+        record
+            .lock()
+            .expect("lock")
+            .answers
+            .push((Instant::now(), status, hang));
         if status != 0 && status < 500 {
             return Some((status, body));
         }
@@ -406,7 +480,10 @@ impl Load {
         token: String,
     ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
-        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
         let mut tasks = Vec::new();
         for w in 0..workers {
             let (record, stop, http) = (record.clone(), stop.clone(), http.clone());
@@ -485,7 +562,11 @@ impl Load {
                 }
             }));
         }
-        Load { record, stop, tasks }
+        Load {
+            record,
+            stop,
+            tasks,
+        }
     }
 
     async fn finish(self) {
@@ -529,7 +610,9 @@ impl Row {
 async fn read_log(cfg: &Config) -> anyhow::Result<Vec<(Topic, i32, i64, Envelope)>> {
     let cfg = cfg.clone();
     tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = platform::kafka::consumer_config(&cfg, &format!("faults-{}", Uuid::new_v4())).create()?;
+        let c: BaseConsumer =
+            platform::kafka::consumer_config(&cfg, &format!("faults-{}", Uuid::new_v4()))
+                .create()?;
         let mut tpl = TopicPartitionList::new();
         let mut remaining = 0;
         let mut names = HashMap::new();
@@ -549,7 +632,9 @@ async fn read_log(cfg: &Config) -> anyhow::Result<Vec<(Topic, i32, i64, Envelope
             if Instant::now() > deadline {
                 bail!("timed out reading the log");
             }
-            let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+            let Some(m) = c.poll(Duration::from_millis(200)) else {
+                continue;
+            };
             let m = m?;
             let env: Envelope = serde_json::from_slice(m.payload().unwrap_or_default())?;
             out.push((names[m.topic()], m.partition(), m.offset(), env));
@@ -560,7 +645,10 @@ async fn read_log(cfg: &Config) -> anyhow::Result<Vec<(Topic, i32, i64, Envelope
 }
 
 /// Waits until every stored event is on Kafka and applied to the read model.
-async fn converge(write: &deadpool_postgres::Pool, read: &deadpool_postgres::Pool) -> anyhow::Result<()> {
+async fn converge(
+    write: &deadpool_postgres::Pool,
+    read: &deadpool_postgres::Pool,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + RECOVERY_LIMIT;
     loop {
         let check = async {
@@ -574,7 +662,10 @@ async fn converge(write: &deadpool_postgres::Pool, read: &deadpool_postgres::Poo
                 .await?
                 .get(0);
             let versions: Vec<(Uuid, i64)> = db
-                .query("SELECT stream_id, max(version) FROM events GROUP BY stream_id", &[])
+                .query(
+                    "SELECT stream_id, max(version) FROM events GROUP BY stream_id",
+                    &[],
+                )
                 .await?
                 .iter()
                 .map(|r| (r.get(0), r.get(1)))
@@ -586,7 +677,10 @@ async fn converge(write: &deadpool_postgres::Pool, read: &deadpool_postgres::Poo
                 .iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
-            let lagging = versions.iter().filter(|(s, v)| applied.get(s) != Some(v)).count();
+            let lagging = versions
+                .iter()
+                .filter(|(s, v)| applied.get(s) != Some(v))
+                .count();
             anyhow::Ok(!unpublished && lagging == 0)
         };
         if let Ok(true) = check.await {
@@ -610,19 +704,33 @@ async fn check(
     let db = write.get().await?;
     // Acknowledged creates: a registration for the acknowledged id.
     let registered: HashSet<Uuid> = db
-        .query("SELECT stream_id FROM events WHERE event_type = 'PatientRegistered'", &[])
+        .query(
+            "SELECT stream_id FROM events WHERE event_type = 'PatientRegistered'",
+            &[],
+        )
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    row.lost = record.created.values().filter(|id| !registered.contains(id)).count();
+    row.lost = record
+        .created
+        .values()
+        .filter(|id| !registered.contains(id))
+        .count();
     let versions: HashSet<(Uuid, i64)> = db
-        .query("SELECT stream_id, version FROM events WHERE stream_type = 'patient'", &[])
+        .query(
+            "SELECT stream_id, version FROM events WHERE stream_type = 'patient'",
+            &[],
+        )
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    row.lost += record.patched.iter().filter(|p| !versions.contains(p)).count();
+    row.lost += record
+        .patched
+        .iter()
+        .filter(|p| !versions.contains(p))
+        .count();
     // One command per key; no event for a refused write.
     let doubled: i64 = db
         .query_one(
@@ -665,7 +773,12 @@ async fn check(
         if last.get(&e.stream_id).is_some_and(|v| *v >= e.version) {
             out_of_order += 1;
             if out_of_order <= 3 {
-                eprintln!("  out of order: stream {} version {} after {:?}", e.stream_id, e.version, last.get(&e.stream_id));
+                eprintln!(
+                    "  out of order: stream {} version {} after {:?}",
+                    e.stream_id,
+                    e.version,
+                    last.get(&e.stream_id)
+                );
             }
         }
         last.insert(e.stream_id, e.version);
@@ -684,11 +797,25 @@ async fn check(
     // Read models: equal to a fresh replay of the log.
     let mut fresh = cfg.clone();
     fresh.read_schema = format!("replay_{}", Uuid::new_v4().simple());
-    platform::db::migrate(&fresh.database_url, &fresh.read_schema, platform::db::Side::Read).await?;
+    platform::db::migrate(
+        &fresh.database_url,
+        &fresh.read_schema,
+        platform::db::Side::Read,
+    )
+    .await?;
     let pool = platform::db::pool(&fresh.database_url, &fresh.read_schema, 4)?;
     projector::catch_up(&fresh, &pool, Duration::from_secs(120)).await?;
     let mut differences = 0i64;
-    for table in ["patients", "accounts", "clients", "locations", "partners", "stream_versions", "orders", "catalog_tests"] {
+    for table in [
+        "patients",
+        "accounts",
+        "clients",
+        "locations",
+        "partners",
+        "stream_versions",
+        "orders",
+        "catalog_tests",
+    ] {
         let (a, b) = (&cfg.read_schema, &fresh.read_schema);
         differences += db
             .query_one(
@@ -701,7 +828,8 @@ async fn check(
             .await?
             .get::<_, i64>(0);
     }
-    db.batch_execute(&format!("DROP SCHEMA {} CASCADE", fresh.read_schema)).await?;
+    db.batch_execute(&format!("DROP SCHEMA {} CASCADE", fresh.read_schema))
+        .await?;
     row.differences = differences as usize;
     Ok(())
 }
@@ -726,8 +854,15 @@ async fn recovered(stack: &Stack, token: &str, n: usize) -> Option<Duration> {
             if r.status() != 201 {
                 return None;
             }
-            let ct = r.headers().get("consistency-token")?.to_str().ok()?.to_string();
-            let id = r.json::<Value>().await.ok()?["patientID"].as_str()?.to_string();
+            let ct = r
+                .headers()
+                .get("consistency-token")?
+                .to_str()
+                .ok()?
+                .to_string();
+            let id = r.json::<Value>().await.ok()?["patientID"]
+                .as_str()?
+                .to_string();
             let r = http
                 .get(format!("{}/v1/patients/{id}", stack.base(Part::QueryApi)))
                 .bearer_auth(token)
@@ -756,7 +891,13 @@ fn print_table(rows: &[Row]) {
         let statuses = r
             .statuses
             .iter()
-            .map(|(s, n)| if *s == 0 { format!("conn-err:{n}") } else { format!("{s}:{n}") })
+            .map(|(s, n)| {
+                if *s == 0 {
+                    format!("conn-err:{n}")
+                } else {
+                    format!("{s}:{n}")
+                }
+            })
             .collect::<Vec<_>>()
             .join(" ");
         println!(
@@ -771,7 +912,8 @@ fn print_table(rows: &[Row]) {
             r.differences,
             r.server_errors,
             r.hangs,
-            r.recovery.map_or("none".to_string(), |d| format!("{:.1}s", d.as_secs_f64())),
+            r.recovery
+                .map_or("none".to_string(), |d| format!("{:.1}s", d.as_secs_f64())),
         );
     }
 }
@@ -784,7 +926,12 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
     }
-    println!("fault suite: seed {}, {} workers, working in {}", args.seed, args.workers, dir.display());
+    println!(
+        "fault suite: seed {}, {} workers, working in {}",
+        args.seed,
+        args.workers,
+        dir.display()
+    );
     // A private copy: a rebuild of the binary meanwhile must not change what
     // the restarted services run.
     std::fs::copy(std::env::current_exe()?, dir.join("lis"))?;
@@ -796,7 +943,10 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
         broker_port: free_port()?,
         broker: None,
         services: HashMap::new(),
-        ports: HashMap::from([(Part::CommandHandler, free_port()?), (Part::QueryApi, free_port()?)]),
+        ports: HashMap::from([
+            (Part::CommandHandler, free_port()?),
+            (Part::QueryApi, free_port()?),
+        ]),
         key_file,
         cluster,
         dir: dir.clone(),
@@ -814,7 +964,12 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
         &write,
         &actor,
         "Fault load",
-        [Permission::PatientsCreate, Permission::PatientsRead, Permission::PatientsUpdate].into(),
+        [
+            Permission::PatientsCreate,
+            Permission::PatientsRead,
+            Permission::PatientsUpdate,
+        ]
+        .into(),
         Scope {
             clients: IdSet::all(),
             locations: IdSet::all(),
@@ -842,7 +997,11 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
     let record = Arc::new(Mutex::new(Record::default()));
     let mut rows = Vec::new();
     for (n, parts) in schedule(args.short).into_iter().enumerate() {
-        let name = parts.iter().map(|p| p.name()).collect::<Vec<_>>().join(" + ");
+        let name = parts
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(" + ");
         let from = Instant::now();
         let load = Load::start(
             record.clone(),
@@ -890,7 +1049,8 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
             rec.created.len(),
             rec.patched.len(),
             rec.refused.len(),
-            row.recovery.map_or("never".into(), |d| format!("{:.1}s", d.as_secs_f64()))
+            row.recovery
+                .map_or("never".into(), |d| format!("{:.1}s", d.as_secs_f64()))
         );
         // Keep what earlier faults acknowledged: later checks cover them too.
         let mut kept = record.lock().expect("lock");

@@ -95,7 +95,10 @@ struct Health {
 }
 
 /// Counts and times every request by route template, never by raw path.
-async fn observe(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn observe(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let method = req.method().as_str().to_string();
     let route = req
         .extensions()
@@ -115,7 +118,10 @@ async fn observe(req: axum::extract::Request, next: axum::middleware::Next) -> a
 
 async fn metrics() -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         platform::metrics::render(),
     )
 }

@@ -37,7 +37,8 @@ pub fn require_json(headers: &HeaderMap, kind: BodyKind) -> Result<(), ApiError>
         });
     let ok = matches!(
         (ct.as_deref(), kind),
-        (Some("application/json"), _) | (Some("application/merge-patch+json"), BodyKind::MergePatch)
+        (Some("application/json"), _)
+            | (Some("application/merge-patch+json"), BodyKind::MergePatch)
     );
     if ok {
         Ok(())

@@ -44,9 +44,10 @@ impl Topic {
         match kind {
             StreamKind::Patient | StreamKind::Account => Topic::Patients,
             StreamKind::Order => Topic::Orders,
-            StreamKind::Partner | StreamKind::Client | StreamKind::Location | StreamKind::Catalog => {
-                Topic::Reference
-            }
+            StreamKind::Partner
+            | StreamKind::Client
+            | StreamKind::Location
+            | StreamKind::Catalog => Topic::Reference,
         }
     }
 

@@ -6,14 +6,17 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The process's registry.
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(m: T) -> T {
-    REGISTRY.register(Box::new(m.clone())).expect("metric names are unique");
+    REGISTRY
+        .register(Box::new(m.clone()))
+        .expect("metric names are unique");
     m
 }
 
@@ -32,9 +35,11 @@ pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static HTTP_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     register(
         HistogramVec::new(
-            HistogramOpts::new("lis_http_request_duration_seconds", "Partner API latency").buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
+            HistogramOpts::new("lis_http_request_duration_seconds", "Partner API latency").buckets(
+                vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
+            ),
             &["method", "route"],
         )
         .expect("valid metric"),
@@ -43,7 +48,10 @@ pub static HTTP_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
 
 /// Events the relay has published.
 pub static RELAY_PUBLISHED: LazyLock<IntCounter> = LazyLock::new(|| {
-    register(IntCounter::new("lis_relay_published_total", "Events published to Kafka").expect("valid metric"))
+    register(
+        IntCounter::new("lis_relay_published_total", "Events published to Kafka")
+            .expect("valid metric"),
+    )
 });
 
 /// Seconds from an event's commit to its publication, for the latest batch.
@@ -59,7 +67,10 @@ pub static RELAY_LAG: LazyLock<Gauge> = LazyLock::new(|| {
 
 /// Events the projector has applied (re-deliveries included).
 pub static PROJECTOR_APPLIED: LazyLock<IntCounter> = LazyLock::new(|| {
-    register(IntCounter::new("lis_projector_events_total", "Events read by the projector").expect("valid metric"))
+    register(
+        IntCounter::new("lis_projector_events_total", "Events read by the projector")
+            .expect("valid metric"),
+    )
 });
 
 /// Seconds from an event's acceptance to its projection, for the latest batch.
@@ -75,7 +86,10 @@ pub static PROJECTOR_LAG: LazyLock<Gauge> = LazyLock::new(|| {
 
 /// Invitations mailed.
 pub static MAILS_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
-    register(IntCounter::new("lis_mailer_sent_total", "Account invitations mailed").expect("valid metric"))
+    register(
+        IntCounter::new("lis_mailer_sent_total", "Account invitations mailed")
+            .expect("valid metric"),
+    )
 });
 
 /// Seconds since `t`, for lag gauges.

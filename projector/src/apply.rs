@@ -5,8 +5,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::account::AccountEvent;
 use domain::catalog::{self, CatalogEvent};
-use domain::order::{self, Order, OrderEvent, OrderStatus, Priority};
 use domain::event::{DomainEvent, StreamKind};
+use domain::order::{self, Order, OrderEvent, OrderStatus, Priority};
 use domain::patient::{self, Address, Patient, PatientEvent, Sex};
 use domain::reference::{self, ClientEvent, LocationEvent, Partner, PartnerEvent};
 use platform::envelope::Envelope;
@@ -228,7 +228,11 @@ async fn partner_event(
 
 /// Applies an order event; `false` when it cannot apply (a change of an
 /// order whose placement has not been applied).
-async fn order_event(tx: &Transaction<'_>, env: &Envelope, event: OrderEvent) -> anyhow::Result<bool> {
+async fn order_event(
+    tx: &Transaction<'_>,
+    env: &Envelope,
+    event: OrderEvent,
+) -> anyhow::Result<bool> {
     let current = load_order(tx, env.stream_id).await?;
     let Some(next) = order::apply(current, &event) else {
         tracing::error!(stream = %env.stream_id, version = env.version, "order change before placement; skipped");
@@ -238,7 +242,13 @@ async fn order_event(tx: &Transaction<'_>, env: &Envelope, event: OrderEvent) ->
         tx.execute(
             "INSERT INTO order_result_history (order_id, version, reason, previous, corrected_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            &[&next.id, &env.version, &c.reason, &serde_json::to_value(&c.previous)?, &env.occurred_at],
+            &[
+                &next.id,
+                &env.version,
+                &c.reason,
+                &serde_json::to_value(&c.previous)?,
+                &env.occurred_at,
+            ],
         )
         .await?;
     }
@@ -293,8 +303,10 @@ async fn load_order(tx: &Transaction<'_>, id: uuid::Uuid) -> anyhow::Result<Opti
         external_order_id: r.get(5),
         tests: serde_json::from_value(r.get(6))?,
         specimen: serde_json::from_value(r.get(7))?,
-        priority: Priority::parse(priority).ok_or_else(|| anyhow::anyhow!("bad priority in read model"))?,
-        status: OrderStatus::parse(status).ok_or_else(|| anyhow::anyhow!("bad status in read model"))?,
+        priority: Priority::parse(priority)
+            .ok_or_else(|| anyhow::anyhow!("bad priority in read model"))?,
+        status: OrderStatus::parse(status)
+            .ok_or_else(|| anyhow::anyhow!("bad status in read model"))?,
         results: serde_json::from_value(r.get(10))?,
         cancel_reason: r.get(11),
         version: r.get(12),

@@ -187,14 +187,15 @@ async fn concurrent_out_of_order_commits_and_rollbacks_reach_kafka_exactly_once(
     let records = s.wait_topic(Topic::Patients, committed.len()).await;
     assert_exactly_once_in_order(&records, &committed);
 
-    // A relay that lost its checkpoint (a crash between the broker's ack and
-    // recording progress) resumes after what the partitions already hold.
+    // A relay that lost its progress (a crash between the broker's ack and
+    // recording the checkpoint and partition offsets) reads what the
+    // partitions hold and publishes nothing twice.
     let cfg = s.cfg.clone();
     s.stop().await;
     let mut db = platform::db::connect(&cfg.database_url, &cfg.write_schema)
         .await
         .unwrap();
-    db.execute("DELETE FROM relay_checkpoint", &[])
+    db.batch_execute("DELETE FROM relay_checkpoint; DELETE FROM relay_partitions;")
         .await
         .unwrap();
     let late = Pending::new(Uuid::new_v4(), 1, &patient_event(Uuid::new_v4()));

@@ -190,12 +190,10 @@ pub async fn metrics(base: &str, names: &[&str]) -> Vec<Option<f64>> {
     names
         .iter()
         .map(|n| {
-            text.lines()
-                .filter(|l| !l.starts_with('#'))
-                .find_map(|l| {
-                    let (k, v) = l.split_once(' ')?;
-                    (k == *n).then(|| v.trim().parse().ok()).flatten()
-                })
+            text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == *n).then(|| v.trim().parse().ok()).flatten()
+            })
         })
         .collect()
 }

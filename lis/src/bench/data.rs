@@ -10,9 +10,36 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
 const FIRST: &[&str] = &[
-    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "John", "Margaret", "Ken",
-    "Dennis", "Radia", "Leslie", "Tony", "Hedy", "Claude", "Katherine", "Niklaus", "Sophie", "Mary",
-    "Ahmed", "Mei", "Olga", "Kwame", "Lucia", "Hiroshi", "Priya", "Mateo", "Zainab", "Erik",
+    "Ada",
+    "Grace",
+    "Alan",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "John",
+    "Margaret",
+    "Ken",
+    "Dennis",
+    "Radia",
+    "Leslie",
+    "Tony",
+    "Hedy",
+    "Claude",
+    "Katherine",
+    "Niklaus",
+    "Sophie",
+    "Mary",
+    "Ahmed",
+    "Mei",
+    "Olga",
+    "Kwame",
+    "Lucia",
+    "Hiroshi",
+    "Priya",
+    "Mateo",
+    "Zainab",
+    "Erik",
 ];
 const LAST: &[&str] = &[
     "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Backus", "Hamilton",
@@ -122,7 +149,11 @@ impl Gen {
             None
         } else {
             // Invalid: no domain part.
-            Some(format!("{}.{}-at-example.org", first.to_lowercase(), self.n))
+            Some(format!(
+                "{}.{}-at-example.org",
+                first.to_lowercase(),
+                self.n
+            ))
         };
         let sex = match self.rng.gen_range(0..100) {
             0..49 => "female",
@@ -130,8 +161,8 @@ impl Gen {
             98 => "other",
             _ => "unknown",
         };
-        let phone = (self.unit() < 0.5)
-            .then(|| format!("+1555{:07}", self.rng.gen_range(0..10_000_000)));
+        let phone =
+            (self.unit() < 0.5).then(|| format!("+1555{:07}", self.rng.gen_range(0..10_000_000)));
         let address = (self.unit() < 0.5).then(|| Address {
             line1: Some(format!("{} Bench Street", self.rng.gen_range(1..999))),
             line2: None,
@@ -170,7 +201,10 @@ impl Gen {
 
     /// The JSON body of `POST /v1/orders` for a patient at `location`.
     pub fn order_body(&mut self, patient_id: &str, location: &str) -> Value {
-        let n = self.rng.gen_range(1..=4usize).min(self.catalog.len().max(1));
+        let n = self
+            .rng
+            .gen_range(1..=4usize)
+            .min(self.catalog.len().max(1));
         let tests: Vec<Value> = self
             .catalog
             .choose_multiple(&mut self.rng, n)

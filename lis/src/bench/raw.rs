@@ -68,7 +68,12 @@ pub async fn cleanup(url: &str) -> anyhow::Result<()> {
 
 /// Single-row `INSERT` (autocommit: one insert + commit per call) of a row
 /// as large as a patient event, by `concurrency` connections.
-pub async fn insert(url: &str, concurrency: usize, window: Window, payload: Value) -> anyhow::Result<Measured> {
+pub async fn insert(
+    url: &str,
+    concurrency: usize,
+    window: Window,
+    payload: Value,
+) -> anyhow::Result<Measured> {
     let conns = connections(
         url,
         SCHEMA,
@@ -171,8 +176,12 @@ pub async fn mix(
     .await?;
     let payload = Arc::new(payload);
     let m = load::closed(concurrency, window, move |w| {
-        let (writers, readers, ids, payload) =
-            (writers.clone(), readers.clone(), ids.clone(), payload.clone());
+        let (writers, readers, ids, payload) = (
+            writers.clone(),
+            readers.clone(),
+            ids.clone(),
+            payload.clone(),
+        );
         async move {
             if rand::random::<f64>() < write_share {
                 let (c, s) = &writers[w];
@@ -233,14 +242,20 @@ pub async fn consume(cfg: &Config) -> anyhow::Result<Consumed> {
         let mut out = Consumed::default();
         let deadline = Instant::now() + Duration::from_secs(3600);
         while !remaining.is_empty() {
-            anyhow::ensure!(Instant::now() < deadline, "consuming the log took over an hour");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "consuming the log took over an hour"
+            );
             let Some(m) = c.poll(Duration::from_millis(500)) else {
                 continue;
             };
             let m = m?;
             out.records += 1;
             let key = (m.topic().to_string(), m.partition());
-            if remaining.get(&key).is_some_and(|high| m.offset() + 1 >= *high) {
+            if remaining
+                .get(&key)
+                .is_some_and(|high| m.offset() + 1 >= *high)
+            {
                 remaining.remove(&key);
             }
         }
@@ -265,13 +280,21 @@ pub struct Produced {
 /// with the relay's producer settings to a scratch topic, awaiting each
 /// batch of 2,000 like the relay does; deletes the topic afterwards.
 pub async fn produce(cfg: &Config, n: u64, sample: &Sample) -> anyhow::Result<Produced> {
-    let topic = format!("{}lis.bench.raw.{}", cfg.topic_prefix, Uuid::new_v4().simple());
+    let topic = format!(
+        "{}lis.bench.raw.{}",
+        cfg.topic_prefix,
+        Uuid::new_v4().simple()
+    );
     let partitions = cfg.kafka_partitions.max(1);
     let admin: AdminClient<DefaultClientContext> = platform::kafka::base_config(cfg).create()?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     admin
         .create_topics(
-            &[NewTopic::new(&topic, partitions, TopicReplication::Fixed(1))],
+            &[NewTopic::new(
+                &topic,
+                partitions,
+                TopicReplication::Fixed(1),
+            )],
             &opts,
         )
         .await?
@@ -341,8 +364,10 @@ pub async fn batch_insert(url: &str, src: &str) -> anyhow::Result<Inserted> {
     const BATCH: usize = 500;
     let dst = format!("{SCHEMA}_rows");
     let c = platform::db::connect(url, "public").await?;
-    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {dst} CASCADE; CREATE SCHEMA {dst}"))
-        .await?;
+    c.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {dst} CASCADE; CREATE SCHEMA {dst}"
+    ))
+    .await?;
     let tables: Vec<String> = c
         .query(
             "SELECT table_name::text FROM information_schema.tables \
@@ -356,8 +381,10 @@ pub async fn batch_insert(url: &str, src: &str) -> anyhow::Result<Inserted> {
         .collect();
     let mut batches: Vec<(String, String)> = Vec::new();
     for t in &tables {
-        c.batch_execute(&format!("CREATE TABLE {dst}.{t} (LIKE {src}.{t} INCLUDING ALL)"))
-            .await?;
+        c.batch_execute(&format!(
+            "CREATE TABLE {dst}.{t} (LIKE {src}.{t} INCLUDING ALL)"
+        ))
+        .await?;
         let rows = c
             .query_raw(
                 &format!("SELECT row_to_json(t)::text FROM {src}.{t} t"),

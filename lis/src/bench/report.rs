@@ -365,7 +365,11 @@ impl Report {
         let mut o = String::new();
         let _ = writeln!(o, "# LIS benchmark report\n");
         let _ = writeln!(o, "- command: `{}`", self.command);
-        let _ = writeln!(o, "- started: {} ({:.0} s in all)", self.started_at, self.duration_s);
+        let _ = writeln!(
+            o,
+            "- started: {} ({:.0} s in all)",
+            self.started_at, self.duration_s
+        );
         if let Some(m) = &self.machine {
             let _ = writeln!(
                 o,
@@ -388,7 +392,11 @@ impl Report {
                 Some(false) => "**missed**",
                 None => "not measured",
             };
-            let _ = writeln!(o, "| {} | {} | {} | {} |", t.name, t.goal, t.measured, verdict);
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} |",
+                t.name, t.goal, t.measured, verdict
+            );
         }
         o.push('\n');
 
@@ -478,7 +486,10 @@ impl Report {
             );
         }
         if let Some(r) = &self.replay {
-            let _ = writeln!(o, "## Replay (rebuild of the read models from offset 0 into a fresh schema)\n");
+            let _ = writeln!(
+                o,
+                "## Replay (rebuild of the read models from offset 0 into a fresh schema)\n"
+            );
             o.push_str("| measure | events/s | seconds |\n| --- | ---: | ---: |\n");
             let _ = writeln!(
                 o,
@@ -501,27 +512,37 @@ impl Report {
                 rate(r.insert_events_rate),
                 r.insert_secs
             );
+            let _ = writeln!(o, "| ratio to the slower raw part | {:.2} | |\n", r.ratio);
             let _ = writeln!(
                 o,
-                "| ratio to the slower raw part | {:.2} | |\n",
-                r.ratio
+                "Resources during the rebuild: {}.\n",
+                services(&r.resources)
             );
-            let _ = writeln!(o, "Resources during the rebuild: {}.\n", services(&r.resources));
         }
         if !self.growth.is_empty() {
             let _ = writeln!(o, "## Growth\n");
             o.push_str("| tier | stored | create rate | create p50 | create p99 | read rate | read p50 | read p99 | seeding |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
             for t in &self.growth {
                 if let Some(why) = &t.skipped {
-                    let _ = writeln!(o, "| {} | {} | skipped: {why} | | | | | | |", t.tier, t.stored);
+                    let _ = writeln!(
+                        o,
+                        "| {} | {} | skipped: {why} | | | | | | |",
+                        t.tier, t.stored
+                    );
                     continue;
                 }
-                let (wr, w50, w99) = t.write.as_ref().map_or(("—".into(), "—".into(), "—".into()), |r| {
-                    (rate(r.throughput), ms(r.latency.p50), ms(r.latency.p99))
-                });
-                let (rr, r50, r99) = t.read.as_ref().map_or(("—".into(), "—".into(), "—".into()), |r| {
-                    (rate(r.throughput), ms(r.latency.p50), ms(r.latency.p99))
-                });
+                let (wr, w50, w99) = t
+                    .write
+                    .as_ref()
+                    .map_or(("—".into(), "—".into(), "—".into()), |r| {
+                        (rate(r.throughput), ms(r.latency.p50), ms(r.latency.p99))
+                    });
+                let (rr, r50, r99) = t
+                    .read
+                    .as_ref()
+                    .map_or(("—".into(), "—".into(), "—".into()), |r| {
+                        (rate(r.throughput), ms(r.latency.p50), ms(r.latency.p99))
+                    });
                 let seeded = t.seeded.map_or("—".into(), |d| {
                     format!(
                         "{} patients / {} events in {:.0} s; relay {:.0} s, projector {:.0} s",
@@ -648,11 +669,7 @@ impl Report {
                         PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(width))
                     });
                 chart
-                    .draw_series(
-                        points
-                            .iter()
-                            .map(|p| Circle::new(*p, 3, colour.filled())),
-                    )
+                    .draw_series(points.iter().map(|p| Circle::new(*p, 3, colour.filled())))
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
         }

@@ -43,12 +43,7 @@ pub struct Seeded {
     pub relay_secs: f64,
 }
 
-async fn seed_batch(
-    write: &Pool,
-    gen: &Mutex<Gen>,
-    client: &str,
-    n: u64,
-) -> anyhow::Result<u64> {
+async fn seed_batch(write: &Pool, gen: &Mutex<Gen>, client: &str, n: u64) -> anyhow::Result<u64> {
     let drafts: Vec<_> = {
         let mut g = gen.lock().expect("gen");
         (0..n).map(|_| g.draft(false)).collect()
@@ -133,7 +128,7 @@ pub async fn patients(
         seeded.relay_secs += t.elapsed().as_secs_f64();
         from += n;
         seeded.patients = from;
-        if (from / BATCH) % 10 == 0 {
+        if (from / BATCH).is_multiple_of(10) {
             eprintln!("    seeded {from} of {count} patients");
         }
     }
@@ -184,13 +179,20 @@ pub async fn wait_relay(write: &Pool, timeout: Duration) -> anyhow::Result<Insta
 
 /// Waits until the read schema's projector has applied the log up to its
 /// current end; returns when.
-pub async fn wait_projector(cfg: &Config, read: &Pool, timeout: Duration) -> anyhow::Result<Instant> {
+pub async fn wait_projector(
+    cfg: &Config,
+    read: &Pool,
+    timeout: Duration,
+) -> anyhow::Result<Instant> {
     let ends = log_ends(cfg).await?;
     let deadline = Instant::now() + timeout;
     loop {
         let db = read.get().await?;
         let done: HashMap<(String, i32), i64> = db
-            .query("SELECT topic, partition, next_offset FROM consumer_offsets", &[])
+            .query(
+                "SELECT topic, partition, next_offset FROM consumer_offsets",
+                &[],
+            )
             .await?
             .iter()
             .map(|r| ((r.get(0), r.get(1)), r.get(2)))
