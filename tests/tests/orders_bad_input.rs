@@ -82,7 +82,7 @@ fn without(mut base: Value, keys: &[&str]) -> Value {
 /// A JSON object body larger than 1 MiB, its one field `field`.
 fn oversize(field: &str) -> Vec<u8> {
     let mut b = format!(r#"{{"{field}":""#).into_bytes();
-    b.extend(std::iter::repeat(b'a').take(ONE_MIB + 1));
+    b.extend(std::iter::repeat_n(b'a', ONE_MIB + 1));
     b.extend(br#""}"#);
     b
 }
@@ -138,7 +138,7 @@ fn check(row: &Row, status: u16, content_type: Option<&str>, text: &str) -> Vec<
         }
     };
     for member in ["type", "title", "detail"] {
-        if !body[member].as_str().is_some_and(|s| !s.is_empty()) {
+        if body[member].as_str().is_none_or(|s| s.is_empty()) {
             bad.push(format!("[{name}] member {member} missing or empty: {body}"));
         }
     }

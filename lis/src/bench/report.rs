@@ -559,7 +559,7 @@ impl Report {
         }
 
         let _ = writeln!(o, "## Resources per workload\n");
-        o.push_str("CPU seconds and peak resident memory of each service (from `/proc/<pid>`, pids from the stack's pid files; Postgres counts the postmaster and its backends) over each workload, warm-up included, and the load generator's own CPU (`getrusage`).\n\n");
+        o.push_str("CPU seconds and peak resident memory of each service (from `/proc/<pid>`, pids from the stack's pid files) over each workload, warm-up included, and the load generator's own CPU (`getrusage`). Postgres is the postmaster and all its backends: its CPU includes other databases' work on the same server, and its memory counts shared buffers once per backend.\n\n");
         o.push_str("| workload | model | wall s | load gen CPU s | services |\n| --- | --- | ---: | ---: | --- |\n");
         for r in &self.rows {
             let _ = writeln!(
