@@ -161,3 +161,35 @@ pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
             )])
         })
 }
+
+/// The start every create shares, in the contract's check order:
+/// authentication (401), the permission (403), the body's
+/// `clientID`/`locationID` in the caller's scope (403, before validation),
+/// then a JSON content type (415) and a JSON object (400).
+pub(crate) async fn begin_create(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    permission: domain::access::Permission,
+) -> Result<(platform::auth::Caller, Bytes, platform::fields::Fields), ApiError> {
+    use platform::fields::{self, BodyKind, Fields};
+    use serde_json::Value;
+    let caller = platform::auth::authenticate(headers, &app.keys, &app.write).await?;
+    tracing::Span::current().record("partner", tracing::field::display(caller.partner_id));
+    caller.require(permission)?;
+    let body = body_bytes(body)?;
+    let map = fields::parse_object(&body);
+    if let Ok(map) = &map {
+        let client = map.get("clientID").and_then(Value::as_str);
+        let location = map.get("locationID").and_then(Value::as_str);
+        if let (Some(c), Some(l)) = (client, location) {
+            if !caller.sees(c, l) {
+                return Err(ApiError::Forbidden(
+                    "The clientID/locationID is outside this partner's scope.".into(),
+                ));
+            }
+        }
+    }
+    fields::require_json(headers, BodyKind::Json)?;
+    Ok((caller, body, Fields::new(map?)))
+}

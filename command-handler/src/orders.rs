@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
-use crate::command::{body_bytes, execute, if_match, retry_on, Attempt, TxError};
+use crate::command::{begin_create, body_bytes, execute, if_match, retry_on, Attempt, TxError};
 use crate::idempotency::{self, Answer, Idempotency};
 use crate::store::{self, CommandMeta, Pending};
 use crate::AppState;
@@ -457,24 +457,8 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let prepared = async {
-        let caller = authenticate(&headers, &app.keys, &app.write).await?;
-        tracing::Span::current().record("partner", tracing::field::display(caller.partner_id));
-        caller.require(Permission::TestsCreate)?;
-        let body = body_bytes(body)?;
-        let map = fields::parse_object(&body);
-        if let Ok(map) = &map {
-            let c = map.get("clientID").and_then(Value::as_str);
-            let l = map.get("locationID").and_then(Value::as_str);
-            if let (Some(c), Some(l)) = (c, l) {
-                if !caller.sees(c, l) {
-                    return Err(ApiError::Forbidden(
-                        "The clientID/locationID is outside this partner's scope.".into(),
-                    ));
-                }
-            }
-        }
-        fields::require_json(&headers, BodyKind::Json)?;
-        let mut f = Fields::new(map?);
+        let (caller, body, mut f) =
+            begin_create(&app, &headers, body, Permission::TestsCreate).await?;
         f.read_only(READ_ONLY);
         let draft = draft_from(&mut f);
         let shape = f.finish();
@@ -485,7 +469,7 @@ pub async fn create(
         let idem = key
             .clone()
             .map(|k| Idempotency::new(caller.partner_id, "POST", "/v1/orders".into(), k, &body));
-        Ok((caller, draft, shape, key, idem))
+        Ok::<_, ApiError>((caller, draft, shape, key, idem))
     }
     .await;
     match prepared {

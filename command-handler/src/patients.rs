@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
-use crate::command::{body_bytes, execute, if_match, retry_on, Attempt, TxError};
+use crate::command::{begin_create, body_bytes, execute, if_match, retry_on, Attempt, TxError};
 use crate::idempotency::{self, Answer, Idempotency};
 use crate::store::{self, CommandMeta, Pending};
 use crate::AppState;
@@ -64,14 +64,6 @@ fn body_with_warnings(view: &PatientView, warnings: &[domain::validation::Warnin
         body["warnings"] = json!(warnings);
     }
     body
-}
-
-/// Reads the `clientID`/`locationID` a body names, if they are strings.
-fn named_ids(map: &Map<String, Value>) -> (Option<&str>, Option<&str>) {
-    (
-        map.get("clientID").and_then(Value::as_str),
-        map.get("locationID").and_then(Value::as_str),
-    )
 }
 
 fn draft_from(f: &mut Fields) -> PatientDraft {
@@ -434,40 +426,19 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let prepared = async {
-        let caller = authenticate(&headers, &app.keys, &app.write).await?;
-        tracing::Span::current().record("partner", tracing::field::display(caller.partner_id));
-        caller.require(Permission::PatientsCreate)?;
-        let body = body_bytes(body)?;
-        let map = fields::parse_object(&body);
-        if let Ok(map) = &map {
-            if let (Some(c), Some(l)) = named_ids(map) {
-                if !caller.sees(c, l) {
-                    return Err(ApiError::Forbidden(
-                        "The clientID/locationID is outside this partner's scope.".into(),
-                    ));
-                }
-            }
-        }
-        fields::require_json(&headers, BodyKind::Json)?;
-        let mut f = Fields::new(map?);
+        let (caller, body, mut f) =
+            begin_create(&app, &headers, body, Permission::PatientsCreate).await?;
         f.read_only(READ_ONLY);
         let draft = draft_from(&mut f);
         let shape_errors = f.finish();
         if shape_errors.iter().any(|e| e.code == fields::WRONG_TYPE) {
             fields::check(shape_errors.clone())?;
         }
-        if let (Some(c), Some(l)) = (&draft.client_id, &draft.location_id) {
-            if !caller.sees(c, l) {
-                return Err(ApiError::Forbidden(
-                    "The clientID/locationID is outside this partner's scope.".into(),
-                ));
-            }
-        }
         let key = idempotency::key_from(&headers)?;
         let idem = key
             .clone()
             .map(|k| Idempotency::new(caller.partner_id, "POST", "/v1/patients".into(), k, &body));
-        Ok((caller, draft, shape_errors, key, idem))
+        Ok::<_, ApiError>((caller, draft, shape_errors, key, idem))
     }
     .await;
     match prepared {

@@ -12,7 +12,7 @@ use domain::patient::Sex;
 use domain::validation::{is_external_id, is_reference_id, FieldError};
 use platform::auth::Caller;
 use platform::envelope::format_time;
-use platform::fields::{self, BodyKind, Fields};
+use platform::fields;
 use platform::order_view::{OrderStatusSchema, OrderView, OrderedTest, PatientSummary};
 use platform::problem::{ApiError, Problem};
 use platform::views::SexSchema;
@@ -20,7 +20,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::patients::{decode_cursor, encode_cursor, json_response, prepare, scope_list};
+use crate::patients::{
+    decode_cursor, encode_cursor, json_response, prepare, scope_list, search_body,
+};
 use crate::QueryState;
 
 const COLUMNS: &str = "o.order_id, o.patient_id, o.client_id, o.location_id, o.accession_number, \
@@ -533,28 +535,8 @@ pub async fn search(
 ) -> Response {
     let result = async {
         let caller = prepare(&app, &headers, Permission::TestsRead).await?;
-        let body = body.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::malformed("The body could not be read.")
-            }
-        })?;
-        fields::require_json(&headers, BodyKind::Json)?;
-        let mut f = Fields::new(fields::parse_object(&body)?);
-        let mut raw = Vec::new();
-        for name in FILTERS.iter().filter(|n| **n != "limit") {
-            if let Some(v) = f.string(name) {
-                raw.push((name.to_string(), v));
-            }
-        }
-        if let Some(n) = f.integer("limit") {
-            raw.push(("limit".to_string(), n.to_string()));
-        }
-        let mut errors = f.finish();
-        if errors.iter().any(|e| e.code == fields::WRONG_TYPE) {
-            return Err(fields::check(errors).expect_err("wrong types fail"));
-        }
+        let names: Vec<&str> = FILTERS.iter().copied().filter(|n| *n != "limit").collect();
+        let (raw, mut errors) = search_body(&headers, body, &names)?;
         let filters = match parse_filters(raw) {
             Ok(filters) => filters,
             Err(more) => {

@@ -462,38 +462,20 @@ pub async fn search(
 ) -> Response {
     let result = async {
         let caller = prepare(&app, &headers, Permission::PatientsRead).await?;
-        let body = body.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::malformed("The body could not be read.")
-            }
-        })?;
-        fields::require_json(&headers, BodyKind::Json)?;
-        let mut f = Fields::new(fields::parse_object(&body)?);
-        let mut raw = Vec::new();
-        for name in [
-            "externalPatientID",
-            "clientID",
-            "locationID",
-            "lastName",
-            "dateOfBirth",
-            "updatedSince",
-            "cursor",
-        ] {
-            if let Some(v) = f.string(name) {
-                raw.push((name.to_string(), Some(v)));
-            }
-        }
-        if let Some(n) = f.integer("limit") {
-            raw.push(("limit".to_string(), Some(n.to_string())));
-        }
-        let mut errors = f.finish();
-        if errors.iter().any(|e| e.code == fields::WRONG_TYPE) {
-            fields::check(errors)?;
-            unreachable!("check fails on wrong types");
-        }
-        let filters = match parse_filters(raw) {
+        let (raw, mut errors) = search_body(
+            &headers,
+            body,
+            &[
+                "externalPatientID",
+                "clientID",
+                "locationID",
+                "lastName",
+                "dateOfBirth",
+                "updatedSince",
+                "cursor",
+            ],
+        )?;
+        let filters = match parse_filters(raw.into_iter().map(|(k, v)| (k, Some(v))).collect()) {
             Ok(filters) => filters,
             Err(ApiError::Invalid { errors: more, .. }) => {
                 errors.extend(more);
@@ -506,4 +488,41 @@ pub async fn search(
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A search body's filters as `(name, value)` pairs, and its own field errors.
+pub(crate) type SearchBody = (Vec<(String, String)>, Vec<FieldError>);
+
+/// Reads a search body: the string filters `names` and an integer `limit`,
+/// as `(name, value)` pairs, with the body's own field errors (unknown
+/// fields) for the caller to merge with its filter errors. A body that is
+/// not a JSON object, or a value of the wrong JSON type, answers at once.
+pub(crate) fn search_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    names: &[&str],
+) -> Result<SearchBody, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::malformed("The body could not be read.")
+        }
+    })?;
+    fields::require_json(headers, BodyKind::Json)?;
+    let mut f = Fields::new(fields::parse_object(&body)?);
+    let mut raw = Vec::new();
+    for name in names {
+        if let Some(v) = f.string(name) {
+            raw.push((name.to_string(), v));
+        }
+    }
+    if let Some(n) = f.integer("limit") {
+        raw.push(("limit".to_string(), n.to_string()));
+    }
+    let errors = f.finish();
+    if errors.iter().any(|e| e.code == fields::WRONG_TYPE) {
+        return Err(fields::check(errors).expect_err("wrong types fail"));
+    }
+    Ok((raw, errors))
 }
