@@ -20,6 +20,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub mod checks;
 pub mod smtp;
 
 /// Every permission of the partner documentation.
@@ -44,6 +45,16 @@ pub struct TestStack {
     pub http: reqwest::Client,
     fire: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The value of a header the response must have.
+pub fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("header {name}"))
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 /// A partner created for a test.
@@ -242,6 +253,45 @@ impl TestStack {
             .send()
             .await
             .expect("request")
+    }
+
+    /// `GET` a path without credentials.
+    pub async fn get_public(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `GET` a path with a token and a `Consistency-Token` (read-your-writes).
+    pub async fn get_consistent(&self, token: &str, path: &str, ct: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("Consistency-Token", ct)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `PATCH` a path with a JSON merge-patch body, and `If-Match` if given.
+    pub async fn patch(
+        &self,
+        token: &str,
+        path: &str,
+        if_match: Option<&str>,
+        body: &str,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .patch(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/merge-patch+json");
+        if let Some(version) = if_match {
+            req = req.header("If-Match", version);
+        }
+        req.body(body.to_string()).send().await.expect("request")
     }
 
     /// Counts the events in the event store, optionally of one stream.

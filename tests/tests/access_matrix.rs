@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 
 use command_handler::admin;
 use lis::stack::Roles;
-use platform::auth::{issue_token, TokenKeys};
-use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
+use tests::checks::{
+    auth_cases, bearer, check_case, check_twin, send, Answer, AuthCases, Req, JSON_CT, MERGE_CT,
+};
 use tests::{patient_body, test_config, TestPartner, TestStack, SIX};
 use uuid::Uuid;
 
@@ -29,145 +30,35 @@ use uuid::Uuid;
 const SCOPE_CLIENTS: &str = "C1";
 const SCOPE_LOCATIONS: &str = "L1,L3";
 
-/// One HTTP answer, read whole.
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
+/// The patient requests of the matrix.
+trait PatientReqs {
+    fn create(body: Value) -> Self;
+    fn read(id: &str) -> Self;
+    fn list(query: &str) -> Self;
+    fn search(body: Value) -> Self;
+    fn update(id: &str, body: Value) -> Self;
 }
 
-impl Answer {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap_or("<not visible ASCII>").to_string())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The media type of `Content-Type`, without parameters.
-    fn media_type(&self) -> String {
-        self.header("content-type")
-            .unwrap_or_default()
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-    }
-
-    /// Header names, without the ones that differ between any two answers.
-    fn header_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .headers
-            .keys()
-            .map(|k| k.as_str().to_string())
-            .filter(|k| k != "date")
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-/// A partner API request.
-#[derive(Clone, Debug)]
-struct Req {
-    method: Method,
-    path: String,
-    /// Content type and body.
-    body: Option<(&'static str, String)>,
-}
-
-impl Req {
+impl PatientReqs for Req {
     fn create(body: Value) -> Req {
-        Req {
-            method: Method::POST,
-            path: "/v1/patients".into(),
-            body: Some(("application/json", body.to_string())),
-        }
+        Req::with_body(Method::POST, "/v1/patients".into(), JSON_CT, &body)
     }
 
     fn read(id: &str) -> Req {
-        Req {
-            method: Method::GET,
-            path: format!("/v1/patients/{id}"),
-            body: None,
-        }
+        Req::get(format!("/v1/patients/{id}"))
     }
 
     fn list(query: &str) -> Req {
-        Req {
-            method: Method::GET,
-            path: format!("/v1/patients{query}"),
-            body: None,
-        }
+        Req::get(format!("/v1/patients{query}"))
     }
 
     fn search(body: Value) -> Req {
-        Req {
-            method: Method::POST,
-            path: "/v1/patients/search".into(),
-            body: Some(("application/json", body.to_string())),
-        }
+        Req::with_body(Method::POST, "/v1/patients/search".into(), JSON_CT, &body)
     }
 
     fn update(id: &str, body: Value) -> Req {
-        Req {
-            method: Method::PATCH,
-            path: format!("/v1/patients/{id}"),
-            body: Some(("application/merge-patch+json", body.to_string())),
-        }
+        Req::with_body(Method::PATCH, format!("/v1/patients/{id}"), MERGE_CT, &body)
     }
-
-    /// The same request with another content type.
-    fn content_type(mut self, ct: &'static str) -> Req {
-        if let Some((_, body)) = self.body.take() {
-            self.body = Some((ct, body));
-        }
-        self
-    }
-}
-
-/// Sends `req` with `authorization` as the raw `Authorization` header.
-async fn send(s: &TestStack, req: &Req, authorization: Option<&str>) -> Answer {
-    let mut b = s
-        .http
-        .request(req.method.clone(), format!("{}{}", s.base, req.path));
-    if let Some(a) = authorization {
-        b = b.header("authorization", a);
-    }
-    if let Some((ct, body)) = &req.body {
-        b = b.header("content-type", *ct).body(body.clone());
-    }
-    let r = b.send().await.expect("request");
-    Answer {
-        status: r.status().as_u16(),
-        headers: r.headers().clone(),
-        body: r.bytes().await.expect("body").to_vec(),
-    }
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
-/// The `Authorization` value of HTTP Basic credentials.
-fn basic(client: &reqwest::Client, user: &str, password: &str) -> String {
-    client
-        .get("http://127.0.0.1/")
-        .basic_auth(user, Some(password))
-        .build()
-        .expect("request")
-        .headers()["authorization"]
-        .to_str()
-        .expect("ascii")
-        .to_string()
 }
 
 /// The patient endpoints.
@@ -249,34 +140,6 @@ impl Case {
     }
 }
 
-/// Checks a problem+json error body; returns what is wrong.
-fn problem_failures(name: &str, a: &Answer) -> Vec<String> {
-    let mut out = Vec::new();
-    if a.media_type() != "application/problem+json" {
-        out.push(format!(
-            "{name}: content-type is {:?}, expected application/problem+json (body {})",
-            a.header("content-type"),
-            a.text()
-        ));
-    }
-    let p = a.json();
-    for k in ["type", "title", "detail"] {
-        if !p[k].is_string() {
-            out.push(format!(
-                "{name}: problem member `{k}` missing in {}",
-                a.text()
-            ));
-        }
-    }
-    if p["status"] != json!(a.status) {
-        out.push(format!(
-            "{name}: problem `status` is {}, HTTP status {}",
-            p["status"], a.status
-        ));
-    }
-    out
-}
-
 /// Creates a patient of `client` at `location` and waits until the read
 /// model shows it (Consistency-Token, then polling on 503).
 async fn fixture(
@@ -354,90 +217,18 @@ async fn every_patient_endpoint_checks_access_in_the_contract_order() {
         lacking.insert(perm, bearer(&s.token(&p).await));
     }
 
-    // Tokens for the same partner made by hand: with another key, expired,
-    // and (as a control) with the installation's key.
-    let six = domain::access::parse_permissions(SIX).expect("permissions");
-    let mut other_key = [0u8; 32];
-    for (i, b) in other_key.iter_mut().enumerate() {
-        *b = rand::random::<u8>() ^ (i as u8);
-    }
-    let hour = Duration::from_secs(3600);
-    let forged = issue_token(&TokenKeys::from_bytes(&other_key), scoped.id, 1, &six, hour);
-    let control = issue_token(&s.keys, scoped.id, 1, &six, hour);
-    let expired = issue_token(&s.keys, scoped.id, 1, &six, Duration::ZERO);
-
-    // A partner disabled after getting its token.
-    let gone = s.partner(SIX, SCOPE_CLIENTS, SCOPE_LOCATIONS).await;
-    let gone_token = s.token(&gone).await;
-    assert_eq!(
-        send(&s, &Req::list(""), Some(&bearer(&gone_token)))
-            .await
-            .status,
-        200,
-        "the token works before the partner is disabled"
-    );
-    admin::disable_partner(&s.write, &TestStack::operator(), gone.id)
-        .await
-        .expect("disable");
-
-    // A partner whose secret is rotated after getting its token.
-    let rotated = s.partner(SIX, SCOPE_CLIENTS, SCOPE_LOCATIONS).await;
-    let old_token = s.token(&rotated).await;
-    assert_eq!(
-        send(&s, &Req::list(""), Some(&bearer(&old_token)))
-            .await
-            .status,
-        200,
-        "the token works before the rotation"
-    );
-    let fresh = admin::rotate_secret(&s.write, &TestStack::operator(), rotated.id)
-        .await
-        .expect("rotate");
-    let new_token = s
-        .token(&TestPartner {
-            id: rotated.id,
-            client_id: fresh.client_id,
-            secret: fresh.client_secret,
-        })
-        .await;
-
-    // Let the zero-lifetime token expire (whole-second timestamps).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-
-    let unauthenticated: Vec<(&str, Option<String>)> = vec![
-        ("no token", None),
-        ("malformed: Bearer without a token", Some("Bearer".into())),
-        (
-            "malformed: Bearer with a non-JWT",
-            Some("Bearer not-a-jwt".into()),
-        ),
-        (
-            "malformed: token without the Bearer scheme",
-            Some(scoped_token.clone()),
-        ),
-        (
-            "malformed: Basic client credentials instead of a token",
-            Some(basic(&s.http, &scoped.client_id, &scoped.secret)),
-        ),
-        ("token signed with another key", Some(bearer(&forged))),
-        ("expired token", Some(bearer(&expired))),
-        ("token of a disabled partner", Some(bearer(&gone_token))),
-        (
-            "token issued before a secret rotation",
-            Some(bearer(&old_token)),
-        ),
-    ];
-    let authorized: Vec<(&str, String)> = vec![
-        ("in scope", bearer(&scoped_token)),
-        (
-            "in scope, control: a hand-made token with the installation key",
-            bearer(&control),
-        ),
-        (
-            "in scope, control: a token obtained after the rotation",
-            bearer(&new_token),
-        ),
-    ];
+    let AuthCases {
+        unauthenticated,
+        authorized,
+    } = auth_cases(
+        &s,
+        &scoped,
+        &scoped_token,
+        SIX,
+        (SCOPE_CLIENTS, SCOPE_LOCATIONS),
+        &Req::list(""),
+    )
+    .await;
 
     let (pi, poc, pol, miss) = (
         p_in.as_str(),
@@ -669,51 +460,18 @@ async fn every_patient_endpoint_checks_access_in_the_contract_order() {
         let events_before = s.event_count(None).await;
         let a = send(&s, &case.req, case.authorization.as_deref()).await;
         let events_after = s.event_count(None).await;
-        if a.status != case.status {
-            failures.push(format!(
-                "{name}: status {} (expected {}), body {}",
-                a.status,
-                case.status,
-                a.text()
-            ));
+        if !check_case(
+            name,
+            &a,
+            case.status,
+            events_after - events_before,
+            &mut failures,
+        ) {
             continue;
-        }
-        if a.status >= 400 {
-            failures.extend(problem_failures(name, &a));
-            if events_after != events_before {
-                failures.push(format!(
-                    "{name}: a refused request appended {} event(s)",
-                    events_after - events_before
-                ));
-            }
-        }
-        if a.status == 401 {
-            let www = a.header("www-authenticate").unwrap_or_default();
-            if !www.starts_with("Bearer") {
-                failures.push(format!(
-                    "{name}: WWW-Authenticate is {www:?}, expected Bearer …"
-                ));
-            }
         }
         if let Some(twin) = &case.twin {
             let t = send(&s, twin, case.authorization.as_deref()).await;
-            if (t.status, t.media_type(), &t.body) != (a.status, a.media_type(), &a.body) {
-                failures.push(format!(
-                    "{name}: existence leak: {} {:?} {} vs a missing record's {} {:?} {}",
-                    a.status,
-                    a.header("content-type"),
-                    a.text(),
-                    t.status,
-                    t.header("content-type"),
-                    t.text()
-                ));
-            } else if t.header_names() != a.header_names() {
-                failures.push(format!(
-                    "{name}: existence leak in headers: {:?} vs a missing record's {:?}",
-                    a.header_names(),
-                    t.header_names()
-                ));
-            }
+            check_twin(name, &a, &t, &mut failures);
         }
         if (200..300).contains(&a.status) {
             let v = a.json();
@@ -792,12 +550,7 @@ async fn token_request(
     if let Some((id, secret)) = basic {
         b = b.basic_auth(id, Some(secret));
     }
-    let r = b.send().await.expect("token request");
-    Answer {
-        status: r.status().as_u16(),
-        headers: r.headers().clone(),
-        body: r.bytes().await.expect("body").to_vec(),
-    }
+    Answer::read(b.send().await.expect("token request")).await
 }
 
 /// Checks an RFC 6749 error answer.

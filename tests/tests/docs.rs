@@ -280,12 +280,7 @@ async fn openapi_document_describes_every_route() {
         ..Roles::NONE
     };
     let s = TestStack::start_with(test_config(), roles).await;
-    let r = s
-        .http
-        .get(format!("{}/openapi.json", s.base))
-        .send()
-        .await
-        .expect("request");
+    let r = s.get_public("/openapi.json").await;
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"]
         .to_str()
@@ -551,12 +546,7 @@ async fn docs_page_is_self_contained() {
         ..Roles::NONE
     };
     let s = TestStack::start_with(test_config(), roles).await;
-    let r = s
-        .http
-        .get(format!("{}/docs", s.base))
-        .send()
-        .await
-        .expect("request");
+    let r = s.get_public("/docs").await;
     assert_eq!(r.status(), 200);
     let ct = r.headers()["content-type"].to_str().unwrap().to_string();
     assert!(ct.starts_with("text/html"), "{ct}");
@@ -595,11 +585,8 @@ async fn docs_page_is_self_contained() {
 
     // The table of operations comes from the OpenAPI document.
     let doc: Value = s
-        .http
-        .get(format!("{}/openapi.json", s.base))
-        .send()
+        .get_public("/openapi.json")
         .await
-        .expect("request")
         .json()
         .await
         .expect("JSON");
@@ -632,12 +619,7 @@ async fn docs_page_is_self_contained() {
         assert_eq!(r.headers()["location"], format!("/docs#{slug}").as_str());
     }
 
-    let r = s
-        .http
-        .get(format!("{}/docs/partner-guide.md", s.base))
-        .send()
-        .await
-        .expect("request");
+    let r = s.get_public("/docs/partner-guide.md").await;
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"]
         .to_str()

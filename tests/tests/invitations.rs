@@ -30,14 +30,13 @@ async fn invitations_are_mailed_once_with_a_stored_hash_only() {
         .unwrap()
         .to_string();
     let r = s
-        .http
-        .patch(format!("{}/v1/patients/{id}", s.base))
-        .bearer_auth(&token)
-        .header("content-type", "application/merge-patch+json")
-        .body(r#"{"email":"grace@example.org"}"#)
-        .send()
-        .await
-        .unwrap();
+        .patch(
+            &token,
+            &format!("/v1/patients/{id}"),
+            None,
+            r#"{"email":"grace@example.org"}"#,
+        )
+        .await;
     assert_eq!(r.status(), 200);
 
     let mails = sink.wait_for(2).await;

@@ -138,6 +138,42 @@ impl Env {
     }
 }
 
+/// The arguments of `lis admin client create` for C1, "Clinic One".
+const CREATE_C1: &[&str] = &[
+    "admin",
+    "client",
+    "create",
+    "--id",
+    "C1",
+    "--name",
+    "Clinic One",
+];
+
+/// The arguments of `lis admin partner create` of a partner `name` with
+/// `permissions`, for `clients` at every location, then `extra`.
+fn partner_create<'a>(
+    name: &'a str,
+    permissions: &'a str,
+    clients: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "admin",
+        "partner",
+        "create",
+        "--name",
+        name,
+        "--permissions",
+        permissions,
+        "--clients",
+        clients,
+        "--locations",
+        "*",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Every key of a JSON value, at any depth.
 fn keys(v: &Value, out: &mut Vec<String>) {
     match v {
@@ -249,17 +285,7 @@ async fn operator_manages_clients_locations_and_partners() {
     let mut quiet: Vec<Run> = Vec::new();
 
     // 1. Clients and locations.
-    let r = env
-        .run(&[
-            "admin",
-            "client",
-            "create",
-            "--id",
-            "C1",
-            "--name",
-            "Clinic One",
-        ])
-        .await;
+    let r = env.run(CREATE_C1).await;
     r.expect_ok();
     quiet.push(r);
     let r = env.run(&["admin", "client", "list", "--json"]).await;
@@ -290,17 +316,7 @@ async fn operator_manages_clients_locations_and_partners() {
     };
     assert_eq!(registered(&s).await, 1, "one ClientRegistered for C1");
     let before = s.event_count(None).await;
-    let r = env
-        .run(&[
-            "admin",
-            "client",
-            "create",
-            "--id",
-            "C1",
-            "--name",
-            "Clinic One",
-        ])
-        .await;
+    let r = env.run(CREATE_C1).await;
     r.expect_ok();
     assert!(
         r.stdout.contains("exists"),
@@ -388,20 +404,12 @@ async fn operator_manages_clients_locations_and_partners() {
 
     // 2. A partner: the secret is printed once and works.
     let create = env
-        .run(&[
-            "admin",
-            "partner",
-            "create",
-            "--name",
+        .run(&partner_create(
             "EHR",
-            "--permissions",
             "patients:read,patients:create",
-            "--clients",
             "C1",
-            "--locations",
-            "*",
-            "--json",
-        ])
+            &["--json"],
+        ))
         .await;
     let creds = create.expect_ok().json();
     let partner_id = creds["partnerID"]
@@ -652,33 +660,16 @@ async fn operator_manages_clients_locations_and_partners() {
 async fn operator_bad_input_is_refused_clearly() {
     let s = TestStack::start().await;
     let env = Env::of(&s);
-    env.run(&[
-        "admin",
-        "client",
-        "create",
-        "--id",
-        "C1",
-        "--name",
-        "Clinic One",
-    ])
-    .await
-    .expect_ok();
+    env.run(CREATE_C1).await.expect_ok();
     let events = s.event_count(None).await;
 
     let r = env
-        .run(&[
-            "admin",
-            "partner",
-            "create",
-            "--name",
+        .run(&partner_create(
             "EHR",
-            "--permissions",
             "patients:read,patients:fly",
-            "--clients",
             "C1",
-            "--locations",
-            "*",
-        ])
+            &[],
+        ))
         .await;
     r.expect_refused();
     assert!(
@@ -687,19 +678,7 @@ async fn operator_bad_input_is_refused_clearly() {
     );
 
     let r = env
-        .run(&[
-            "admin",
-            "partner",
-            "create",
-            "--name",
-            "EHR",
-            "--permissions",
-            "patients:read",
-            "--clients",
-            "C1,bad/id",
-            "--locations",
-            "*",
-        ])
+        .run(&partner_create("EHR", "patients:read", "C1,bad/id", &[]))
         .await;
     r.expect_refused();
     assert!(
@@ -711,20 +690,7 @@ async fn operator_bad_input_is_refused_clearly() {
 
     // The same checks on update, against an existing partner.
     let created = env
-        .run(&[
-            "admin",
-            "partner",
-            "create",
-            "--name",
-            "EHR",
-            "--permissions",
-            "patients:read",
-            "--clients",
-            "C1",
-            "--locations",
-            "*",
-            "--json",
-        ])
+        .run(&partner_create("EHR", "patients:read", "C1", &["--json"]))
         .await;
     let id = created.expect_ok().json()["partnerID"]
         .as_str()
@@ -818,17 +784,7 @@ fn json_part(run: &Run) -> (Value, String) {
 async fn admin_json_is_clean_and_logs_hold_no_secret() {
     let s = TestStack::start().await;
     let env = Env::of(&s);
-    env.run(&[
-        "admin",
-        "client",
-        "create",
-        "--id",
-        "C1",
-        "--name",
-        "Clinic One",
-    ])
-    .await
-    .expect_ok();
+    env.run(CREATE_C1).await.expect_ok();
     // As an operator runs it: LIS_LOG unset (its default), and verbose.
     let default_log = Env(env
         .0
@@ -840,20 +796,12 @@ async fn admin_json_is_clean_and_logs_hold_no_secret() {
     let mut runs = Vec::new();
     for (label, e) in [("LIS_LOG unset", &default_log), ("LIS_LOG=debug", &verbose)] {
         let created = e
-            .run(&[
-                "admin",
-                "partner",
-                "create",
-                "--name",
+            .run(&partner_create(
                 "Verbose",
-                "--permissions",
                 "patients:read",
-                "--clients",
                 "C1",
-                "--locations",
-                "*",
-                "--json",
-            ])
+                &["--json"],
+            ))
             .await;
         created.expect_ok();
         let (creds, before) = json_part(&created);

@@ -24,11 +24,13 @@ use std::time::{Duration, Instant};
 use command_handler::admin;
 use futures::future::join_all;
 use futures::stream::{self, StreamExt};
-use platform::auth::{issue_token, TokenKeys};
-use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
-use tests::{patient_body, TestPartner, TestStack};
+use tests::checks::{
+    auth_cases, bearer, check_case, check_twin, problem_failures, send, Answer, AuthCases, Req,
+    JSON_CT, MERGE_CT,
+};
+use tests::{patient_body, TestStack};
 use uuid::Uuid;
 
 /// The scope of the partners of the matrix: client C1, and locations L1 (of
@@ -53,159 +55,35 @@ const STATUSES: [&str; 8] = [
     "canceled",
 ];
 
-/// One HTTP answer, read whole.
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
+/// The order and catalog requests of the matrix.
+trait OrderReqs {
+    fn place(body: Value) -> Self;
+    fn read(id: &str) -> Self;
+    fn list(query: &str) -> Self;
+    fn search(body: Value) -> Self;
+    fn catalog() -> Self;
 }
 
-impl Answer {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap_or("<not visible ASCII>").to_string())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The media type of `Content-Type`, without parameters.
-    fn media_type(&self) -> String {
-        self.header("content-type")
-            .unwrap_or_default()
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-    }
-
-    /// Header names, without the ones that differ between any two answers.
-    fn header_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .headers
-            .keys()
-            .map(|k| k.as_str().to_string())
-            .filter(|k| k != "date")
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-/// A partner API request.
-#[derive(Clone, Debug)]
-struct Req {
-    method: Method,
-    path: String,
-    /// Content type and body.
-    body: Option<(&'static str, String)>,
-    /// Extra headers (`If-Match`, `Idempotency-Key`, `Consistency-Token`).
-    headers: Vec<(&'static str, String)>,
-}
-
-impl Req {
-    fn new(method: Method, path: String, body: Option<(&'static str, String)>) -> Req {
-        Req {
-            method,
-            path,
-            body,
-            headers: Vec::new(),
-        }
-    }
-
+impl OrderReqs for Req {
     fn place(body: Value) -> Req {
-        Req::new(
-            Method::POST,
-            "/v1/orders".into(),
-            Some(("application/json", body.to_string())),
-        )
+        Req::with_body(Method::POST, "/v1/orders".into(), JSON_CT, &body)
     }
 
     fn read(id: &str) -> Req {
-        Req::new(Method::GET, format!("/v1/orders/{id}"), None)
+        Req::get(format!("/v1/orders/{id}"))
     }
 
     fn list(query: &str) -> Req {
-        Req::new(Method::GET, format!("/v1/orders{query}"), None)
+        Req::get(format!("/v1/orders{query}"))
     }
 
     fn search(body: Value) -> Req {
-        Req::new(
-            Method::POST,
-            "/v1/orders/search".into(),
-            Some(("application/json", body.to_string())),
-        )
+        Req::with_body(Method::POST, "/v1/orders/search".into(), JSON_CT, &body)
     }
 
     fn catalog() -> Req {
-        Req::new(Method::GET, "/v1/catalog".into(), None)
+        Req::get("/v1/catalog".into())
     }
-
-    /// The same request with another content type.
-    fn content_type(mut self, ct: &'static str) -> Req {
-        if let Some((_, body)) = self.body.take() {
-            self.body = Some((ct, body));
-        }
-        self
-    }
-
-    /// The same request with a raw body of its content type.
-    fn raw_body(mut self, body: &str) -> Req {
-        let ct = self.body.as_ref().map_or("application/json", |(ct, _)| *ct);
-        self.body = Some((ct, body.to_string()));
-        self
-    }
-
-    fn header(mut self, name: &'static str, value: impl Into<String>) -> Req {
-        self.headers.push((name, value.into()));
-        self
-    }
-}
-
-/// Sends `req` with `authorization` as the raw `Authorization` header.
-async fn send(s: &TestStack, req: &Req, authorization: Option<&str>) -> Answer {
-    let mut b = s
-        .http
-        .request(req.method.clone(), format!("{}{}", s.base, req.path));
-    if let Some(a) = authorization {
-        b = b.header("authorization", a);
-    }
-    for (name, value) in &req.headers {
-        b = b.header(*name, value);
-    }
-    if let Some((ct, body)) = &req.body {
-        b = b.header("content-type", *ct).body(body.clone());
-    }
-    let r = b.send().await.expect("request");
-    Answer {
-        status: r.status().as_u16(),
-        headers: r.headers().clone(),
-        body: r.bytes().await.expect("body").to_vec(),
-    }
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
-/// The `Authorization` value of HTTP Basic credentials.
-fn basic(client: &reqwest::Client, user: &str, password: &str) -> String {
-    client
-        .get("http://127.0.0.1/")
-        .basic_auth(user, Some(password))
-        .build()
-        .expect("request")
-        .headers()["authorization"]
-        .to_str()
-        .expect("ascii")
-        .to_string()
 }
 
 /// The order commands that act on an existing order: the seven actions of
@@ -314,12 +192,12 @@ impl Action {
             Action::Update => Req::new(
                 Method::PATCH,
                 format!("/v1/orders/{id}"),
-                body.map(|b| ("application/merge-patch+json", b)),
+                body.map(|b| (MERGE_CT, b)),
             ),
             a => Req::new(
                 Method::POST,
                 format!("/v1/orders/{id}/{}", a.name()),
-                body.map(|b| ("application/json", b)),
+                body.map(|b| (JSON_CT, b)),
             ),
         }
     }
@@ -470,36 +348,6 @@ impl Case {
         self.events = Some(0);
         self
     }
-}
-
-/// Checks a problem+json error body; returns what is wrong.
-fn problem_failures(name: &str, a: &Answer) -> Vec<String> {
-    let mut out = Vec::new();
-    if a.media_type() != "application/problem+json" {
-        out.push(format!(
-            "{name}: content-type is {:?}, expected application/problem+json (body {})",
-            a.header("content-type"),
-            a.text()
-        ));
-    }
-    let p = a.json();
-    for k in ["type", "title", "detail"] {
-        if !p[k].is_string() {
-            out.push(format!(
-                "{name}: problem member `{k}` missing in {}",
-                a.text()
-            ));
-        }
-    }
-    if p["status"] != json!(a.status) {
-        out.push(format!(
-            "{name}: problem `status` is {}, HTTP status {} (body {})",
-            p["status"],
-            a.status,
-            a.text()
-        ));
-    }
-    out
 }
 
 /// Creates a patient from `body` and returns its id.
@@ -711,90 +559,18 @@ async fn every_order_endpoint_checks_access_in_the_contract_order() {
         single.push((perm, bearer(&s.token(&p).await)));
     }
 
-    // Tokens for the same partner made by hand: with another key, expired,
-    // and (as a control) with the installation's key.
-    let all = domain::access::parse_permissions(ALL).expect("permissions");
-    let mut other_key = [0u8; 32];
-    for (i, b) in other_key.iter_mut().enumerate() {
-        *b = rand::random::<u8>() ^ (i as u8);
-    }
-    let hour = Duration::from_secs(3600);
-    let forged = issue_token(&TokenKeys::from_bytes(&other_key), scoped.id, 1, &all, hour);
-    let control = issue_token(&s.keys, scoped.id, 1, &all, hour);
-    let expired = issue_token(&s.keys, scoped.id, 1, &all, Duration::ZERO);
-
-    // A partner disabled after getting its token.
-    let gone = s.partner(ALL, SCOPE_CLIENTS, SCOPE_LOCATIONS).await;
-    let gone_token = s.token(&gone).await;
-    assert_eq!(
-        send(&s, &Req::list(""), Some(&bearer(&gone_token)))
-            .await
-            .status,
-        200,
-        "the token works before the partner is disabled"
-    );
-    admin::disable_partner(&s.write, &TestStack::operator(), gone.id)
-        .await
-        .expect("disable");
-
-    // A partner whose secret is rotated after getting its token.
-    let rotated = s.partner(ALL, SCOPE_CLIENTS, SCOPE_LOCATIONS).await;
-    let old_token = s.token(&rotated).await;
-    assert_eq!(
-        send(&s, &Req::list(""), Some(&bearer(&old_token)))
-            .await
-            .status,
-        200,
-        "the token works before the rotation"
-    );
-    let fresh = admin::rotate_secret(&s.write, &TestStack::operator(), rotated.id)
-        .await
-        .expect("rotate");
-    let new_token = s
-        .token(&TestPartner {
-            id: rotated.id,
-            client_id: fresh.client_id,
-            secret: fresh.client_secret,
-        })
-        .await;
-
-    // Let the zero-lifetime token expire (whole-second timestamps).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-
-    let unauthenticated: Vec<(&str, Option<String>)> = vec![
-        ("no token", None),
-        ("malformed: Bearer without a token", Some("Bearer".into())),
-        (
-            "malformed: Bearer with a non-JWT",
-            Some("Bearer not-a-jwt".into()),
-        ),
-        (
-            "malformed: token without the Bearer scheme",
-            Some(scoped_token.clone()),
-        ),
-        (
-            "malformed: Basic client credentials instead of a token",
-            Some(basic(&s.http, &scoped.client_id, &scoped.secret)),
-        ),
-        ("token signed with another key", Some(bearer(&forged))),
-        ("expired token", Some(bearer(&expired))),
-        ("token of a disabled partner", Some(bearer(&gone_token))),
-        (
-            "token issued before a secret rotation",
-            Some(bearer(&old_token)),
-        ),
-    ];
-    let authorized: Vec<(&str, String)> = vec![
-        ("in scope", bearer(&scoped_token)),
-        (
-            "in scope, control: a hand-made token with the installation key",
-            bearer(&control),
-        ),
-        (
-            "in scope, control: a token obtained after the rotation",
-            bearer(&new_token),
-        ),
-    ];
+    let AuthCases {
+        unauthenticated,
+        authorized,
+    } = auth_cases(
+        &s,
+        &scoped,
+        &scoped_token,
+        ALL,
+        (SCOPE_CLIENTS, SCOPE_LOCATIONS),
+        &Req::list(""),
+    )
+    .await;
 
     let (pi, oi, ooc, ool, miss) = (
         p_in.as_str(),
@@ -1069,51 +845,18 @@ async fn every_order_endpoint_checks_access_in_the_contract_order() {
         let events_before = s.event_count(None).await;
         let a = send(&s, &case.req, case.authorization.as_deref()).await;
         let events_after = s.event_count(None).await;
-        if a.status != case.status {
-            failures.push(format!(
-                "{name}: status {} (expected {}), body {}",
-                a.status,
-                case.status,
-                a.text()
-            ));
+        if !check_case(
+            name,
+            &a,
+            case.status,
+            events_after - events_before,
+            &mut failures,
+        ) {
             continue;
-        }
-        if a.status >= 400 {
-            failures.extend(problem_failures(name, &a));
-            if events_after != events_before {
-                failures.push(format!(
-                    "{name}: a refused request appended {} event(s)",
-                    events_after - events_before
-                ));
-            }
-        }
-        if a.status == 401 {
-            let www = a.header("www-authenticate").unwrap_or_default();
-            if !www.starts_with("Bearer") {
-                failures.push(format!(
-                    "{name}: WWW-Authenticate is {www:?}, expected Bearer …"
-                ));
-            }
         }
         if let Some(twin) = &case.twin {
             let t = send(&s, twin, case.authorization.as_deref()).await;
-            if (t.status, t.media_type(), &t.body) != (a.status, a.media_type(), &a.body) {
-                failures.push(format!(
-                    "{name}: existence leak: {} {:?} {} vs a missing record's {} {:?} {}",
-                    a.status,
-                    a.header("content-type"),
-                    a.text(),
-                    t.status,
-                    t.header("content-type"),
-                    t.text()
-                ));
-            } else if t.header_names() != a.header_names() {
-                failures.push(format!(
-                    "{name}: existence leak in headers: {:?} vs a missing record's {:?}",
-                    a.header_names(),
-                    t.header_names()
-                ));
-            }
+            check_twin(name, &a, &t, &mut failures);
         }
         if !(200..300).contains(&a.status) {
             continue;
@@ -1288,48 +1031,29 @@ async fn orders_embed_patient_details_only_for_callers_who_may_read_the_patient(
     let ada = Some(("Ada", "Lovelace", "1990-12-10"));
 
     // 1. tests:* with patients:read, patient in scope: shown everywhere.
-    let auth = bearer(&reader);
-    let a = send(&s, &Req::place(order_body(&p_in, "C1", "L1")), Some(&auth)).await;
-    check("reader: POST /v1/orders answer", &a, ada);
-    let id = id_of(&a.json());
-    let ct = a.header("consistency-token").unwrap_or_default();
-    let a = send(
-        &s,
-        &Req::read(&id).header("consistency-token", ct),
-        Some(&auth),
-    )
-    .await;
-    check("reader: GET /v1/orders/{id}", &a, ada);
-    let a = send(&s, &Req::list(&format!("?patientID={p_in}")), Some(&auth)).await;
-    check("reader: GET /v1/orders", &a, ada);
-    let a = send(&s, &Req::search(json!({"patientID": p_in})), Some(&auth)).await;
-    check("reader: POST /v1/orders/search", &a, ada);
-    let a = send(&s, &Action::Collect.req(&id), Some(&auth)).await;
-    check("reader: collect answer", &a, ada);
-    let a = send(&s, &Action::Update.req(&id), Some(&auth)).await;
-    check("reader: PATCH answer", &a, ada);
-
     // 2. tests:* without patients:read: never shown.
-    let auth = bearer(&blind);
-    let a = send(&s, &Req::place(order_body(&p_in, "C1", "L1")), Some(&auth)).await;
-    check("no patients:read: POST /v1/orders answer", &a, None);
-    let id = id_of(&a.json());
-    let ct = a.header("consistency-token").unwrap_or_default();
-    let a = send(
-        &s,
-        &Req::read(&id).header("consistency-token", ct),
-        Some(&auth),
-    )
-    .await;
-    check("no patients:read: GET /v1/orders/{id}", &a, None);
-    let a = send(&s, &Req::list(&format!("?patientID={p_in}")), Some(&auth)).await;
-    check("no patients:read: GET /v1/orders", &a, None);
-    let a = send(&s, &Req::search(json!({"patientID": p_in})), Some(&auth)).await;
-    check("no patients:read: POST /v1/orders/search", &a, None);
-    let a = send(&s, &Action::Collect.req(&id), Some(&auth)).await;
-    check("no patients:read: collect answer", &a, None);
-    let a = send(&s, &Action::Update.req(&id), Some(&auth)).await;
-    check("no patients:read: PATCH answer", &a, None);
+    for (token, who, shown) in [(&reader, "reader", ada), (&blind, "no patients:read", None)] {
+        let auth = bearer(token);
+        let a = send(&s, &Req::place(order_body(&p_in, "C1", "L1")), Some(&auth)).await;
+        check(&format!("{who}: POST /v1/orders answer"), &a, shown);
+        let id = id_of(&a.json());
+        let ct = a.header("consistency-token").unwrap_or_default();
+        let a = send(
+            &s,
+            &Req::read(&id).header("consistency-token", ct),
+            Some(&auth),
+        )
+        .await;
+        check(&format!("{who}: GET /v1/orders/{{id}}"), &a, shown);
+        let a = send(&s, &Req::list(&format!("?patientID={p_in}")), Some(&auth)).await;
+        check(&format!("{who}: GET /v1/orders"), &a, shown);
+        let a = send(&s, &Req::search(json!({"patientID": p_in})), Some(&auth)).await;
+        check(&format!("{who}: POST /v1/orders/search"), &a, shown);
+        let a = send(&s, &Action::Collect.req(&id), Some(&auth)).await;
+        check(&format!("{who}: collect answer"), &a, shown);
+        let a = send(&s, &Action::Update.req(&id), Some(&auth)).await;
+        check(&format!("{who}: PATCH answer"), &a, shown);
+    }
 
     // 3. A results:write partner without patients:read: never shown.
     let auth = bearer(&results_writer);

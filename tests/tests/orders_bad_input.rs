@@ -2,90 +2,12 @@
 //! refused with the contract's status as `application/problem+json`, naming
 //! every bad field at once, and nothing may be written.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use reqwest::header::HeaderValue;
 use reqwest::Method;
 use serde_json::{json, Value};
+use tests::checks::{
+    ct, ct_and, j, oversize, row, run_rows, same_answer, with, without, Row, JSON_CT, MERGE_CT,
+};
 use tests::{patient_body, TestStack, SIX};
-
-/// The documented body limit (1 MiB).
-const ONE_MIB: usize = 1 << 20;
-const JSON_CT: &str = "application/json";
-const MERGE_CT: &str = "application/merge-patch+json";
-
-/// One bad request and the answer the contract requires.
-struct Row {
-    name: &'static str,
-    method: Method,
-    path: String,
-    headers: Vec<(&'static str, String)>,
-    body: Vec<u8>,
-    status: u16,
-    /// The exact set of `errors[].field`; `None` when not a field-level error.
-    fields: Option<&'static [&'static str]>,
-}
-
-fn row(
-    name: &'static str,
-    method: Method,
-    path: &str,
-    headers: Vec<(&'static str, String)>,
-    body: impl Into<Vec<u8>>,
-    status: u16,
-    fields: Option<&'static [&'static str]>,
-) -> Row {
-    Row {
-        name,
-        method,
-        path: path.to_string(),
-        headers,
-        body: body.into(),
-        status,
-        fields,
-    }
-}
-
-/// A content-type header.
-fn ct(value: &str) -> Vec<(&'static str, String)> {
-    vec![("content-type", value.to_string())]
-}
-
-/// A content-type header and one more header.
-fn ct_and(value: &str, name: &'static str, extra: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("content-type", value.to_string()),
-        (name, extra.to_string()),
-    ]
-}
-
-fn j(v: Value) -> Vec<u8> {
-    serde_json::to_vec(&v).expect("json")
-}
-
-/// `base` with the members of `changes` set.
-fn with(mut base: Value, changes: Value) -> Value {
-    for (k, v) in changes.as_object().expect("object") {
-        base[k] = v.clone();
-    }
-    base
-}
-
-/// `base` without `keys`.
-fn without(mut base: Value, keys: &[&str]) -> Value {
-    for k in keys {
-        base.as_object_mut().expect("object").remove(*k);
-    }
-    base
-}
-
-/// A JSON object body larger than 1 MiB, its one field `field`.
-fn oversize(field: &str) -> Vec<u8> {
-    let mut b = format!(r#"{{"{field}":""#).into_bytes();
-    b.extend(std::iter::repeat_n(b'a', ONE_MIB + 1));
-    b.extend(br#""}"#);
-    b
-}
 
 /// One result entry.
 fn res(code: &str, value: Value, unit: Option<&str>) -> Value {
@@ -99,76 +21,6 @@ fn res(code: &str, value: Value, unit: Option<&str>) -> Value {
 /// A results body.
 fn results(entries: Vec<Value>) -> Vec<u8> {
     j(json!({ "results": entries }))
-}
-
-/// Checks one answer against its row; returns what is wrong.
-fn check(row: &Row, status: u16, content_type: Option<&str>, text: &str) -> Vec<String> {
-    let mut bad = Vec::new();
-    let name = row.name;
-    if status != row.status {
-        bad.push(format!(
-            "[{name}] status {status}, expected {}: {text}",
-            row.status
-        ));
-    }
-    let media = content_type
-        .map(|c| {
-            c.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
-    if media != "application/problem+json" {
-        bad.push(format!(
-            "[{name}] content-type {content_type:?}, expected application/problem+json"
-        ));
-    }
-    for leak in ["SELECT", "INSERT", "panicked", "src/", ".rs:"] {
-        if text.contains(leak) {
-            bad.push(format!("[{name}] the body leaks {leak:?}: {text}"));
-        }
-    }
-    let body: Value = match serde_json::from_str(text) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => {
-            bad.push(format!("[{name}] the body is not a JSON object: {text}"));
-            return bad;
-        }
-    };
-    for member in ["type", "title", "detail"] {
-        if body[member].as_str().is_none_or(|s| s.is_empty()) {
-            bad.push(format!("[{name}] member {member} missing or empty: {body}"));
-        }
-    }
-    if body["status"] != json!(status) {
-        bad.push(format!(
-            "[{name}] member status {} differs from the HTTP status {status}",
-            body["status"]
-        ));
-    }
-    if let Some(expected) = row.fields {
-        let Some(errors) = body["errors"].as_array() else {
-            bad.push(format!("[{name}] no errors array: {body}"));
-            return bad;
-        };
-        for e in errors {
-            for member in ["field", "code", "message"] {
-                if !e[member].is_string() {
-                    bad.push(format!("[{name}] error without a string {member}: {e}"));
-                }
-            }
-        }
-        let got: BTreeSet<&str> = errors.iter().filter_map(|e| e["field"].as_str()).collect();
-        let want: BTreeSet<&str> = expected.iter().copied().collect();
-        if got != want {
-            bad.push(format!(
-                "[{name}] errors[].field {got:?}, expected {want:?}: {body}"
-            ));
-        }
-    }
-    bad
 }
 
 /// Sends a fixture request and expects `status`; returns the answer's body.
@@ -1691,40 +1543,7 @@ async fn bad_order_input_is_refused_with_a_problem_and_writes_nothing() {
     ];
 
     let events_before = s.event_count(None).await;
-    let mut failures = Vec::new();
-    let mut bodies: BTreeMap<&str, Value> = BTreeMap::new();
-    for row in &rows {
-        let mut req = s
-            .http
-            .request(row.method.clone(), format!("{}{}", s.base, row.path))
-            .bearer_auth(&token);
-        for (name, value) in &row.headers {
-            let value = HeaderValue::from_bytes(value.as_bytes())
-                .unwrap_or_else(|e| panic!("[{}] header {name}: {e}", row.name));
-            req = req.header(*name, value);
-        }
-        if row.method != Method::GET {
-            req = req.body(row.body.clone());
-        }
-        let r = match req.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                failures.push(format!("[{}] request failed: {e}", row.name));
-                continue;
-            }
-        };
-        let status = r.status().as_u16();
-        let content_type = r
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let text = r.text().await.unwrap_or_default();
-        failures.extend(check(row, status, content_type.as_deref(), &text));
-        if let Ok(v) = serde_json::from_str(&text) {
-            bodies.insert(row.name, v);
-        }
-    }
+    let (mut failures, bodies) = run_rows(&s, &token, &rows).await;
 
     // A location that does not exist and a location of another client
     // answer the same 422.
@@ -1732,13 +1551,7 @@ async fn bad_order_input_is_refused_with_a_problem_and_writes_nothing() {
         "create: location of another client",
         "create: nonexistent location",
     );
-    if bodies.get(a) != bodies.get(b) {
-        failures.push(format!(
-            "[{a}] and [{b}] answer differently: {:?} / {:?}",
-            bodies.get(a),
-            bodies.get(b)
-        ));
-    }
+    same_answer(&bodies, a, b, &mut failures);
 
     let events_after = s.event_count(None).await;
     if events_after != events_before {

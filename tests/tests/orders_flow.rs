@@ -2,16 +2,7 @@
 //! results with ranges and flags, finalization, correction, reads.
 
 use serde_json::{json, Value};
-use tests::{patient_body, TestStack, SIX};
-
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("header {name}"))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
+use tests::{header, patient_body, TestStack, SIX};
 
 async fn post(s: &TestStack, token: &str, path: &str, body: Option<Value>) -> reqwest::Response {
     let mut req = s.http.post(format!("{}{path}", s.base)).bearer_auth(token);
@@ -200,13 +191,8 @@ async fn an_order_from_placement_to_correction() {
 
     // Reads: the read model shows what the last write answered.
     let r = s
-        .http
-        .get(format!("{}/v1/orders/{id}", s.base))
-        .bearer_auth(&token)
-        .header("Consistency-Token", &ct)
-        .send()
-        .await
-        .unwrap();
+        .get_consistent(&token, &format!("/v1/orders/{id}"), &ct)
+        .await;
     assert_eq!(r.status(), 200);
     let read: Value = r.json().await.unwrap();
     assert_eq!(read["status"], "corrected");

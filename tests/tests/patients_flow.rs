@@ -2,16 +2,7 @@
 
 use platform::kafka::Topic;
 use serde_json::{json, Value};
-use tests::{patient_body, TestStack};
-
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("header {name}"))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
+use tests::{header, patient_body, TestStack};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_read_list_search_update() {
@@ -41,14 +32,7 @@ async fn create_read_list_search_update() {
     }
 
     // Read-your-writes: with the token the read reflects the write.
-    let r = s
-        .http
-        .get(format!("{}{location}", s.base))
-        .bearer_auth(&token)
-        .header("Consistency-Token", &ct)
-        .send()
-        .await
-        .unwrap();
+    let r = s.get_consistent(&token, &location, &ct).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "etag"), "\"1\"");
     let read: Value = r.json().await.unwrap();
@@ -58,15 +42,7 @@ async fn create_read_list_search_update() {
     );
 
     // A patch changes the version; a no-op patch appends nothing.
-    let r = s
-        .http
-        .patch(format!("{}{location}", s.base))
-        .bearer_auth(&token)
-        .header("content-type", "application/merge-patch+json")
-        .body(r#"{"lastName":"Byron","address":{"city":"London","country":"GB"},"phone":"+44 20 7946 0000"}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = s.patch(&token, &location, None, r#"{"lastName":"Byron","address":{"city":"London","country":"GB"},"phone":"+44 20 7946 0000"}"#).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "etag"), "\"2\"");
     let ct = header(&r, "consistency-token");
@@ -78,14 +54,8 @@ async fn create_read_list_search_update() {
     );
     let events_before = s.event_count(None).await;
     let r = s
-        .http
-        .patch(format!("{}{location}", s.base))
-        .bearer_auth(&token)
-        .header("content-type", "application/merge-patch+json")
-        .body(r#"{"lastName":"Byron"}"#)
-        .send()
-        .await
-        .unwrap();
+        .patch(&token, &location, None, r#"{"lastName":"Byron"}"#)
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["version"], 2);
     assert_eq!(
@@ -96,27 +66,23 @@ async fn create_read_list_search_update() {
 
     // A stale If-Match is refused and changes nothing.
     let r = s
-        .http
-        .patch(format!("{}{location}", s.base))
-        .bearer_auth(&token)
-        .header("content-type", "application/merge-patch+json")
-        .header("If-Match", "\"1\"")
-        .body(r#"{"firstName":"Augusta"}"#)
-        .send()
-        .await
-        .unwrap();
+        .patch(
+            &token,
+            &location,
+            Some("\"1\""),
+            r#"{"firstName":"Augusta"}"#,
+        )
+        .await;
     assert_eq!(r.status(), 412);
     assert_eq!(s.event_count(None).await, events_before);
     let r = s
-        .http
-        .patch(format!("{}{location}", s.base))
-        .bearer_auth(&token)
-        .header("content-type", "application/merge-patch+json")
-        .header("If-Match", "\"2\"")
-        .body(r#"{"firstName":"Augusta","externalPatientID":null}"#)
-        .send()
-        .await
-        .unwrap();
+        .patch(
+            &token,
+            &location,
+            Some("\"2\""),
+            r#"{"firstName":"Augusta","externalPatientID":null}"#,
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let v3: Value = r.json().await.unwrap();
     assert_eq!(v3["version"], 3);
@@ -135,13 +101,8 @@ async fn create_read_list_search_update() {
         assert_eq!(r.status(), 201);
     }
     let r = s
-        .http
-        .get(format!("{}/v1/patients?limit=2", s.base))
-        .bearer_auth(&token)
-        .header("Consistency-Token", &second_ct)
-        .send()
-        .await
-        .unwrap();
+        .get_consistent(&token, "/v1/patients?limit=2", &second_ct)
+        .await;
     assert_eq!(r.status(), 200);
     let mut seen = Vec::new();
     let mut page: Value = r.json().await.unwrap();
@@ -368,27 +329,21 @@ async fn accounts_follow_the_email_rules_without_touching_the_patient_version() 
         .unwrap()
         .to_string();
     let r = s
-        .http
-        .patch(format!("{}/v1/patients/{id}", s.base))
-        .bearer_auth(&token)
-        .header("content-type", "application/merge-patch+json")
-        .body(r#"{"email":"grace@example.org"}"#)
-        .send()
-        .await
-        .unwrap();
+        .patch(
+            &token,
+            &format!("/v1/patients/{id}"),
+            None,
+            r#"{"email":"grace@example.org"}"#,
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let ct = header(&r, "consistency-token");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["account"]["status"], "invited");
     assert_eq!(v["version"], 2);
     let r = s
-        .http
-        .get(format!("{}/v1/patients/{id}", s.base))
-        .bearer_auth(&token)
-        .header("Consistency-Token", ct)
-        .send()
-        .await
-        .unwrap();
+        .get_consistent(&token, &format!("/v1/patients/{id}"), &ct)
+        .await;
     let read: Value = r.json().await.unwrap();
     assert_eq!(read["account"]["status"], "invited");
     assert_eq!(read["version"], 2);

@@ -107,14 +107,13 @@ async fn survives_restarts_and_redelivery_and_rebuilds_identically() {
     }
     for id in ids.iter().step_by(4) {
         let r = s
-            .http
-            .patch(format!("{}/v1/patients/{id}", s.base))
-            .bearer_auth(&token)
-            .header("content-type", "application/merge-patch+json")
-            .body(r#"{"lastName":"Updated","address":{"city":"Leeds"}}"#)
-            .send()
-            .await
-            .unwrap();
+            .patch(
+                &token,
+                &format!("/v1/patients/{id}"),
+                None,
+                r#"{"lastName":"Updated","address":{"city":"Leeds"}}"#,
+            )
+            .await;
         assert_eq!(r.status(), 200);
     }
     let versions = (N + N.div_ceil(4)) as i64;
