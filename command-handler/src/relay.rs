@@ -28,7 +28,7 @@ use platform::envelope::{Envelope, POSITION_HEADER};
 use platform::kafka::{partition_for, Topic};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_postgres::AsyncMessage;
 
@@ -249,7 +249,6 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
         if let Some(t) = newest {
             platform::metrics::RELAY_LAG.set(platform::metrics::seconds_since(&t));
         }
-        let _ = relay.producer.flush(Duration::from_secs(0));
     }
 }
 

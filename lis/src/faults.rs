@@ -36,9 +36,6 @@ use platform::envelope::Envelope;
 use platform::kafka::Topic;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -427,7 +424,6 @@ struct Load {
 /// Sends one write, retrying with the same key after transport errors and
 /// 5xx, as a partner whose answer was lost would. Every answer is recorded.
 async fn send_write(
-    http: &reqwest::Client,
     record: &Mutex<Record>,
     req: impl Fn() -> reqwest::RequestBuilder,
     stop: &AtomicBool,
@@ -464,7 +460,6 @@ async fn send_write(
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
-        let _ = http;
     }
     None
 }
@@ -502,7 +497,7 @@ impl Load {
                             "firstName": "Load", "lastName": format!("Patient{n}"), "dateOfBirth": "1980-01-01",
                             "sex": "unknown"});
                         let url = format!("{commands}/v1/patients");
-                        let r = send_write(&http, &record, || {
+                        let r = send_write(&record, || {
                             http.post(&url).bearer_auth(&token).header("Idempotency-Key", &key).json(&body)
                         }, &stop)
                         .await;
@@ -517,7 +512,7 @@ impl Load {
                         let body = json!({"externalPatientID": ext, "clientID": "FC", "locationID": "FL",
                             "firstName": "Load", "lastName": "Invalid", "dateOfBirth": "not-a-date", "sex": "x"});
                         let url = format!("{commands}/v1/patients");
-                        let r = send_write(&http, &record, || {
+                        let r = send_write(&record, || {
                             http.post(&url).bearer_auth(&token).header("Idempotency-Key", &key).json(&body)
                         }, &stop)
                         .await;
@@ -530,7 +525,7 @@ impl Load {
                         let id = mine[rng.gen_range(0..mine.len())];
                         let body = json!({"phone": format!("+1 555 {:04}", n % 10000)});
                         let url = format!("{commands}/v1/patients/{id}");
-                        let r = send_write(&http, &record, || {
+                        let r = send_write(&record, || {
                             http.patch(&url)
                                 .bearer_auth(&token)
                                 .header("Idempotency-Key", &key)
@@ -609,39 +604,21 @@ impl Row {
 /// Reads every record of every topic from offset 0 to its current end.
 async fn read_log(cfg: &Config) -> anyhow::Result<Vec<(Topic, i32, i64, Envelope)>> {
     let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer =
-            platform::kafka::consumer_config(&cfg, &format!("faults-{}", Uuid::new_v4()))
-                .create()?;
-        let mut tpl = TopicPartitionList::new();
-        let mut remaining = 0;
-        let mut names = HashMap::new();
-        for topic in Topic::ALL {
-            let name = topic.name(&cfg.topic_prefix);
-            names.insert(name.clone(), topic);
-            for p in 0..topic.partitions(&cfg) {
-                let (low, high) = c.fetch_watermarks(&name, p, Duration::from_secs(10))?;
-                remaining += high - low;
-                tpl.add_partition_offset(&name, p, Offset::Beginning)?;
-            }
-        }
-        c.assign(&tpl)?;
-        let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while (out.len() as i64) < remaining {
-            if Instant::now() > deadline {
-                bail!("timed out reading the log");
-            }
-            let Some(m) = c.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            let m = m?;
-            let env: Envelope = serde_json::from_slice(m.payload().unwrap_or_default())?;
-            out.push((names[m.topic()], m.partition(), m.offset(), env));
-        }
-        Ok(out)
+    let records = tokio::task::spawn_blocking(move || {
+        platform::kafka::read_from_start(&cfg, &Topic::ALL, Duration::from_secs(120))
     })
-    .await?
+    .await??;
+    records
+        .into_iter()
+        .map(|r| {
+            Ok((
+                r.topic,
+                r.partition,
+                r.offset,
+                serde_json::from_slice(&r.payload)?,
+            ))
+        })
+        .collect()
 }
 
 /// Waits until every stored event is on Kafka and applied to the read model.

@@ -90,8 +90,10 @@ impl Shutdown {
 
 #[derive(Clone)]
 struct Health {
-    cfg: Arc<Config>,
     write: deadpool_postgres::Pool,
+    /// One client for every probe: creating a Kafka client per request
+    /// would start its threads and connections each time.
+    kafka: Arc<BaseConsumer>,
 }
 
 /// Counts and times every request by route template, never by raw path.
@@ -141,10 +143,9 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
         .ok()
         .flatten()
         .is_some();
-    let cfg = h.cfg.clone();
+    let kafka = h.kafka.clone();
     let kafka_ok = tokio::task::spawn_blocking(move || {
-        let c: Result<BaseConsumer, _> = platform::kafka::base_config(&cfg).create();
-        c.is_ok_and(|c| c.fetch_metadata(None, Duration::from_secs(2)).is_ok())
+        kafka.fetch_metadata(None, Duration::from_secs(2)).is_ok()
     })
     .await
     .unwrap_or(false);
@@ -199,8 +200,8 @@ pub async fn serve(
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .with_state(Health {
-                cfg: cfg.clone(),
                 write: write.clone(),
+                kafka: Arc::new(platform::kafka::base_config(&cfg).create()?),
             });
         app = app.merge(crate::docs::router());
         if roles.commands {

@@ -142,3 +142,78 @@ pub async fn ensure_topics(cfg: &Config) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// One record read back from a topic (for checks, replays and tests).
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    /// The topic.
+    pub topic: Topic,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key, as text.
+    pub key: String,
+    /// Headers, as text.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub payload: Vec<u8>,
+}
+
+/// Reads every record of `topics` from their start up to the end each
+/// partition had when the read began. Blocking: call it from
+/// `spawn_blocking`.
+pub fn read_from_start(
+    cfg: &Config,
+    topics: &[Topic],
+    timeout: Duration,
+) -> anyhow::Result<Vec<LogRecord>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::{Offset, TopicPartitionList};
+    let group = format!("lis-reader-{}", Uuid::new_v4().simple());
+    let c: BaseConsumer = consumer_config(cfg, &group).create()?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    let mut names = std::collections::HashMap::new();
+    for &topic in topics {
+        let name = topic.name(&cfg.topic_prefix);
+        names.insert(name.clone(), topic);
+        for p in 0..topic.partitions(cfg) {
+            let (low, high) = c.fetch_watermarks(&name, p, Duration::from_secs(10))?;
+            remaining += high - low;
+            tpl.add_partition_offset(&name, p, Offset::Beginning)?;
+        }
+    }
+    c.assign(&tpl)?;
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + timeout;
+    while (out.len() as i64) < remaining {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "read {} of {remaining} records in {timeout:?}",
+            out.len()
+        );
+        let Some(m) = c.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m?;
+        let text = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+        out.push(LogRecord {
+            topic: names[m.topic()],
+            partition: m.partition(),
+            offset: m.offset(),
+            key: text(m.key()),
+            headers: m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), text(h.value)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            payload: m.payload().unwrap_or_default().to_vec(),
+        });
+    }
+    Ok(out)
+}

@@ -14,9 +14,6 @@ use platform::config::Config;
 use platform::envelope::Envelope;
 use platform::kafka::Topic;
 use rand::RngCore;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -357,58 +354,26 @@ pub struct Record {
 /// Reads every record of a topic of `cfg` from offset 0 to its current end.
 pub async fn read_topic(cfg: &Config, topic: Topic) -> Vec<Record> {
     let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer =
-            platform::kafka::consumer_config(&cfg, &format!("test-reader-{}", random_hex(4)))
-                .create()
-                .expect("consumer");
-        let name = topic.name(&cfg.topic_prefix);
-        let mut tpl = TopicPartitionList::new();
-        let mut remaining = 0i64;
-        for p in 0..topic.partitions(&cfg) {
-            let (low, high) = c
-                .fetch_watermarks(&name, p, Duration::from_secs(10))
-                .expect("watermarks");
-            remaining += high - low;
-            tpl.add_partition_offset(&name, p, Offset::Beginning)
-                .expect("tpl");
-        }
-        c.assign(&tpl).expect("assign");
-        let mut out = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while (out.len() as i64) < remaining && std::time::Instant::now() < deadline {
-            let Some(m) = c.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            let m = m.expect("message");
-            let json: Value =
-                serde_json::from_slice(m.payload().unwrap_or_default()).expect("json body");
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_string(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Record {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                headers,
-                envelope: serde_json::from_value(json.clone()).expect("envelope"),
-                json,
-            });
-        }
-        out
+    let records = tokio::task::spawn_blocking(move || {
+        platform::kafka::read_from_start(&cfg, &[topic], Duration::from_secs(60))
     })
     .await
     .expect("reader")
+    .expect("read the topic");
+    records
+        .into_iter()
+        .map(|r| {
+            let json: Value = serde_json::from_slice(&r.payload).expect("json body");
+            Record {
+                partition: r.partition,
+                offset: r.offset,
+                key: r.key,
+                headers: r.headers,
+                envelope: serde_json::from_value(json.clone()).expect("envelope"),
+                json,
+            }
+        })
+        .collect()
 }
 
 /// A `lis` process started by a test; killed when dropped.
