@@ -349,3 +349,69 @@ async fn accounts_follow_the_email_rules_without_touching_the_patient_version() 
     assert_eq!(read["version"], 2);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_still_in_use_answers_409_and_is_not_kept() {
+    let s = TestStack::start().await;
+    let (_, token) = s.standard().await;
+    // Hold the (clientID, externalPatientID) reservation in an open
+    // transaction, so the first request blocks while it holds its key.
+    let mut holder = platform::db::connect(&s.cfg.database_url, &s.cfg.write_schema)
+        .await
+        .unwrap();
+    let hold = holder.transaction().await.unwrap();
+    hold.execute(
+        "INSERT INTO patient_external_ids (client_id, external_patient_id, patient_id) \
+         VALUES ('C1', 'MRN-HOLD', gen_random_uuid())",
+        &[],
+    )
+    .await
+    .unwrap();
+    let send = || {
+        let (http, base, token) = (s.http.clone(), s.base.clone(), token.clone());
+        async move {
+            http.post(format!("{base}/v1/patients"))
+                .bearer_auth(token)
+                .header("Idempotency-Key", "held-key")
+                .json(&patient_body("MRN-HOLD"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first = tokio::spawn(send());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !first.is_finished(),
+        "the first request waits on the held reservation"
+    );
+
+    let second = send().await;
+    assert_eq!(second.status(), 409);
+    let p: Value = second.json().await.unwrap();
+    assert!(
+        p["type"].as_str().unwrap().ends_with("request-in-progress"),
+        "{p}"
+    );
+
+    hold.rollback().await.unwrap();
+    let first = first.await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first_body = first.text().await.unwrap();
+    // The 409 was not kept: a retry now gets the first answer.
+    let retry = send().await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.text().await.unwrap(), first_body);
+    let db = s.write.get().await.unwrap();
+    let registrations: i64 = db
+        .query_one(
+            "SELECT count(*) FROM events WHERE event_type = 'PatientRegistered' \
+             AND data->>'externalPatientID' = 'MRN-HOLD'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(registrations, 1);
+    s.stop().await;
+}
