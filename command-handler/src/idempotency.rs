@@ -96,6 +96,18 @@ pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 impl Idempotency {
+    /// The request's idempotency identity, when it carries an
+    /// `Idempotency-Key` (422 when the header is malformed).
+    pub fn from_request(
+        headers: &HeaderMap,
+        partner_id: Uuid,
+        method: &'static str,
+        path: String,
+        body: &[u8],
+    ) -> Result<Option<Self>, ApiError> {
+        Ok(key_from(headers)?.map(|k| Self::new(partner_id, method, path, k, body)))
+    }
+
     /// Identifies a request by partner, method, path and body.
     pub fn new(
         partner_id: Uuid,

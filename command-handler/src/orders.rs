@@ -28,7 +28,7 @@ use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
 use crate::command::{begin_create, body_bytes, execute, if_match, retry_on, Attempt, TxError};
-use crate::idempotency::{self, Answer, Idempotency};
+use crate::idempotency::{Answer, Idempotency};
 use crate::store::{self, CommandMeta, Pending};
 use crate::AppState;
 
@@ -462,13 +462,15 @@ pub async fn create(
         f.read_only(READ_ONLY);
         let draft = draft_from(&mut f);
         let shape = f.finish();
-        if shape.iter().any(|e| e.code == fields::WRONG_TYPE) {
-            fields::check(shape.clone())?;
-        }
-        let key = idempotency::key_from(&headers)?;
-        let idem = key
-            .clone()
-            .map(|k| Idempotency::new(caller.partner_id, "POST", "/v1/orders".into(), k, &body));
+        fields::reject_wrong_types(&shape)?;
+        let idem = Idempotency::from_request(
+            &headers,
+            caller.partner_id,
+            "POST",
+            "/v1/orders".into(),
+            &body,
+        )?;
+        let key = idem.as_ref().map(|i| i.key.clone());
         Ok::<_, ApiError>((caller, draft, shape, key, idem))
     }
     .await;
@@ -755,14 +757,10 @@ async fn prepare_act(
     }
     let change = parse(&mut f);
     let shape = f.finish();
-    if shape.iter().any(|e| e.code == fields::WRONG_TYPE) {
-        fields::check(shape.clone())?;
-    }
+    fields::reject_wrong_types(&shape)?;
     let expected = if_match(headers)?;
-    let key = idempotency::key_from(headers)?;
-    let idem = key
-        .clone()
-        .map(|k| Idempotency::new(caller.partner_id, method, path, k, &body));
+    let idem = Idempotency::from_request(headers, caller.partner_id, method, path, &body)?;
+    let key = idem.as_ref().map(|i| i.key.clone());
     Ok((
         Act {
             caller,

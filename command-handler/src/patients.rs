@@ -25,7 +25,7 @@ use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
 use crate::command::{begin_create, body_bytes, execute, if_match, retry_on, Attempt, TxError};
-use crate::idempotency::{self, Answer, Idempotency};
+use crate::idempotency::{Answer, Idempotency};
 use crate::store::{self, CommandMeta, Pending};
 use crate::AppState;
 
@@ -431,13 +431,15 @@ pub async fn create(
         f.read_only(READ_ONLY);
         let draft = draft_from(&mut f);
         let shape_errors = f.finish();
-        if shape_errors.iter().any(|e| e.code == fields::WRONG_TYPE) {
-            fields::check(shape_errors.clone())?;
-        }
-        let key = idempotency::key_from(&headers)?;
-        let idem = key
-            .clone()
-            .map(|k| Idempotency::new(caller.partner_id, "POST", "/v1/patients".into(), k, &body));
+        fields::reject_wrong_types(&shape_errors)?;
+        let idem = Idempotency::from_request(
+            &headers,
+            caller.partner_id,
+            "POST",
+            "/v1/patients".into(),
+            &body,
+        )?;
+        let key = idem.as_ref().map(|i| i.key.clone());
         Ok::<_, ApiError>((caller, draft, shape_errors, key, idem))
     }
     .await;
@@ -616,20 +618,16 @@ pub async fn update(
         f.read_only(&[READ_ONLY, &["clientID"]].concat());
         let patch = patch_from(&mut f);
         let shape_errors = f.finish();
-        if shape_errors.iter().any(|e| e.code == fields::WRONG_TYPE) {
-            fields::check(shape_errors.clone())?;
-        }
+        fields::reject_wrong_types(&shape_errors)?;
         let expected = if_match(&headers)?;
-        let key = idempotency::key_from(&headers)?;
-        let idem = key.clone().map(|k| {
-            Idempotency::new(
-                caller.partner_id,
-                "PATCH",
-                format!("/v1/patients/{id}"),
-                k,
-                &body,
-            )
-        });
+        let idem = Idempotency::from_request(
+            &headers,
+            caller.partner_id,
+            "PATCH",
+            format!("/v1/patients/{id}"),
+            &body,
+        )?;
+        let key = idem.as_ref().map(|i| i.key.clone());
         Ok((caller, id, patch, shape_errors, expected, key, idem))
     }
     .await;

@@ -78,6 +78,16 @@ pub fn check(errors: Vec<FieldError>) -> Result<(), ApiError> {
     }
 }
 
+/// Answers 400 at once when any value has the wrong JSON type (the other
+/// field errors wait for the decision, so every bad field is named together).
+pub fn reject_wrong_types(errors: &[FieldError]) -> Result<(), ApiError> {
+    if errors.iter().any(|e| e.code == WRONG_TYPE) {
+        check(errors.to_vec())
+    } else {
+        Ok(())
+    }
+}
+
 /// A JSON object being taken apart field by field.
 #[derive(Debug)]
 pub struct Fields {

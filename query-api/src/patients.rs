@@ -521,8 +521,6 @@ pub(crate) fn search_body(
         raw.push(("limit".to_string(), n.to_string()));
     }
     let errors = f.finish();
-    if errors.iter().any(|e| e.code == fields::WRONG_TYPE) {
-        return Err(fields::check(errors).expect_err("wrong types fail"));
-    }
+    fields::reject_wrong_types(&errors)?;
     Ok((raw, errors))
 }
