@@ -14,8 +14,13 @@
 //! - every stored event is on Kafka, each stream in order (a repeated record
 //!   after a broker failure is counted, and allowed only as an exact copy);
 //! - the read models equal a fresh replay of the log;
-//! - during the outage partners got prompt answers: no 500, nothing hanging
-//!   beyond the request timeout.
+//! - the same write sent again with its `Idempotency-Key` gets the first
+//!   answer and adds no event;
+//! - during the outage partners got prompt, clear answers: no 5xx other
+//!   than 503 with `Retry-After`, nothing hanging beyond the request timeout.
+//!
+//! The load is a partner's: patient creates (some invalid), patches, order
+//! placements with 1-4 tests, order actions and reads.
 //!
 //! It prints one row per fault and exits non-zero on any loss, duplicate,
 //! difference, 500 or hang. Traffic goes to loopback only; the run is bounded
@@ -405,14 +410,48 @@ fn wait_port(port: u16, limit: Duration) -> anyhow::Result<()> {
 /// What the load generator did and saw.
 #[derive(Default)]
 struct Record {
-    /// Acknowledged creates: idempotency key -> patient id.
+    /// Acknowledged creates (patients and orders): idempotency key -> id.
     created: HashMap<String, Uuid>,
-    /// Acknowledged patches: (patient, version the answer carried).
+    /// Acknowledged changes (patient patches, order actions): (stream,
+    /// version the answer carried).
     patched: Vec<(Uuid, i64)>,
     /// Refused creates (4xx): their external ids.
     refused: Vec<String>,
-    /// Every answer: (when, status or 0 for a transport error, hang).
-    answers: Vec<(Instant, u16, bool)>,
+    /// Acknowledged creates to send again with the same key afterwards:
+    /// (key, URL, body, id the first answer carried).
+    replays: Vec<(String, String, Value, Uuid)>,
+    /// Every answer.
+    answers: Vec<Answer>,
+}
+
+/// One answer the load generator got.
+struct Answer {
+    at: Instant,
+    /// HTTP status, 0 for a transport error.
+    status: u16,
+    /// No answer within [`REQUEST_TIMEOUT`].
+    hang: bool,
+    /// A 5xx that is not a clear retryable error (503 with Retry-After).
+    unclear: bool,
+}
+
+impl Answer {
+    fn of(r: &Result<reqwest::Response, reqwest::Error>, started: Instant) -> Answer {
+        let (status, hang, unclear) = match r {
+            Ok(r) => {
+                let s = r.status().as_u16();
+                let clear = s == 503 && r.headers().contains_key("retry-after");
+                (s, false, s >= 500 && !clear)
+            }
+            Err(e) => (0, e.is_timeout() && started.elapsed() >= REQUEST_TIMEOUT, false),
+        };
+        Answer {
+            at: Instant::now(),
+            status,
+            hang,
+            unclear,
+        }
+    }
 }
 
 struct Load {
@@ -433,22 +472,13 @@ async fn send_write(
     for _ in 0..200 {
         let started = Instant::now();
         let r = req().timeout(REQUEST_TIMEOUT).send().await;
-        let (status, body, hang) = match r {
-            Ok(r) => {
-                let s = r.status().as_u16();
-                (s, r.json::<Value>().await.unwrap_or(Value::Null), false)
-            }
-            Err(e) => (
-                0,
-                Value::Null,
-                e.is_timeout() && started.elapsed() >= REQUEST_TIMEOUT,
-            ),
+        let answer = Answer::of(&r, started);
+        let status = answer.status;
+        record.lock().expect("lock").answers.push(answer);
+        let body = match r {
+            Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
         };
-        record
-            .lock()
-            .expect("lock")
-            .answers
-            .push((Instant::now(), status, hang));
         if status != 0 && status < 500 {
             return Some((status, body));
         }
@@ -486,6 +516,7 @@ impl Load {
             tasks.push(tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(seed.wrapping_add((round * 1000 + w) as u64));
                 let mut mine: Vec<Uuid> = Vec::new();
+                let mut orders: Vec<Uuid> = Vec::new();
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
@@ -504,7 +535,11 @@ impl Load {
                         if let Some((201, v)) = r {
                             if let Some(id) = v["patientID"].as_str().and_then(|s| s.parse().ok()) {
                                 mine.push(id);
-                                record.lock().expect("lock").created.insert(key, id);
+                                let mut rec = record.lock().expect("lock");
+                                if n % 10 == 1 {
+                                    rec.replays.push((key.clone(), url, body, id));
+                                }
+                                rec.created.insert(key, id);
                             }
                         }
                     } else if roll < 0.60 {
@@ -519,6 +554,43 @@ impl Load {
                         if let Some((s, _)) = r {
                             if (400..500).contains(&s) {
                                 record.lock().expect("lock").refused.push(ext);
+                            }
+                        }
+                    } else if roll < 0.72 && !orders.is_empty() {
+                        // An order action (collect once, then 409s).
+                        let id = orders[rng.gen_range(0..orders.len())];
+                        let url = format!("{commands}/v1/orders/{id}/collect");
+                        let r = send_write(&record, || {
+                            http.post(&url).bearer_auth(&token).header("Idempotency-Key", &key)
+                        }, &stop)
+                        .await;
+                        if let Some((200, v)) = r {
+                            if let Some(version) = v["version"].as_i64() {
+                                record.lock().expect("lock").patched.push((id, version));
+                            }
+                        }
+                    } else if roll < 0.72 {
+                        let patient = mine[rng.gen_range(0..mine.len())];
+                        let tests: Vec<Value> = ["CBC", "BMP", "LIPID", "TSH"][..rng.gen_range(1..=4)]
+                            .iter()
+                            .map(|c| json!({"code": c}))
+                            .collect();
+                        let body = json!({"patientID": patient, "clientID": "FC", "locationID": "FL",
+                            "externalOrderID": format!("FO-{round}-{w}-{n}"), "tests": tests,
+                            "priority": "routine"});
+                        let url = format!("{commands}/v1/orders");
+                        let r = send_write(&record, || {
+                            http.post(&url).bearer_auth(&token).header("Idempotency-Key", &key).json(&body)
+                        }, &stop)
+                        .await;
+                        if let Some((201, v)) = r {
+                            if let Some(id) = v["orderID"].as_str().and_then(|s| s.parse().ok()) {
+                                orders.push(id);
+                                let mut rec = record.lock().expect("lock");
+                                if n % 10 == 1 {
+                                    rec.replays.push((key.clone(), url, body, id));
+                                }
+                                rec.created.insert(key, id);
                             }
                         }
                     } else if roll < 0.85 {
@@ -547,11 +619,7 @@ impl Load {
                             .timeout(REQUEST_TIMEOUT)
                             .send()
                             .await;
-                        let (status, hang) = match r {
-                            Ok(r) => (r.status().as_u16(), false),
-                            Err(e) => (0, e.is_timeout() && started.elapsed() >= REQUEST_TIMEOUT),
-                        };
-                        record.lock().expect("lock").answers.push((Instant::now(), status, hang));
+                        record.lock().expect("lock").answers.push(Answer::of(&r, started));
                     }
                     tokio::time::sleep(Duration::from_millis(rng.gen_range(5..25))).await;
                 }
@@ -582,6 +650,7 @@ struct Row {
     lost: usize,
     duplicates: usize,
     refused_events: usize,
+    replay_differences: usize,
     kafka_repeats: usize,
     differences: usize,
     server_errors: usize,
@@ -594,6 +663,7 @@ impl Row {
         self.lost > 0
             || self.duplicates > 0
             || self.refused_events > 0
+            || self.replay_differences > 0
             || self.differences > 0
             || self.server_errors > 0
             || self.hangs > 0
@@ -675,14 +745,15 @@ async fn converge(
 async fn check(
     cfg: &Config,
     write: &deadpool_postgres::Pool,
+    token: &str,
     record: &Record,
     row: &mut Row,
 ) -> anyhow::Result<()> {
     let db = write.get().await?;
-    // Acknowledged creates: a registration for the acknowledged id.
+    // Acknowledged creates: a registration (placement) for the acknowledged id.
     let registered: HashSet<Uuid> = db
         .query(
-            "SELECT stream_id FROM events WHERE event_type = 'PatientRegistered'",
+            "SELECT stream_id FROM events WHERE event_type IN ('PatientRegistered', 'OrderPlaced')",
             &[],
         )
         .await?
@@ -696,7 +767,7 @@ async fn check(
         .count();
     let versions: HashSet<(Uuid, i64)> = db
         .query(
-            "SELECT stream_id, version FROM events WHERE stream_type = 'patient'",
+            "SELECT stream_id, version FROM events WHERE stream_type IN ('patient', 'order')",
             &[],
         )
         .await?
@@ -727,6 +798,27 @@ async fn check(
         .get(0);
     row.duplicates = doubled as usize;
     row.refused_events = ghost as usize;
+    // The same write again with the same key: the first answer, no new event.
+    let before: i64 = db.query_one("SELECT count(*) FROM events", &[]).await?.get(0);
+    let http = reqwest::Client::new();
+    for (key, url, body, id) in &record.replays {
+        let r = http
+            .post(url)
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        let again = v["patientID"].as_str().or(v["orderID"].as_str());
+        if status != 201 || again != Some(id.to_string().as_str()) {
+            row.replay_differences += 1;
+        }
+    }
+    let after: i64 = db.query_one("SELECT count(*) FROM events", &[]).await?.get(0);
+    row.replay_differences += (after - before) as usize;
     // Kafka: every stored event once (exact repeats counted), streams in order.
     let stored: HashSet<Uuid> = db
         .query("SELECT event_id FROM events", &[])
@@ -861,9 +953,9 @@ async fn recovered(stack: &Stack, token: &str, n: usize) -> Option<Duration> {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| fault | requests | answers by status | lost acked writes | duplicate events | events of refused writes | kafka repeats | read-model differences | 500s | hangs | recovery |"
+        "| fault | requests | answers by status | lost acked writes | duplicate events | events of refused writes | key replays answered differently | kafka repeats | read-model differences | unclear 5xx | hangs | recovery |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in rows {
         let statuses = r
             .statuses
@@ -878,13 +970,14 @@ fn print_table(rows: &[Row]) {
             .collect::<Vec<_>>()
             .join(" ");
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.fault,
             r.requests,
             statuses,
             r.lost,
             r.duplicates,
             r.refused_events,
+            r.replay_differences,
             r.kafka_repeats,
             r.differences,
             r.server_errors,
@@ -945,6 +1038,9 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
             Permission::PatientsCreate,
             Permission::PatientsRead,
             Permission::PatientsUpdate,
+            Permission::TestsCreate,
+            Permission::TestsRead,
+            Permission::TestsUpdate,
         ]
         .into(),
         Scope {
@@ -953,6 +1049,7 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
+    command_handler::admin::seed_catalog(&write, &actor).await?;
     for part in SERVICES {
         stack.start_service(part)?;
     }
@@ -1012,17 +1109,17 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
             ..Row::default()
         };
         let rec = std::mem::take(&mut *record.lock().expect("lock"));
-        for (at, status, hang) in &rec.answers {
-            if *at >= from {
+        for a in &rec.answers {
+            if a.at >= from {
                 row.requests += 1;
-                *row.statuses.entry(*status).or_default() += 1;
-                row.server_errors += usize::from(*status == 500);
-                row.hangs += usize::from(*hang);
+                *row.statuses.entry(a.status).or_default() += 1;
+                row.server_errors += usize::from(a.unclear);
+                row.hangs += usize::from(a.hang);
             }
         }
-        check(&cfg, &write, &rec, &mut row).await?;
+        check(&cfg, &write, &token, &rec, &mut row).await?;
         println!(
-            "  {} creates, {} patches acknowledged; {} writes refused; recovered in {}",
+            "  {} creates, {} changes acknowledged; {} writes refused; recovered in {}",
             rec.created.len(),
             rec.patched.len(),
             rec.refused.len(),

@@ -118,6 +118,13 @@ pub fn consumer_config(cfg: &Config, group: &str) -> ClientConfig {
 }
 
 /// Creates every topic with unlimited retention; existing topics are kept.
+///
+/// `cleanup.policy` is deliberately left at the broker default (`delete`
+/// on Kafka, where `retention.ms=-1` then means "never"): tansu 0.6's
+/// maintenance task, which runs when the broker starts and every ten
+/// minutes, reads an explicit `cleanup.policy=delete` with `retention.ms=-1`
+/// as "delete every record older than -1 ms" and emptied the log
+/// (found by `lis faults`; regression test `tests/tests/broker_restart.rs`).
 pub async fn ensure_topics(cfg: &Config) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = base_config(cfg).create()?;
     let names: Vec<(String, i32)> = Topic::ALL
@@ -130,7 +137,6 @@ pub async fn ensure_topics(cfg: &Config) -> anyhow::Result<()> {
             NewTopic::new(name, *partitions, TopicReplication::Fixed(1))
                 .set("retention.ms", "-1")
                 .set("retention.bytes", "-1")
-                .set("cleanup.policy", "delete")
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

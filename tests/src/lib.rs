@@ -482,3 +482,84 @@ impl TestStack {
         }
     }
 }
+
+/// A Kafka-compatible broker of a test's own (tansu with sqlite storage in a
+/// temporary directory, on a free loopback port), for tests that kill and
+/// restart the broker. Killed and removed when dropped.
+pub struct PrivateBroker {
+    child: Option<std::process::Child>,
+    dir: std::path::PathBuf,
+    /// Its loopback port.
+    pub port: u16,
+}
+
+impl PrivateBroker {
+    /// Starts the broker named by `LIS_TEST_TANSU` (set by `scripts/test`),
+    /// else `tansu` on the PATH, and waits until it accepts connections.
+    pub fn start() -> PrivateBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("lis-broker-{}", random_hex(6)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut broker = PrivateBroker {
+            child: None,
+            dir,
+            port,
+        };
+        broker.restart();
+        broker
+    }
+
+    /// `host:port` for `LIS_KAFKA_BROKERS`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker with SIGKILL (no chance to flush anything).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))
+            .unwrap();
+        let bin = std::env::var("LIS_TEST_TANSU").unwrap_or_else(|_| "tansu".into());
+        let child = std::process::Command::new(bin)
+            .args(["broker", "--storage-engine", "sqlite://tansu.db"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .current_dir(&self.dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu (scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the private broker did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
