@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use deadpool_postgres::GenericClient;
 use deadpool_postgres::Pool;
 use domain::access::{Actor, IdSet, Permission, Scope};
 use domain::event::DomainEvent;
@@ -11,7 +12,6 @@ use domain::reference::{self, Partner, PartnerEvent, ReferenceRejection};
 use platform::auth::{generate_client_id, generate_secret, hash_secret, permissions_from_db};
 use platform::config::Secret;
 use serde::Serialize;
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::store::{self, CommandMeta, Pending};
@@ -127,7 +127,7 @@ pub async fn create_client(
     };
     let meta = CommandMeta::new(actor.clone(), None);
     store::append(
-        &*tx,
+        &tx,
         &meta,
         &[Pending::new(reference::client_stream_id(id), 1, &event)],
     )
@@ -169,7 +169,7 @@ pub async fn create_location(
     };
     let meta = CommandMeta::new(actor.clone(), None);
     store::append(
-        &*tx,
+        &tx,
         &meta,
         &[Pending::new(reference::location_stream_id(id), 1, &event)],
     )
@@ -248,7 +248,7 @@ pub async fn list_partners(pool: &Pool) -> Result<Vec<PartnerRow>, AdminError> {
 /// One partner.
 pub async fn show_partner(pool: &Pool, id: Uuid) -> Result<PartnerRow, AdminError> {
     let db = pool.get().await?;
-    load_partner(&**db, id).await
+    load_partner(&db, id).await
 }
 
 async fn load_partner(db: &impl GenericClient, id: Uuid) -> Result<PartnerRow, AdminError> {
@@ -296,7 +296,7 @@ pub async fn create_partner(
     let mut db = pool.get().await?;
     let tx = db.transaction().await?;
     let meta = CommandMeta::new(actor.clone(), None);
-    store::append(&*tx, &meta, &[Pending::new(partner_id, 1, &event)]).await?;
+    store::append(&tx, &meta, &[Pending::new(partner_id, 1, &event)]).await?;
     let perms: Vec<&str> = permissions.iter().map(|p| p.as_str()).collect();
     tx.execute(
         "INSERT INTO partners (partner_id, client_id, name, secret_hash, permissions, scope, version) \
@@ -328,7 +328,7 @@ async fn hash_for(secret: &Secret<String>) -> Result<String, AdminError> {
 
 /// Applies a partner event to the write-side row and appends it.
 async fn record_partner_event(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     actor: &Actor,
     current: &PartnerRow,
     event: &PartnerEvent,
@@ -375,7 +375,7 @@ pub async fn update_partner(
 ) -> Result<PartnerRow, AdminError> {
     let mut db = pool.get().await?;
     let tx = db.transaction().await?;
-    let current = load_partner(&*tx, id).await?;
+    let current = load_partner(&tx, id).await?;
     let scope = Scope {
         clients: clients.unwrap_or_else(|| current.scope.clients.clone()),
         locations: locations.unwrap_or_else(|| current.scope.locations.clone()),
@@ -385,7 +385,7 @@ pub async fn update_partner(
     {
         record_partner_event(&tx, actor, &current, &event, None).await?;
     }
-    let updated = load_partner(&*tx, id).await?;
+    let updated = load_partner(&tx, id).await?;
     tx.commit().await?;
     Ok(updated)
 }
@@ -400,7 +400,7 @@ pub async fn rotate_secret(
     let hash = hash_for(&secret).await?;
     let mut db = pool.get().await?;
     let tx = db.transaction().await?;
-    let current = load_partner(&*tx, id).await?;
+    let current = load_partner(&tx, id).await?;
     let event = reference::rotate_partner_secret(&state_of(&current))?;
     record_partner_event(&tx, actor, &current, &event, Some(&hash)).await?;
     tx.commit().await?;
@@ -419,11 +419,11 @@ pub async fn disable_partner(
 ) -> Result<PartnerRow, AdminError> {
     let mut db = pool.get().await?;
     let tx = db.transaction().await?;
-    let current = load_partner(&*tx, id).await?;
+    let current = load_partner(&tx, id).await?;
     if let Some(event) = reference::disable_partner(&state_of(&current)) {
         record_partner_event(&tx, actor, &current, &event, None).await?;
     }
-    let updated = load_partner(&*tx, id).await?;
+    let updated = load_partner(&tx, id).await?;
     tx.commit().await?;
     Ok(updated)
 }
@@ -475,7 +475,7 @@ pub async fn define_catalog_test(
     let version = existing.as_ref().map_or(1, |(_, v)| v + 1);
     let meta = CommandMeta::new(actor.clone(), None);
     store::append(
-        &*tx,
+        &tx,
         &meta,
         &[Pending::new(
             catalog::catalog_stream_id(&def.code),

@@ -5,9 +5,9 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use deadpool_postgres::Transaction;
 use domain::validation::FieldError;
 use platform::problem::ApiError;
-use tokio_postgres::Transaction;
 
 use crate::idempotency::{Answer, Idempotency};
 use crate::store::AppendError;
@@ -47,7 +47,7 @@ impl From<AppendError> for TxError {
 
 impl From<anyhow::Error> for TxError {
     fn from(e: anyhow::Error) -> Self {
-        TxError::Api(ApiError::internal(e))
+        TxError::Api(e.into())
     }
 }
 
@@ -93,16 +93,17 @@ pub(crate) async fn execute(
         for _ in 0..MAX_ATTEMPTS {
             let tx = db.transaction().await?;
             if let Some(idem) = &idem {
-                if let Some(previous) = idem.begin(&*tx).await? {
+                if let Some(previous) = idem.begin(&tx).await? {
                     return Ok(previous);
                 }
             }
             match command.attempt(&tx).await {
                 Ok(answer) => {
                     if let Some(idem) = &idem {
-                        idem.save(&*tx, &answer).await?;
+                        idem.save(&tx, &answer).await?;
                     }
                     tx.commit().await?;
+                    crate::store::COMMITTED.notify_one();
                     return Ok(answer);
                 }
                 Err(TxError::Retry) => {
@@ -113,7 +114,7 @@ pub(crate) async fn execute(
                     tx.rollback().await?;
                     let answer = Answer::from_error(&e);
                     if let Some(idem) = &idem {
-                        idem.save(&**db, &answer).await?;
+                        idem.save(&db, &answer).await?;
                     }
                     if e.status().is_server_error() {
                         return Err(e);

@@ -7,10 +7,11 @@
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use deadpool_postgres::GenericClient;
 use domain::validation::FieldError;
+use platform::db::Cached;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use platform::problem::ApiError;
@@ -139,7 +140,7 @@ impl Idempotency {
     /// when the key was used with another body.
     pub async fn begin(&self, tx: &impl GenericClient) -> Result<Option<Answer>, ApiError> {
         let locked: bool = tx
-            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&self.lock_key()])
+            .query_one_cached("SELECT pg_try_advisory_xact_lock($1)", &[&self.lock_key()])
             .await?
             .get(0);
         if !locked {
@@ -150,7 +151,7 @@ impl Idempotency {
             });
         }
         let row = tx
-            .query_opt(
+            .query_opt_cached(
                 "SELECT request_hash, status, headers, body FROM idempotency \
                  WHERE partner_id = $1 AND method = $2 AND path = $3 AND key = $4",
                 &[&self.partner_id, &self.method, &self.path, &self.key],
@@ -180,7 +181,7 @@ impl Idempotency {
             return Ok(());
         }
         let headers = serde_json::to_value(&answer.headers).map_err(ApiError::internal)?;
-        db.execute(
+        db.execute_cached(
             "INSERT INTO idempotency (partner_id, method, path, key, request_hash, status, headers, body) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
             &[

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use deadpool_postgres::{GenericClient, Transaction};
 use domain::access::{Actor, Permission};
 use domain::catalog::CatalogTest;
 use domain::order::{
@@ -17,6 +18,7 @@ use domain::patient::{self, Patient, PatientEvent};
 use domain::validation::FieldError;
 use platform::auth::{authenticate, Caller};
 use platform::consistency::ConsistencyToken;
+use platform::db::Cached;
 use platform::fields::{self, BodyKind, Fields};
 use platform::order_view::{
     OrderView, OrderedTest, PatientSummary, PrioritySchema, ResultValueSchema,
@@ -24,7 +26,6 @@ use platform::order_view::{
 use platform::problem::{ApiError, Problem};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
 use crate::command::{begin_create, body_bytes, execute, if_match, retry_on, Attempt, TxError};
@@ -263,7 +264,7 @@ async fn load_order(
 
 /// The catalog definitions of `codes` from the write side.
 async fn catalog(db: &impl GenericClient, codes: &[String]) -> Result<Vec<CatalogTest>, TxError> {
-    db.query(
+    db.query_cached(
         "SELECT definition FROM catalog_tests WHERE code = ANY($1)",
         &[&codes],
     )
@@ -525,7 +526,7 @@ impl Attempt for Place {
         };
         let location_client = match &draft.location_id {
             Some(l) => tx
-                .query_opt(
+                .query_opt_cached(
                     "SELECT client_id FROM locations WHERE location_id = $1",
                     &[l],
                 )
@@ -539,7 +540,7 @@ impl Attempt for Place {
             Some(_) => String::new(),
             None => {
                 let seq: i64 = tx
-                    .query_one("SELECT nextval('accession_seq')", &[])
+                    .query_one_cached("SELECT nextval('accession_seq')", &[])
                     .await?
                     .get(0);
                 order::generate_accession(now.date_naive(), seq as u64)
@@ -550,7 +551,7 @@ impl Attempt for Place {
             .clone()
             .unwrap_or_else(|| generated_accession.clone());
         let accession_taken = tx
-            .query_opt(
+            .query_opt_cached(
                 "SELECT 1 FROM accession_numbers WHERE accession_number = $1",
                 &[&accession],
             )
@@ -574,7 +575,7 @@ impl Attempt for Place {
         fields::check(shape.clone())?;
         store::append(tx, &meta, &[Pending::new(order_id, 1, &event)]).await?;
         let state = order::apply(None, &event).expect("placement creates state");
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO accession_numbers (accession_number, order_id) VALUES ($1, $2)",
             &[&state.accession_number, &order_id],
         )
@@ -726,7 +727,7 @@ async fn prepare_act(
     caller.require(permission)?;
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let db = app.write.get().await?;
-    load_order(&**db, id)
+    load_order(&db, id)
         .await
         .map_err(|e| match e {
             TxError::Api(e) => e,

@@ -5,6 +5,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use deadpool_postgres::{GenericClient, Transaction};
 use domain::access::{Actor, Permission};
 use domain::account::{self, AccountEvent};
 use domain::patch::Patch;
@@ -15,13 +16,13 @@ use domain::patient::{
 use domain::validation::FieldError;
 use platform::auth::{authenticate, Caller};
 use platform::consistency::ConsistencyToken;
+use platform::db::Cached;
 use platform::fields::{self, BodyKind, Fields};
 use platform::problem::ApiError;
 use platform::problem::Problem;
 use platform::views::{AddressSchema, PatientView, SexSchema, WarningSchema};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
 use crate::command::{begin_create, body_bytes, execute, if_match, retry_on, Attempt, TxError};
@@ -265,14 +266,14 @@ async fn context(
 ) -> Result<Context, TxError> {
     let client_exists = match client_id {
         Some(c) => tx
-            .query_opt("SELECT 1 FROM clients WHERE client_id = $1", &[&c])
+            .query_opt_cached("SELECT 1 FROM clients WHERE client_id = $1", &[&c])
             .await?
             .is_some(),
         None => false,
     };
     let location_client = match location_id {
         Some(l) => tx
-            .query_opt(
+            .query_opt_cached(
                 "SELECT client_id FROM locations WHERE location_id = $1",
                 &[&l],
             )
@@ -282,7 +283,7 @@ async fn context(
     };
     let external_id_holder = match (client_id, external_id) {
         (Some(c), Some(x)) => tx
-            .query_opt(
+            .query_opt_cached(
                 "SELECT patient_id FROM patient_external_ids WHERE client_id = $1 AND external_patient_id = $2",
                 &[&c, &x],
             )
@@ -292,7 +293,7 @@ async fn context(
     };
     let email_in_use = match email.filter(|e| patient::is_valid_email(e)) {
         Some(e) => tx
-            .query_opt(
+            .query_opt_cached(
                 "SELECT 1 FROM accounts WHERE login = $1 AND patient_id IS DISTINCT FROM $2",
                 &[&patient::login_key(e), &patient_id],
             )
@@ -302,7 +303,7 @@ async fn context(
     };
     let has_account = match patient_id {
         Some(p) => tx
-            .query_opt("SELECT 1 FROM accounts WHERE patient_id = $1", &[&p])
+            .query_opt_cached("SELECT 1 FROM accounts WHERE patient_id = $1", &[&p])
             .await?
             .is_some(),
         None => false,
@@ -360,7 +361,7 @@ async fn open_account(
     let pending = Pending::new(account_id, 1, &event);
     store::append(tx, meta, std::slice::from_ref(&pending)).await?;
     let AccountEvent::PatientAccountInvited(_) = &event;
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO accounts (account_id, patient_id, login, status, version) VALUES ($1, $2, $3, 'invited', 1)",
         &[&account_id, &patient_id, &patient::login_key(email)],
     )
@@ -374,7 +375,7 @@ async fn account_status(
     patient_id: Uuid,
 ) -> Result<Option<String>, TxError> {
     Ok(db
-        .query_opt(
+        .query_opt_cached(
             "SELECT status FROM accounts WHERE patient_id = $1",
             &[&patient_id],
         )
@@ -510,7 +511,7 @@ impl Attempt for Create {
         let pending = Pending::new(patient_id, 1, &event);
         store::append(tx, &meta, std::slice::from_ref(&pending)).await?;
         if let Some(x) = &registered.external_patient_id {
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO patient_external_ids (client_id, external_patient_id, patient_id) VALUES ($1, $2, $3)",
                 &[&registered.client_id, x, &patient_id],
             )
@@ -593,7 +594,7 @@ pub async fn update(
         caller.require(Permission::PatientsUpdate)?;
         let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
         let db = app.write.get().await?;
-        let (current, _) = load_patient(&**db, id)
+        let (current, _) = load_patient(&db, id)
             .await
             .map_err(|e| match e {
                 TxError::Api(e) => e,
@@ -730,13 +731,13 @@ impl Attempt for Update {
             store::append(tx, &meta, &[Pending::new(id, version, event)]).await?;
             if let PatientEvent::PatientUpdated(u) = event {
                 if let Some(x) = &u.changes.external_patient_id {
-                    tx.execute(
+                    tx.execute_cached(
                         "DELETE FROM patient_external_ids WHERE patient_id = $1",
                         &[&id],
                     )
                     .await?;
                     if let Some(x) = x {
-                        tx.execute(
+                        tx.execute_cached(
                             "INSERT INTO patient_external_ids (client_id, external_patient_id, patient_id) VALUES ($1, $2, $3)",
                             &[&state.client_id, x, &id],
                         )

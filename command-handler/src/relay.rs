@@ -30,12 +30,14 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio_postgres::AsyncMessage;
 
 /// Advisory lock key held by the active relay.
 const RELAY_LOCK: i64 = 0x6c69_735f_7265_6c61;
 /// Events read per batch.
 const BATCH: i64 = 2000;
+/// How long an idle relay waits before looking for new events when no
+/// command of its own process signals a commit.
+const POLL: Duration = Duration::from_millis(20);
 
 /// A position in the event store's publication order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -98,18 +100,9 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
         c.connect_timeout(Duration::from_secs(5));
         c
     };
-    let (mut client, mut conn) = pg.connect(tokio_postgres::NoTls).await?;
-    let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<()>(1);
+    let (mut client, conn) = pg.connect(tokio_postgres::NoTls).await?;
     let driver = tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(_))) => {
-                    let _ = wake_tx.try_send(());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => break,
-            }
-        }
+        let _ = conn.await;
     });
     let _guard = AbortOnDrop(driver);
 
@@ -123,8 +116,31 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    client.batch_execute("LISTEN lis_events").await?;
     tracing::info!("relay is active");
+    let next_batch = client
+        .prepare(
+            "SELECT txid::text, position, event_id, stream_type, stream_id, version, event_type, \
+             schema_version, occurred_at, actor, command_id, idempotency_key, data \
+             FROM events \
+             WHERE (txid, position) > ($1::text::xid8, $2) \
+               AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY txid, position LIMIT $3",
+        )
+        .await?;
+    let save_checkpoint = client
+        .prepare(
+            "INSERT INTO relay_checkpoint (id, txid, position, updated_at) \
+             VALUES (1, $1::text::xid8, $2, now()) \
+             ON CONFLICT (id) DO UPDATE SET txid = EXCLUDED.txid, position = EXCLUDED.position, updated_at = now()",
+        )
+        .await?;
+    let save_offsets = client
+        .prepare(
+            "INSERT INTO relay_partitions (topic, partition, next_offset) \
+             SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) \
+             ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+        )
+        .await?;
 
     let producer: FutureProducer = platform::kafka::producer_config(cfg).create()?;
     let mut checkpoint = load_checkpoint(&client).await?;
@@ -137,19 +153,14 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
     loop {
         let rows = client
             .query(
-                "SELECT txid::text, position, event_id, stream_type, stream_id, version, event_type, \
-                 schema_version, occurred_at, actor, command_id, idempotency_key, data \
-                 FROM events \
-                 WHERE (txid, position) > ($1::text::xid8, $2) \
-                   AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
-                 ORDER BY txid, position LIMIT $3",
+                &next_batch,
                 &[&checkpoint.txid.to_string(), &checkpoint.position, &BATCH],
             )
             .await?;
         if rows.is_empty() {
             tokio::select! {
-                _ = wake.recv() => {}
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = crate::store::COMMITTED.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
             }
             continue;
         }
@@ -229,21 +240,16 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
             }
         }
         let tx = client.transaction().await?;
-        tx.execute(
-            "INSERT INTO relay_checkpoint (id, txid, position, updated_at) \
-             VALUES (1, $1::text::xid8, $2, now()) \
-             ON CONFLICT (id) DO UPDATE SET txid = EXCLUDED.txid, position = EXCLUDED.position, updated_at = now()",
-            &[&last.txid.to_string(), &last.position],
-        )
-        .await?;
-        for ((topic, partition), next) in &next_offsets {
-            tx.execute(
-                "INSERT INTO relay_partitions (topic, partition, next_offset) VALUES ($1, $2, $3) \
-                 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
-                &[&topic.base_name(), partition, next],
-            )
+        tx.execute(&save_checkpoint, &[&last.txid.to_string(), &last.position])
             .await?;
+        let (mut topics, mut partitions, mut nexts) = (Vec::new(), Vec::new(), Vec::new());
+        for ((topic, partition), next) in &next_offsets {
+            topics.push(topic.base_name());
+            partitions.push(*partition);
+            nexts.push(*next);
         }
+        tx.execute(&save_offsets, &[&topics, &partitions, &nexts])
+            .await?;
         tx.commit().await?;
         checkpoint = last;
         if let Some(t) = newest {

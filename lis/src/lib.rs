@@ -4,8 +4,10 @@
 //! # Layout
 //! - [`stack`]: runs any set of roles (partner API, relay, projector) in one
 //!   process, with health endpoints and graceful shutdown.
+//! - [`broker`]: the development broker's store index (tansu with sqlite).
 //! - [`docs`]: the OpenAPI document and the developer guide, served at
 //!   `/openapi.json` and `/docs`.
 
+pub mod broker;
 pub mod docs;
 pub mod stack;

@@ -163,7 +163,8 @@ async fn ensure_broker(cfg: &Config, dir: &Path) -> anyhow::Result<()> {
     wait_until("the broker", Duration::from_secs(30), async || {
         reachable(&addr).await
     })
-    .await
+    .await?;
+    lis::broker::index_store(&dir.join("tansu/tansu.db"))
 }
 
 /// Creates the database, applies both schemas' migrations, and creates the

@@ -266,9 +266,10 @@ pub async fn authenticate(
         .map(str::trim)
         .ok_or(ApiError::Unauthorized)?;
     let claims = verify_token(keys, token).ok_or(ApiError::Unauthorized)?;
+    use crate::db::Cached;
     let db = write.get().await?;
     let row = db
-        .query_opt(
+        .query_opt_cached(
             "SELECT permissions, scope, disabled, secret_version FROM partners WHERE partner_id = $1",
             &[&claims.sub],
         )

@@ -8,6 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use uuid::Uuid;
 
+use crate::db::Cached;
 use crate::problem::ApiError;
 
 /// The header carrying the token, on write answers and read requests.
@@ -62,7 +63,7 @@ pub async fn wait_for(
     loop {
         let db = read.get().await?;
         let row = db
-            .query_one(
+            .query_one_cached(
                 "SELECT count(*) FROM unnest($1::uuid[], $2::bigint[]) AS t(s, v) \
                  JOIN stream_versions sv ON sv.stream_id = t.s AND sv.version >= t.v",
                 &[&ids, &versions],

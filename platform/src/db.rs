@@ -142,3 +142,66 @@ pub fn is_unique_violation(e: &tokio_postgres::Error, constraint: &str) -> bool 
             && d.constraint() == Some(constraint)
     })
 }
+
+/// Statements prepared once per pooled connection and kept (deadpool's
+/// statement cache), instead of parsed and planned on every call: a plain
+/// `query(&str, …)` costs an extra round trip (prepare, then execute) and
+/// a fresh parse and plan on the server each time. Pool connections are
+/// recycled without `DISCARD`, so the cache lives as long as the
+/// connection.
+pub trait Cached: deadpool_postgres::GenericClient + Sized {
+    /// `query` with a cached statement.
+    fn query_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> impl std::future::Future<Output = Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>>
+           + Send
+           + 'a {
+        async move {
+            let statement = self.prepare_cached(sql).await?;
+            self.query(&statement, params).await
+        }
+    }
+
+    /// `query_opt` with a cached statement.
+    fn query_opt_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> impl std::future::Future<Output = Result<Option<tokio_postgres::Row>, tokio_postgres::Error>>
+           + Send
+           + 'a {
+        async move {
+            let statement = self.prepare_cached(sql).await?;
+            self.query_opt(&statement, params).await
+        }
+    }
+
+    /// `query_one` with a cached statement.
+    fn query_one_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> impl std::future::Future<Output = Result<tokio_postgres::Row, tokio_postgres::Error>> + Send + 'a
+    {
+        async move {
+            let statement = self.prepare_cached(sql).await?;
+            self.query_one(&statement, params).await
+        }
+    }
+
+    /// `execute` with a cached statement.
+    fn execute_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> impl std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a {
+        async move {
+            let statement = self.prepare_cached(sql).await?;
+            self.execute(&statement, params).await
+        }
+    }
+}
+
+impl<T: deadpool_postgres::GenericClient> Cached for T {}

@@ -283,6 +283,20 @@ impl From<deadpool_postgres::PoolError> for ApiError {
     }
 }
 
+impl From<anyhow::Error> for ApiError {
+    /// A lost database connection inside a wrapped error is still a
+    /// retryable 503, not a 500.
+    fn from(e: anyhow::Error) -> Self {
+        match e.downcast::<tokio_postgres::Error>() {
+            Ok(pg) => pg.into(),
+            Err(e) => match e.downcast::<deadpool_postgres::PoolError>() {
+                Ok(pool) => pool.into(),
+                Err(e) => ApiError::internal(e),
+            },
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
         if e.is_closed() || e.as_db_error().is_none() {
@@ -297,6 +311,30 @@ impl From<tokio_postgres::Error> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lost connection reached through a wrapped (`anyhow`) error is a
+    /// 503 with Retry-After, never a 500 (the fault suite found a 500 when
+    /// Postgres stopped while an aggregate was being loaded).
+    #[tokio::test]
+    async fn a_lost_database_behind_anyhow_is_503() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // Nothing listens there any more.
+        let err = tokio_postgres::connect(
+            &format!("postgres://postgres@127.0.0.1:{port}/x"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .err()
+        .expect("connection refused");
+        let api: ApiError = anyhow::Error::from(err).context("loading a stream").into();
+        assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let other: ApiError = anyhow::anyhow!("bad event data").into();
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 
     /// Every member an error body can have is described by [`Problem`].
     #[test]

@@ -2,25 +2,72 @@
 //! idempotent per (stream, version): [`apply`] skips an event whose version
 //! the stream already has.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, NaiveDate, Utc};
+use deadpool_postgres::Transaction;
 use domain::account::AccountEvent;
 use domain::catalog::{self, CatalogEvent};
 use domain::event::{DomainEvent, StreamKind};
 use domain::order::{self, Order, OrderEvent, OrderStatus, Priority};
 use domain::patient::{self, Address, Patient, PatientEvent, Sex};
 use domain::reference::{self, ClientEvent, LocationEvent, Partner, PartnerEvent};
+use platform::db::Cached;
 use platform::envelope::Envelope;
-use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+/// The applied version of every stream a batch touches: read once before
+/// the batch, written once after it (instead of a read and a write per
+/// event).
+#[derive(Debug, Default)]
+pub struct Versions {
+    applied: HashMap<Uuid, i64>,
+    changed: HashSet<Uuid>,
+}
+
+impl Versions {
+    /// Loads the applied versions of `streams`.
+    pub async fn load(tx: &Transaction<'_>, streams: &[Uuid]) -> anyhow::Result<Versions> {
+        let applied = tx
+            .query_cached(
+                "SELECT stream_id, version FROM stream_versions WHERE stream_id = ANY($1)",
+                &[&streams],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok(Versions {
+            applied,
+            changed: HashSet::new(),
+        })
+    }
+
+    /// Writes the versions the batch advanced.
+    pub async fn save(&self, tx: &Transaction<'_>) -> anyhow::Result<()> {
+        if self.changed.is_empty() {
+            return Ok(());
+        }
+        let (ids, versions): (Vec<Uuid>, Vec<i64>) =
+            self.changed.iter().map(|s| (*s, self.applied[s])).unzip();
+        tx.execute_cached(
+            "INSERT INTO stream_versions (stream_id, version) \
+             SELECT * FROM unnest($1::uuid[], $2::bigint[]) \
+             ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version",
+            &[&ids, &versions],
+        )
+        .await?;
+        Ok(())
+    }
+}
 
 /// Applies one event inside the batch's transaction.
-pub async fn apply(tx: &Transaction<'_>, env: &Envelope) -> anyhow::Result<()> {
-    let applied: Option<i64> = tx
-        .query_opt(
-            "SELECT version FROM stream_versions WHERE stream_id = $1",
-            &[&env.stream_id],
-        )
-        .await?
-        .map(|r| r.get(0));
+pub async fn apply(
+    tx: &Transaction<'_>,
+    versions: &mut Versions,
+    env: &Envelope,
+) -> anyhow::Result<()> {
+    let applied: Option<i64> = versions.applied.get(&env.stream_id).copied();
     if applied.is_some_and(|v| v >= env.version) {
         return Ok(());
     }
@@ -35,7 +82,8 @@ pub async fn apply(tx: &Transaction<'_>, env: &Envelope) -> anyhow::Result<()> {
     let data = env.data.clone();
     match StreamKind::parse(&env.stream_type) {
         Some(StreamKind::Patient) => {
-            if !patient_event(tx, env, PatientEvent::from_parts(&env.event_type, data)?).await? {
+            let event = PatientEvent::from_parts(&env.event_type, data)?;
+            if !patient_event(tx, env, event, applied.is_some()).await? {
                 // Leave the stream's version alone so that the missing
                 // registration still applies when it arrives.
                 return Ok(());
@@ -44,7 +92,7 @@ pub async fn apply(tx: &Transaction<'_>, env: &Envelope) -> anyhow::Result<()> {
         Some(StreamKind::Account) => {
             let AccountEvent::PatientAccountInvited(e) =
                 AccountEvent::from_parts(&env.event_type, data)?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO accounts (account_id, patient_id, status, version, created_at) \
                  VALUES ($1, $2, 'invited', $3, $4) ON CONFLICT (account_id) DO NOTHING",
                 &[&e.account_id, &e.patient_id, &env.version, &env.occurred_at],
@@ -53,7 +101,7 @@ pub async fn apply(tx: &Transaction<'_>, env: &Envelope) -> anyhow::Result<()> {
         }
         Some(StreamKind::Client) => {
             let ClientEvent::ClientRegistered(e) = ClientEvent::from_parts(&env.event_type, data)?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO clients (client_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 &[&e.client_id, &e.name],
             )
@@ -62,7 +110,7 @@ pub async fn apply(tx: &Transaction<'_>, env: &Envelope) -> anyhow::Result<()> {
         Some(StreamKind::Location) => {
             let LocationEvent::LocationRegistered(e) =
                 LocationEvent::from_parts(&env.event_type, data)?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO locations (location_id, client_id, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                 &[&e.location_id, &e.client_id, &e.name],
             )
@@ -72,14 +120,15 @@ pub async fn apply(tx: &Transaction<'_>, env: &Envelope) -> anyhow::Result<()> {
             partner_event(tx, env, PartnerEvent::from_parts(&env.event_type, data)?).await?
         }
         Some(StreamKind::Order) => {
-            if !order_event(tx, env, OrderEvent::from_parts(&env.event_type, data)?).await? {
+            let event = OrderEvent::from_parts(&env.event_type, data)?;
+            if !order_event(tx, env, event, applied.is_some()).await? {
                 return Ok(());
             }
         }
         Some(StreamKind::Catalog) => {
             let event = CatalogEvent::from_parts(&env.event_type, data)?;
             if let Some(def) = catalog::apply(None, &event) {
-                tx.execute(
+                tx.execute_cached(
                     "INSERT INTO catalog_tests (code, definition, version) VALUES ($1, $2, $3) \
                      ON CONFLICT (code) DO UPDATE SET definition = EXCLUDED.definition, version = EXCLUDED.version",
                     &[&def.code, &serde_json::to_value(&def)?, &env.version],
@@ -91,12 +140,8 @@ pub async fn apply(tx: &Transaction<'_>, env: &Envelope) -> anyhow::Result<()> {
             tracing::warn!(stream_type = %env.stream_type, "skipping an event of an unknown stream type");
         }
     }
-    tx.execute(
-        "INSERT INTO stream_versions (stream_id, version) VALUES ($1, $2) \
-         ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version",
-        &[&env.stream_id, &env.version],
-    )
-    .await?;
+    versions.applied.insert(env.stream_id, env.version);
+    versions.changed.insert(env.stream_id);
     Ok(())
 }
 
@@ -106,8 +151,15 @@ async fn patient_event(
     tx: &Transaction<'_>,
     env: &Envelope,
     event: PatientEvent,
+    known: bool,
 ) -> anyhow::Result<bool> {
-    let current = load_patient(tx, env.stream_id).await?;
+    // A stream with no applied version has no row yet (rows and versions
+    // commit together): nothing to load.
+    let current = if known {
+        load_patient(tx, env.stream_id).await?
+    } else {
+        None
+    };
     let Some(next) = patient::apply(current, &event) else {
         tracing::error!(
             stream = %env.stream_id,
@@ -121,7 +173,7 @@ async fn patient_event(
         .as_ref()
         .map(serde_json::to_value)
         .transpose()?;
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO patients (patient_id, client_id, location_id, external_patient_id, first_name, \
          last_name, date_of_birth, sex, email, phone, address, version, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
@@ -152,7 +204,7 @@ async fn patient_event(
 
 async fn load_patient(tx: &Transaction<'_>, id: uuid::Uuid) -> anyhow::Result<Option<Patient>> {
     let Some(r) = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT patient_id, client_id, location_id, external_patient_id, first_name, last_name, \
              date_of_birth, sex, email, phone, address, version FROM patients WHERE patient_id = $1",
             &[&id],
@@ -184,7 +236,7 @@ async fn partner_event(
     event: PartnerEvent,
 ) -> anyhow::Result<()> {
     let current = match tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT partner_id, name, client_id, permissions, scope, disabled, version FROM partners WHERE partner_id = $1",
             &[&env.stream_id],
         )
@@ -206,7 +258,7 @@ async fn partner_event(
     };
     let perms: Vec<&str> = next.permissions.iter().map(|p| p.as_str()).collect();
     let updated_at: DateTime<Utc> = env.occurred_at;
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO partners (partner_id, name, client_id, permissions, scope, disabled, version, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (partner_id) DO UPDATE SET permissions = EXCLUDED.permissions, scope = EXCLUDED.scope, \
@@ -232,14 +284,19 @@ async fn order_event(
     tx: &Transaction<'_>,
     env: &Envelope,
     event: OrderEvent,
+    known: bool,
 ) -> anyhow::Result<bool> {
-    let current = load_order(tx, env.stream_id).await?;
+    let current = if known {
+        load_order(tx, env.stream_id).await?
+    } else {
+        None
+    };
     let Some(next) = order::apply(current, &event) else {
         tracing::error!(stream = %env.stream_id, version = env.version, "order change before placement; skipped");
         return Ok(false);
     };
     if let OrderEvent::ResultsCorrected(c) = &event {
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO order_result_history (order_id, version, reason, previous, corrected_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             &[
@@ -252,7 +309,7 @@ async fn order_event(
         )
         .await?;
     }
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO orders (order_id, patient_id, client_id, location_id, accession_number, external_order_id, \
          tests, specimen, priority, status, results, cancel_reason, version, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) \
@@ -283,7 +340,7 @@ async fn order_event(
 
 async fn load_order(tx: &Transaction<'_>, id: uuid::Uuid) -> anyhow::Result<Option<Order>> {
     let Some(r) = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT order_id, patient_id, client_id, location_id, accession_number, external_order_id, tests, \
              specimen, priority, status, results, cancel_reason, version FROM orders WHERE order_id = $1",
             &[&id],

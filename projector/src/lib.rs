@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use platform::config::Config;
+use platform::db::Cached;
 use platform::envelope::Envelope;
 use platform::kafka::Topic;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -67,18 +68,21 @@ fn consumer(cfg: &Config, read: &Pool) -> impl Future<Output = anyhow::Result<St
 async fn apply_batch(read: &Pool, batch: &[BorrowedMessage<'_>]) -> anyhow::Result<()> {
     let mut db = read.get().await?;
     let tx = db.transaction().await?;
+    // Read models are derived: a batch lost in a Postgres crash is applied
+    // again from the offsets committed with it, so its commit need not wait
+    // for the WAL flush.
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await?;
     let mut next: HashMap<(String, i32), i64> = HashMap::new();
     let mut newest = None;
+    let mut envelopes = Vec::with_capacity(batch.len());
     for msg in batch {
         next.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
         let Some(payload) = msg.payload() else {
             continue;
         };
         match serde_json::from_slice::<Envelope>(payload) {
-            Ok(env) => {
-                apply::apply(&tx, &env).await?;
-                newest = Some(env.occurred_at);
-            }
+            Ok(env) => envelopes.push(env),
             Err(e) => tracing::error!(
                 topic = msg.topic(),
                 partition = msg.partition(),
@@ -88,14 +92,26 @@ async fn apply_batch(read: &Pool, batch: &[BorrowedMessage<'_>]) -> anyhow::Resu
             ),
         }
     }
-    for ((topic, partition), offset) in next {
-        tx.execute(
-            "INSERT INTO consumer_offsets (topic, partition, next_offset) VALUES ($1, $2, $3) \
-             ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
-            &[&topic, &partition, &offset],
-        )
-        .await?;
+    let streams: Vec<uuid::Uuid> = envelopes.iter().map(|e| e.stream_id).collect();
+    let mut versions = apply::Versions::load(&tx, &streams).await?;
+    for env in &envelopes {
+        apply::apply(&tx, &mut versions, env).await?;
+        newest = Some(env.occurred_at);
     }
+    versions.save(&tx).await?;
+    let (mut topics, mut partitions, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
+    for ((topic, partition), offset) in next {
+        topics.push(topic);
+        partitions.push(partition);
+        offsets.push(offset);
+    }
+    tx.execute_cached(
+        "INSERT INTO consumer_offsets (topic, partition, next_offset) \
+         SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) \
+         ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+        &[&topics, &partitions, &offsets],
+    )
+    .await?;
     tx.commit().await?;
     platform::metrics::PROJECTOR_APPLIED.inc_by(batch.len() as u64);
     if let Some(t) = newest {

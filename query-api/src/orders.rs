@@ -11,6 +11,7 @@ use domain::order::{OrderStatus, Priority};
 use domain::patient::Sex;
 use domain::validation::{is_external_id, is_reference_id, FieldError};
 use platform::auth::Caller;
+use platform::db::Cached;
 use platform::envelope::format_time;
 use platform::fields;
 use platform::order_view::{OrderStatusSchema, OrderView, OrderedTest, PatientSummary};
@@ -109,7 +110,7 @@ pub async fn get_one(
         let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
         let db = app.read.get().await?;
         let row = db
-            .query_opt(
+            .query_opt_cached(
                 &format!("SELECT {COLUMNS} {FROM} WHERE o.order_id = $1"),
                 &[&id],
             )
@@ -406,7 +407,7 @@ async fn page(app: &QueryState, caller: &Caller, f: Filters) -> Result<Response,
     };
     let db = app.read.get().await?;
     let rows = db
-        .query(
+        .query_cached(
             &format!(
                 "SELECT {COLUMNS} {FROM} \
                  WHERE ($1::text[] IS NULL OR o.client_id = ANY($1)) \
@@ -589,7 +590,7 @@ pub async fn catalog(State(app): State<QueryState>, headers: HeaderMap) -> Respo
         }
         let db = app.read.get().await?;
         let tests: Vec<Value> = db
-            .query("SELECT definition FROM catalog_tests ORDER BY code", &[])
+            .query_cached("SELECT definition FROM catalog_tests ORDER BY code", &[])
             .await?
             .iter()
             .map(|r| r.get(0))

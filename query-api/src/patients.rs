@@ -13,6 +13,7 @@ use domain::patient::{Address, Sex};
 use domain::validation::{is_external_id, is_reference_id, FieldError};
 use platform::auth::{authenticate, Caller};
 use platform::consistency::{self, ConsistencyToken};
+use platform::db::Cached;
 use platform::envelope::format_time;
 use platform::fields::{self, BodyKind, Fields};
 use platform::problem::{ApiError, Problem};
@@ -136,7 +137,7 @@ pub async fn get_one(
         let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
         let db = app.read.get().await?;
         let row = db
-            .query_opt(
+            .query_opt_cached(
                 &format!("SELECT {COLUMNS} FROM patients p LEFT JOIN accounts a ON a.patient_id = p.patient_id WHERE p.patient_id = $1"),
                 &[&id],
             )
@@ -330,7 +331,7 @@ async fn page(app: &QueryState, caller: &Caller, f: Filters) -> Result<Response,
     };
     let db = app.read.get().await?;
     let rows = db
-        .query(
+        .query_cached(
             &format!(
                 "SELECT {COLUMNS} FROM patients p LEFT JOIN accounts a ON a.patient_id = p.patient_id \
                  WHERE ($1::text[] IS NULL OR p.client_id = ANY($1)) \

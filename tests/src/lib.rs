@@ -554,6 +554,7 @@ impl PrivateBroker {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        lis::broker::index_store(&self.dir.join("tansu.db")).expect("index the broker's store");
     }
 }
 

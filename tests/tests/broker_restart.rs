@@ -49,7 +49,9 @@ async fn every_published_event_survives_a_broker_kill_and_restart() {
     }
 
     // The relay keeps publishing to the restarted broker.
-    let r = stack.create_patient(&token, &patient_body("EXT-after")).await;
+    let r = stack
+        .create_patient(&token, &patient_body("EXT-after"))
+        .await;
     assert_eq!(r.status(), 201);
     let after = stack.wait_topic(Topic::Patients, patients.len() + 1).await;
     assert_eq!(ids(&after).len(), ids(&patients).len() + 1);

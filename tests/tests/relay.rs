@@ -56,8 +56,15 @@ fn meta() -> CommandMeta {
     )
 }
 
-async fn connect(s: &TestStack) -> tokio_postgres::Client {
-    platform::db::connect(&s.cfg.database_url, &s.cfg.write_schema)
+/// A connection of its own (a pool of one), as the command handler has.
+async fn connect(s: &TestStack) -> deadpool_postgres::Object {
+    own_connection(&s.cfg.database_url, &s.cfg.write_schema).await
+}
+
+async fn own_connection(url: &str, schema: &str) -> deadpool_postgres::Object {
+    platform::db::pool(url, schema, 1)
+        .expect("pool")
+        .get()
         .await
         .expect("connect")
 }
@@ -129,7 +136,7 @@ async fn concurrent_out_of_order_commits_and_rollbacks_reach_kafka_exactly_once(
     for _ in 0..40u64 {
         let (url, schema) = (s.cfg.database_url.clone(), s.cfg.write_schema.clone());
         tasks.push(tokio::spawn(async move {
-            let mut db = platform::db::connect(&url, &schema).await.unwrap();
+            let mut db = own_connection(&url, &schema).await;
             let mut committed = Vec::new();
             // Own stream: 1-3 events in one transaction, committed or not.
             let (pause, n, abort) = {
@@ -192,9 +199,7 @@ async fn concurrent_out_of_order_commits_and_rollbacks_reach_kafka_exactly_once(
     // partitions hold and publishes nothing twice.
     let cfg = s.cfg.clone();
     s.stop().await;
-    let mut db = platform::db::connect(&cfg.database_url, &cfg.write_schema)
-        .await
-        .unwrap();
+    let mut db = own_connection(&cfg.database_url, &cfg.write_schema).await;
     db.batch_execute("DELETE FROM relay_checkpoint; DELETE FROM relay_partitions;")
         .await
         .unwrap();

@@ -89,7 +89,7 @@ async fn seed_batch(write: &Pool, gen: &Mutex<Gen>, client: &str, n: u64) -> any
     );
     let mut db = write.get().await?;
     let tx = db.transaction().await?;
-    store::append(&*tx, &meta, &pending).await?;
+    store::append(&tx, &meta, &pending).await?;
     tx.execute(
         "INSERT INTO patient_external_ids (client_id, external_patient_id, patient_id) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[])",
