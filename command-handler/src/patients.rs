@@ -255,7 +255,8 @@ pub struct PatientWritten {
     pub warnings: Vec<WarningSchema>,
 }
 
-/// Looks up what a patient decision needs.
+/// Looks up what a patient decision needs, in one statement (one round
+/// trip instead of up to five).
 async fn context(
     tx: &impl GenericClient,
     client_id: Option<&str>,
@@ -264,57 +265,29 @@ async fn context(
     email: Option<&str>,
     patient_id: Option<Uuid>,
 ) -> Result<Context, TxError> {
-    let client_exists = match client_id {
-        Some(c) => tx
-            .query_opt_cached("SELECT 1 FROM clients WHERE client_id = $1", &[&c])
-            .await?
-            .is_some(),
-        None => false,
-    };
-    let location_client = match location_id {
-        Some(l) => tx
-            .query_opt_cached(
-                "SELECT client_id FROM locations WHERE location_id = $1",
-                &[&l],
-            )
-            .await?
-            .map(|r| r.get(0)),
-        None => None,
-    };
-    let external_id_holder = match (client_id, external_id) {
-        (Some(c), Some(x)) => tx
-            .query_opt_cached(
-                "SELECT patient_id FROM patient_external_ids WHERE client_id = $1 AND external_patient_id = $2",
-                &[&c, &x],
-            )
-            .await?
-            .map(|r| r.get(0)),
-        _ => None,
-    };
-    let email_in_use = match email.filter(|e| patient::is_valid_email(e)) {
-        Some(e) => tx
-            .query_opt_cached(
-                "SELECT 1 FROM accounts WHERE login = $1 AND patient_id IS DISTINCT FROM $2",
-                &[&patient::login_key(e), &patient_id],
-            )
-            .await?
-            .is_some(),
-        None => false,
-    };
-    let has_account = match patient_id {
-        Some(p) => tx
-            .query_opt_cached("SELECT 1 FROM accounts WHERE patient_id = $1", &[&p])
-            .await?
-            .is_some(),
-        None => false,
-    };
+    let login = email
+        .filter(|e| patient::is_valid_email(e))
+        .map(patient::login_key);
+    let row = tx
+        .query_one_cached(
+            "SELECT \
+               $1::text IS NOT NULL AND EXISTS (SELECT 1 FROM clients WHERE client_id = $1), \
+               (SELECT client_id FROM locations WHERE location_id = $2::text), \
+               (SELECT patient_id FROM patient_external_ids \
+                 WHERE client_id = $1 AND external_patient_id = $3::text), \
+               $4::text IS NOT NULL AND EXISTS (SELECT 1 FROM accounts \
+                 WHERE login = $4 AND patient_id IS DISTINCT FROM $5::uuid), \
+               $5::uuid IS NOT NULL AND EXISTS (SELECT 1 FROM accounts WHERE patient_id = $5)",
+            &[&client_id, &location_id, &external_id, &login, &patient_id],
+        )
+        .await?;
     Ok(Context {
         today: chrono::Utc::now().date_naive(),
-        client_exists,
-        location_client,
-        email_in_use,
-        external_id_holder,
-        has_account,
+        client_exists: row.get(0),
+        location_client: row.get(1),
+        external_id_holder: row.get(2),
+        email_in_use: row.get(3),
+        has_account: row.get(4),
     })
 }
 

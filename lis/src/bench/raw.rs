@@ -278,17 +278,18 @@ pub struct Produced {
 
 /// Produces `n` copies of `sample` (fresh keys, partitioned like the relay)
 /// with the relay's producer settings to a scratch topic, awaiting each
-/// batch of 2,000 like the relay does; deletes the topic afterwards.
+/// batch of 2,000 like the relay does.
+///
+/// The scratch topic has one fixed name and is kept (each run appends to
+/// it): deleting a topic on the development broker (tansu 0.6) deletes
+/// every topic of the cluster (its `topic_delete_by.sql` matches the
+/// cluster, not the topic), which emptied the log of the stack under test.
 pub async fn produce(cfg: &Config, n: u64, sample: &Sample) -> anyhow::Result<Produced> {
-    let topic = format!(
-        "{}lis.bench.raw.{}",
-        cfg.topic_prefix,
-        Uuid::new_v4().simple()
-    );
+    let topic = format!("{}lis.bench.raw", cfg.topic_prefix);
     let partitions = cfg.kafka_partitions.max(1);
     let admin: AdminClient<DefaultClientContext> = platform::kafka::base_config(cfg).create()?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    admin
+    for created in admin
         .create_topics(
             &[NewTopic::new(
                 &topic,
@@ -298,9 +299,12 @@ pub async fn produce(cfg: &Config, n: u64, sample: &Sample) -> anyhow::Result<Pr
             &opts,
         )
         .await?
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+    {
+        match created {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => anyhow::bail!("creating {t}: {e}"),
+        }
+    }
     let producer: FutureProducer = platform::kafka::producer_config(cfg).create()?;
     let started = Instant::now();
     let mut sent = 0u64;
@@ -338,9 +342,6 @@ pub async fn produce(cfg: &Config, n: u64, sample: &Sample) -> anyhow::Result<Pr
         sent += batch;
     }
     let secs = started.elapsed().as_secs_f64();
-    if let Err(e) = admin.delete_topics(&[&topic], &opts).await {
-        tracing::warn!(error = %e, topic, "could not delete the scratch topic");
-    }
     Ok(Produced {
         records: sent,
         record_bytes: sample.payload.len(),
