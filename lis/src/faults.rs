@@ -529,6 +529,42 @@ async fn send_write(
     None
 }
 
+/// Sends a create with [`send_write`]; on a 201 records the acknowledged id
+/// (the answer's `id_field`) and, when `replay`, the request to send again
+/// with the same key after the fault.
+#[allow(clippy::too_many_arguments)]
+async fn send_create(
+    record: &Mutex<Record>,
+    http: &reqwest::Client,
+    token: &str,
+    key: String,
+    url: String,
+    body: Value,
+    id_field: &str,
+    replay: bool,
+    stop: &AtomicBool,
+) -> Option<Uuid> {
+    let r = send_write(
+        record,
+        || {
+            http.post(&url)
+                .bearer_auth(token)
+                .header("Idempotency-Key", &key)
+                .json(&body)
+        },
+        stop,
+    )
+    .await;
+    let Some((201, v)) = r else { return None };
+    let id: Uuid = v[id_field].as_str()?.parse().ok()?;
+    let mut rec = record.lock().expect("lock");
+    if replay {
+        rec.replays.push((key.clone(), url, body, id));
+    }
+    rec.created.insert(key, id);
+    Some(id)
+}
+
 impl Load {
     fn start(
         record: Arc<Mutex<Record>>,
@@ -563,19 +599,9 @@ impl Load {
                             "firstName": "Load", "lastName": format!("Patient{n}"), "dateOfBirth": "1980-01-01",
                             "sex": "unknown"});
                         let url = format!("{commands}/v1/patients");
-                        let r = send_write(&record, || {
-                            http.post(&url).bearer_auth(&token).header("Idempotency-Key", &key).json(&body)
-                        }, &stop)
-                        .await;
-                        if let Some((201, v)) = r {
-                            if let Some(id) = v["patientID"].as_str().and_then(|s| s.parse().ok()) {
-                                mine.push(id);
-                                let mut rec = record.lock().expect("lock");
-                                if n % 10 == 1 {
-                                    rec.replays.push((key.clone(), url, body, id));
-                                }
-                                rec.created.insert(key, id);
-                            }
+                        let replay = n % 10 == 1;
+                        if let Some(id) = send_create(&record, &http, &token, key, url, body, "patientID", replay, &stop).await {
+                            mine.push(id);
                         }
                     } else if roll < 0.60 {
                         let ext = format!("BAD-{round}-{w}-{n}");
@@ -614,19 +640,9 @@ impl Load {
                             "externalOrderID": format!("FO-{round}-{w}-{n}"), "tests": tests,
                             "priority": "routine"});
                         let url = format!("{commands}/v1/orders");
-                        let r = send_write(&record, || {
-                            http.post(&url).bearer_auth(&token).header("Idempotency-Key", &key).json(&body)
-                        }, &stop)
-                        .await;
-                        if let Some((201, v)) = r {
-                            if let Some(id) = v["orderID"].as_str().and_then(|s| s.parse().ok()) {
-                                orders.push(id);
-                                let mut rec = record.lock().expect("lock");
-                                if n % 10 == 1 {
-                                    rec.replays.push((key.clone(), url, body, id));
-                                }
-                                rec.created.insert(key, id);
-                            }
+                        let replay = n % 10 == 1;
+                        if let Some(id) = send_create(&record, &http, &token, key, url, body, "orderID", replay, &stop).await {
+                            orders.push(id);
                         }
                     } else if roll < 0.85 {
                         let id = mine[rng.gen_range(0..mine.len())];
