@@ -134,7 +134,13 @@ async fn wait_until(
 
 async fn ensure_broker(cfg: &Config, dir: &Path) -> anyhow::Result<()> {
     let addr = first_broker(cfg);
+    let store = dir.join("tansu/tansu.db");
     if reachable(&addr).await {
+        // A broker this command started earlier: make sure its store has
+        // the index (stacks from before `lis::broker` lack it).
+        if store.exists() {
+            lis::broker::index_store(&store)?;
+        }
         return Ok(());
     }
     let tansu = install_broker()?;
@@ -164,7 +170,7 @@ async fn ensure_broker(cfg: &Config, dir: &Path) -> anyhow::Result<()> {
         reachable(&addr).await
     })
     .await?;
-    lis::broker::index_store(&dir.join("tansu/tansu.db"))
+    lis::broker::index_store(&store)
 }
 
 /// Creates the database, applies both schemas' migrations, and creates the

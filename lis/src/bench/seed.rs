@@ -107,9 +107,8 @@ async fn seed_batch(write: &Pool, gen: &Mutex<Gen>, client: &str, n: u64) -> any
 }
 
 /// Registers `count` generated patients of `client` in bulk, one batched
-/// command at a time, waiting after each for the relay to publish it (a
-/// relay draining a large backlog in 2,000-record batches has wedged the
-/// local broker; paced, the relay publishes each command's events at once).
+/// command at a time, waiting after each for the relay to publish it, so
+/// the relay's time per command can be measured.
 pub async fn patients(
     write: &Pool,
     gen: &Arc<Mutex<Gen>>,
