@@ -283,12 +283,23 @@ fn summary(caller: &Caller, patient: Option<&Patient>) -> Option<PatientSummary>
         .map(PatientSummary::of)
 }
 
-fn answer(status: StatusCode, view: &OrderView, location: bool) -> Answer {
+/// The answer to an order command. Its consistency token also names the
+/// patient's version the decision saw: order reads embed the patient from
+/// the read model, so a read with the token waits for both (without it a
+/// read could find the order projected but not yet its patient).
+fn answer(
+    status: StatusCode,
+    view: &OrderView,
+    patient: Option<&Patient>,
+    location: bool,
+) -> Answer {
+    let mut seen = vec![(view.order_id, view.version)];
+    seen.extend(patient.map(|p| (p.id, p.version)));
     let mut headers = vec![
         ("etag".to_string(), view.etag()),
         (
             platform::consistency::HEADER.to_string(),
-            ConsistencyToken(vec![(view.order_id, view.version)]).encode(),
+            ConsistencyToken(seen).encode(),
         ),
     ];
     if location {
@@ -587,7 +598,7 @@ impl Attempt for Place {
             meta.occurred_at,
             meta.occurred_at,
         );
-        Ok(answer(StatusCode::CREATED, &view, true))
+        Ok(answer(StatusCode::CREATED, &view, patient.as_ref(), true))
     }
 }
 
@@ -681,7 +692,7 @@ impl Attempt for Act {
             loaded.created_at,
             updated_at,
         );
-        Ok(answer(StatusCode::OK, &view, false))
+        Ok(answer(StatusCode::OK, &view, patient.as_ref(), false))
     }
 }
 

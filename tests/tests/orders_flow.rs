@@ -49,9 +49,17 @@ async fn an_order_from_placement_to_correction() {
     .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let location = header(&r, "location");
+    let placed_ct = header(&r, "consistency-token");
     let order: Value = r.json().await.unwrap();
     let id = order["orderID"].as_str().unwrap().to_string();
     assert_eq!(location, format!("/v1/orders/{id}"));
+    // Reads embed the patient from the read model, so the write's token
+    // names the patient's version too: a read with it waits for both.
+    let placed =
+        platform::consistency::ConsistencyToken::decode(&placed_ct).expect("a consistency token");
+    let named: Vec<(String, i64)> = placed.0.iter().map(|(s, v)| (s.to_string(), *v)).collect();
+    assert!(named.contains(&(id.clone(), 1)), "{named:?}");
+    assert!(named.contains(&(patient.clone(), 1)), "{named:?}");
     assert_eq!(order["status"], "ordered");
     assert_eq!(order["version"], 1);
     let accession = order["accessionNumber"].as_str().unwrap();
