@@ -3,7 +3,7 @@
 //! Apache Kafka; nothing here is needed there.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -41,4 +41,56 @@ pub fn index_store(db: &Path) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The broker's store, in its working directory.
+pub const STORE: &str = "tansu.db";
+
+/// The arguments that run the broker on `addr` (`host:port`) with its
+/// sqlite store in its working directory (tansu reads the path after
+/// `sqlite://` as relative; an absolute one gets mangled).
+pub fn args(addr: &str) -> Vec<String> {
+    let url = format!("tcp://{addr}");
+    [
+        "broker",
+        "--storage-engine",
+        "sqlite://tansu.db",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Starts the broker `bin` as a child process working in `dir` (its store
+/// there, its output appended to `log`), waits until `addr` accepts
+/// connections, and indexes its store. Used by `lis faults` and the tests;
+/// `lis up` starts it detached with the same [`args`].
+pub fn spawn(bin: &Path, dir: &Path, addr: &str, log: &Path) -> anyhow::Result<Child> {
+    std::fs::create_dir_all(dir)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let mut child = Command::new(bin)
+        .args(args(addr))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting the broker {}", bin.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the broker did not listen on {addr} within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    index_store(&dir.join(STORE))?;
+    Ok(child)
 }

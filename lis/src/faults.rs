@@ -341,31 +341,13 @@ impl Stack {
     }
 
     fn start_broker(&mut self) -> anyhow::Result<()> {
-        let dir = self.dir.join("broker");
-        std::fs::create_dir_all(&dir)?;
-        let url = format!("tcp://127.0.0.1:{}", self.broker_port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("broker.log"))?;
-        let child = Command::new(tansu()?)
-            .args([
-                "broker",
-                "--storage-engine",
-                "sqlite://tansu.db",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        self.broker = Some(child);
-        wait_port(self.broker_port, Duration::from_secs(30))?;
-        lis::broker::index_store(&dir.join("tansu.db"))
+        self.broker = Some(lis::broker::spawn(
+            &tansu()?,
+            &self.dir.join("broker"),
+            &format!("127.0.0.1:{}", self.broker_port),
+            &self.dir.join("broker.log"),
+        )?);
+        Ok(())
     }
 
     fn start_service(&mut self, part: Part) -> anyhow::Result<()> {

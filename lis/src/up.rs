@@ -134,7 +134,7 @@ async fn wait_until(
 
 async fn ensure_broker(cfg: &Config, dir: &Path) -> anyhow::Result<()> {
     let addr = first_broker(cfg);
-    let store = dir.join("tansu/tansu.db");
+    let store = dir.join("tansu").join(lis::broker::STORE);
     if reachable(&addr).await {
         // A broker this command started earlier: make sure its store has
         // the index (stacks from before `lis::broker` lack it).
@@ -146,18 +146,7 @@ async fn ensure_broker(cfg: &Config, dir: &Path) -> anyhow::Result<()> {
     let tansu = install_broker()?;
     std::fs::create_dir_all(dir.join("tansu"))?;
     std::fs::create_dir_all(dir.join("logs"))?;
-    let url = format!("tcp://{addr}");
-    let args = vec![
-        "broker".to_string(),
-        "--storage-engine".into(),
-        // Relative to the broker's working directory: tansu reads the path
-        // after `sqlite://` as relative.
-        "sqlite://tansu.db".into(),
-        "--listener-url".into(),
-        url.clone(),
-        "--advertised-listener-url".into(),
-        url,
-    ];
+    let args = lis::broker::args(&addr);
     let pid = spawn_detached(
         &tansu,
         &args,

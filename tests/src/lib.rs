@@ -529,32 +529,15 @@ impl PrivateBroker {
     /// Starts the broker again on the same port and storage.
     pub fn restart(&mut self) {
         self.kill();
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("broker.log"))
-            .unwrap();
         let bin = std::env::var("LIS_TEST_TANSU").unwrap_or_else(|_| "tansu".into());
-        let child = std::process::Command::new(bin)
-            .args(["broker", "--storage-engine", "sqlite://tansu.db"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .current_dir(&self.dir)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start tansu (scripts/test installs it)");
+        let child = lis::broker::spawn(
+            std::path::Path::new(&bin),
+            &self.dir,
+            &self.address(),
+            &self.dir.join("broker.log"),
+        )
+        .expect("start tansu (scripts/test installs it)");
         self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the private broker did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        lis::broker::index_store(&self.dir.join("tansu.db")).expect("index the broker's store");
     }
 }
 
