@@ -894,7 +894,7 @@ impl Bench {
 
     /// Rebuild of the read models from offset 0 into a fresh schema.
     async fn replay(&mut self) -> anyhow::Result<()> {
-        let mut log: u64 = seed::log_ends(&self.cfg)
+        let mut log: u64 = projector::log_ends(&self.cfg)
             .await?
             .values()
             .map(|v| *v as u64)
@@ -904,7 +904,7 @@ impl Bench {
             let n = ((self.plan.replay_events - log) as f64 / 1.55).ceil() as u64;
             println!("  the log holds {log} events; seeding {n} patients in bulk…");
             seed::drain(&self.cfg, &self.write, &self.read, &self.gen, CLIENT, n).await?;
-            log = seed::log_ends(&self.cfg)
+            log = projector::log_ends(&self.cfg)
                 .await?
                 .values()
                 .map(|v| *v as u64)

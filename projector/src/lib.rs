@@ -172,7 +172,7 @@ pub async fn run(cfg: Config, read: Pool, shutdown: impl Future<Output = ()>) {
 }
 
 /// The current end offset of every partition.
-async fn log_ends(cfg: &Config) -> anyhow::Result<HashMap<(String, i32), i64>> {
+pub async fn log_ends(cfg: &Config) -> anyhow::Result<HashMap<(String, i32), i64>> {
     let cfg = cfg.clone();
     tokio::task::spawn_blocking(move || {
         let c: rdkafka::consumer::BaseConsumer =
@@ -190,6 +190,25 @@ async fn log_ends(cfg: &Config) -> anyhow::Result<HashMap<(String, i32), i64>> {
     .await?
 }
 
+/// Whether the read schema of `read` has applied every partition up to
+/// `ends` (from [`log_ends`]), by the offsets stored with its rows.
+pub async fn reached(read: &Pool, ends: &HashMap<(String, i32), i64>) -> anyhow::Result<bool> {
+    let done: HashMap<(String, i32), i64> = read
+        .get()
+        .await?
+        .query(
+            "SELECT topic, partition, next_offset FROM consumer_offsets",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    Ok(ends
+        .iter()
+        .all(|(k, end)| *end == 0 || done.get(k).is_some_and(|d| d >= end)))
+}
+
 /// Applies the log up to its current end into the read schema of `read`,
 /// then returns the number of messages applied. Used to rebuild a read
 /// model from offset 0 into a fresh schema.
@@ -199,21 +218,7 @@ pub async fn catch_up(cfg: &Config, read: &Pool, timeout: Duration) -> anyhow::R
     let deadline = tokio::time::Instant::now() + timeout;
     let mut applied = 0u64;
     loop {
-        let db = read.get().await?;
-        let done: HashMap<(String, i32), i64> = db
-            .query(
-                "SELECT topic, partition, next_offset FROM consumer_offsets",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-            .collect();
-        drop(db);
-        if ends
-            .iter()
-            .all(|(k, end)| *end == 0 || done.get(k).is_some_and(|d| d >= end))
-        {
+        if reached(read, &ends).await? {
             return Ok(applied);
         }
         if tokio::time::Instant::now() > deadline {

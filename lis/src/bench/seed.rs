@@ -11,7 +11,6 @@
 //! HTTP requests. The relay then publishes the events and the projector
 //! builds the read models exactly as for partner writes.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,8 +20,6 @@ use deadpool_postgres::Pool;
 use domain::access::Actor;
 use domain::patient::{self, Context};
 use platform::config::Config;
-use platform::kafka::Topic;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use uuid::Uuid;
 
 use super::data::Gen;
@@ -134,24 +131,6 @@ pub async fn patients(
     Ok(seeded)
 }
 
-/// The current end offset of every partition of every topic.
-pub async fn log_ends(cfg: &Config) -> anyhow::Result<HashMap<(String, i32), i64>> {
-    let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = platform::kafka::consumer_config(&cfg, "lis-bench-ends").create()?;
-        let mut ends = HashMap::new();
-        for topic in Topic::ALL {
-            let name = topic.name(&cfg.topic_prefix);
-            for p in 0..topic.partitions(&cfg) {
-                let (_, high) = c.fetch_watermarks(&name, p, Duration::from_secs(10))?;
-                ends.insert((name.clone(), p), high);
-            }
-        }
-        Ok(ends)
-    })
-    .await?
-}
-
 /// Waits until the relay has published every committed event; returns when.
 pub async fn wait_relay(write: &Pool, timeout: Duration) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + timeout;
@@ -183,24 +162,10 @@ pub async fn wait_projector(
     read: &Pool,
     timeout: Duration,
 ) -> anyhow::Result<Instant> {
-    let ends = log_ends(cfg).await?;
+    let ends = projector::log_ends(cfg).await?;
     let deadline = Instant::now() + timeout;
     loop {
-        let db = read.get().await?;
-        let done: HashMap<(String, i32), i64> = db
-            .query(
-                "SELECT topic, partition, next_offset FROM consumer_offsets",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-            .collect();
-        drop(db);
-        if ends
-            .iter()
-            .all(|(k, end)| *end == 0 || done.get(k).is_some_and(|d| d >= end))
-        {
+        if projector::reached(read, &ends).await? {
             return Ok(Instant::now());
         }
         if Instant::now() > deadline {
