@@ -59,6 +59,12 @@ pub struct FaultArgs {
     /// Keep the working directory (logs, data) for inspection.
     #[arg(long)]
     pub keep: bool,
+    /// Run only these faults, in this order, instead of the schedule (a
+    /// fault is a part or parts joined by `+`, e.g. `--only relay --only
+    /// relay --only broker+relay`); repeat one to chase an intermittent
+    /// defect.
+    #[arg(long, value_name = "PARTS")]
+    pub only: Vec<String>,
 }
 
 /// How long a partner waits for an answer before it counts as a hang.
@@ -80,6 +86,25 @@ enum Part {
 }
 
 impl Part {
+    const ALL: [Part; 6] = [
+        Part::CommandHandler,
+        Part::QueryApi,
+        Part::Relay,
+        Part::Projector,
+        Part::Broker,
+        Part::Postgres,
+    ];
+
+    fn parse(s: &str) -> anyhow::Result<Part> {
+        Part::ALL
+            .into_iter()
+            .find(|p| p.name() == s.trim())
+            .with_context(|| {
+                let names: Vec<_> = Part::ALL.iter().map(|p| p.name()).collect();
+                format!("unknown part {s:?}; parts: {}", names.join(", "))
+            })
+    }
+
     fn name(self) -> &'static str {
         match self {
             Part::CommandHandler => "command-handler",
@@ -101,18 +126,15 @@ const SERVICES: [Part; 4] = [
 
 /// The faults, one row each: every part alone, then combinations.
 ///
-/// `--short` (CI) is every part alone except the relay. Killing the relay
-/// still shows an intermittent defect of the development broker (tansu
-/// 0.6): a dead relay's last produce request is written, or becomes
-/// visible, later than its successor's records (in one run only after a
-/// broker restart), so a few streams' first copies on Kafka are out of
-/// order (33-51 records in 2 of 4 full runs; 0 lost, 0 read-model
-/// differences). The full run keeps the relay faults, so the defect stays
-/// visible until it is fixed; CI must not fail at random meanwhile.
+/// `--short` (CI) is every part alone. Its private cluster starts with low
+/// transaction ids, so the load crosses 1,000 and 10,000 during the run: a
+/// relay batch spanning such a boundary once went out of order (the relay
+/// sorted transaction ids as text; `tests/tests/relay.rs` keeps that fixed).
 fn schedule(short: bool) -> Vec<Vec<Part>> {
     use Part::*;
     if short {
         return vec![
+            vec![Relay],
             vec![Projector],
             vec![CommandHandler],
             vec![QueryApi],
@@ -1047,6 +1069,14 @@ fn print_table(rows: &[Row]) {
 
 /// Runs the fault suite.
 pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
+    let faults = if args.only.is_empty() {
+        schedule(args.short)
+    } else {
+        args.only
+            .iter()
+            .map(|f| f.split('+').map(Part::parse).collect())
+            .collect::<anyhow::Result<Vec<Vec<Part>>>>()?
+    };
     let dir = std::env::temp_dir().join(format!("lis-faults-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
     {
@@ -1127,7 +1157,7 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
 
     let record = Arc::new(Mutex::new(Record::default()));
     let mut rows = Vec::new();
-    for (n, parts) in schedule(args.short).into_iter().enumerate() {
+    for (n, parts) in faults.into_iter().enumerate() {
         let name = parts
             .iter()
             .map(|p| p.name())

@@ -88,19 +88,17 @@ pub fn base_config(cfg: &Config) -> ClientConfig {
 /// Settings of the relay's producer: the idempotent producer (`acks=all`,
 /// sequence numbers) with one request in flight, retrying without end.
 ///
-/// Both halves were found by the fault suite:
-/// - without idempotence, a batch retried after a broker `kill -9` landed
-///   behind later records of the same stream (version 3 at offset 1240,
-///   version 2 at 1461; librdkafka documents that retries may reorder
-///   unless idempotence is on);
-/// - with several requests in flight, a killed relay's last requests were
-///   still written by the broker seconds after the process died, in the
-///   wrong order among themselves (positions 6516-6736 before 6270-6505:
-///   the broker does not check sequence numbers across requests of a dead
-///   connection). With one request in flight a dead relay can leave at most
-///   one batch behind, itself in order, so the first copy of every event
-///   stays in stream order; its late copies are repeats that the relay's
-///   resync and every consumer's (stream, version) check ignore.
+/// - Idempotence: librdkafka documents that retries may reorder a
+///   partition's records unless it is on; with it, the broker rejects a
+///   batch that does not follow the last one it wrote (sequence numbers)
+///   and librdkafka resends in order.
+/// - One request in flight: a relay killed mid-publish leaves at most one
+///   request behind it, itself in order; whatever of it lands is a run of
+///   repeats that the relay's resync and every consumer's (stream, version)
+///   check ignore. (An earlier note blamed a reordering seen by the fault
+///   suite, positions 6516-6736 before 6270-6505, on several requests in
+///   flight; it was the relay sorting transaction ids as text across
+///   9,999 -> 10,000, fixed in `command_handler::relay`.)
 pub fn producer_config(cfg: &Config) -> ClientConfig {
     let mut c = base_config(cfg);
     c.set("enable.idempotence", "true")
@@ -238,8 +236,8 @@ pub fn read_from_start(
 mod tests {
     use super::*;
 
-    /// The relay's ordering rests on these three settings (see
-    /// [`producer_config`] for what the fault suite found without each).
+    /// The relay's ordering rests on these settings (see
+    /// [`producer_config`] for why each).
     #[test]
     fn the_relay_producer_is_idempotent_with_one_request_in_flight() {
         let cfg = Config::from_env().expect("defaults");

@@ -217,3 +217,50 @@ async fn concurrent_out_of_order_commits_and_rollbacks_reach_kafka_exactly_once(
     assert_exactly_once_in_order(&records, &committed);
     s.stop().await;
 }
+
+/// Transaction ids cross a power of ten in every cluster's life (9,999 →
+/// 10,000, …). A batch that spans one must still go out in commit order:
+/// sorting the ids as text put "100" before "99" and published a stream's
+/// later versions before its first (found by the fault suite). The ids are
+/// rewritten to small values here because the shared cluster's next power of
+/// ten is far away; every id stays below the oldest running transaction, as
+/// committed ids are.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_spanning_a_power_of_ten_in_transaction_ids_keeps_commit_order() {
+    let cfg = test_config();
+    // Schemas and topics only: nothing publishes while the events are made.
+    TestStack::start_with(cfg.clone(), Roles::NONE)
+        .await
+        .stop()
+        .await;
+    let mut db = own_connection(&cfg.database_url, &cfg.write_schema).await;
+    let streams = [Uuid::new_v4(), Uuid::new_v4()];
+    let mut committed = HashSet::new();
+    for version in 1..=3 {
+        for stream in streams {
+            let e = Pending::new(stream, version, &patient_event(stream));
+            let tx = db.transaction().await.unwrap();
+            store::append(&tx, &meta(), std::slice::from_ref(&e))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            committed.insert(e.event_id);
+        }
+    }
+    // Commit order 98, 99, 100, 101, 1000, 1001: as text, "100" < "1000" <
+    // "1001" < "101" < "98" < "99".
+    let updated = db
+        .execute(
+            "UPDATE events SET txid = n.txid::text::xid8 FROM \
+             (SELECT position, (ARRAY[98, 99, 100, 101, 1000, 1001])[row_number() OVER (ORDER BY position)] AS txid \
+              FROM events) n WHERE events.position = n.position",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated, 6, "only this test's events are in its database");
+    let s = TestStack::start_with(cfg, RELAY_ONLY).await;
+    let records = s.wait_topic(Topic::Patients, committed.len()).await;
+    assert_exactly_once_in_order(&records, &committed);
+    s.stop().await;
+}
