@@ -157,6 +157,17 @@ fn schedule(short: bool) -> Vec<Vec<Part>> {
     ]
 }
 
+/// The schedule, or the faults `--only` names.
+fn faults_to_run(args: &FaultArgs) -> anyhow::Result<Vec<Vec<Part>>> {
+    if args.only.is_empty() {
+        return Ok(schedule(args.short));
+    }
+    args.only
+        .iter()
+        .map(|f| f.split('+').map(Part::parse).collect())
+        .collect()
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -1069,14 +1080,7 @@ fn print_table(rows: &[Row]) {
 
 /// Runs the fault suite.
 pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
-    let faults = if args.only.is_empty() {
-        schedule(args.short)
-    } else {
-        args.only
-            .iter()
-            .map(|f| f.split('+').map(Part::parse).collect())
-            .collect::<anyhow::Result<Vec<Vec<Part>>>>()?
-    };
+    let faults = faults_to_run(&args)?;
     let dir = std::env::temp_dir().join(format!("lis-faults-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
     {
@@ -1228,4 +1232,41 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
     }
     println!("\nfaults: {} passed, 0 failed", rows.len());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(short: bool, only: &[&str]) -> FaultArgs {
+        FaultArgs {
+            short,
+            seed: 42,
+            workers: 6,
+            keep: false,
+            only: only.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_ci_subset_kills_every_part() {
+        let killed: HashSet<Part> = faults_to_run(&args(true, &[]))
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(killed, Part::ALL.into_iter().collect());
+    }
+
+    #[test]
+    fn only_names_faults_in_order_and_refuses_unknown_parts() {
+        let faults = faults_to_run(&args(true, &["broker+relay", "relay"])).unwrap();
+        assert_eq!(
+            faults,
+            vec![vec![Part::Broker, Part::Relay], vec![Part::Relay]]
+        );
+        let e = faults_to_run(&args(false, &["relay+kafka"])).unwrap_err();
+        assert!(e.to_string().contains("unknown part \"kafka\""), "{e}");
+        assert!(e.to_string().contains("command-handler"), "{e}");
+    }
 }
