@@ -71,6 +71,9 @@ pub struct FaultArgs {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a fault lasts before the part is restarted.
 const DOWN_TIME: Duration = Duration::from_secs(3);
+/// How long the relay is stalled before it is killed, so that it dies while
+/// publishing a backlog rather than idle.
+const RELAY_STALL: Duration = Duration::from_secs(1);
 /// Longest wait for recovery or convergence after a fault.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(90);
 
@@ -421,6 +424,14 @@ impl Stack {
                     let _ = c.wait();
                 }
             }
+        }
+    }
+
+    /// Sends `signal` (`SIGSTOP`, `SIGCONT`) to a service process.
+    fn signal(&self, part: Part, signal: libc::c_int) {
+        if let Some((c, _)) = self.services.get(&part) {
+            // SAFETY: kill(2) on our own child, which is not yet reaped.
+            unsafe { libc::kill(c.id() as libc::pid_t, signal) };
         }
     }
 
@@ -1179,6 +1190,16 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(1500)).await;
         println!("fault {}: kill {name}", n + 1);
+        if parts.contains(&Part::Relay) {
+            // Kill the relay while it publishes: stall it until a backlog
+            // builds, let it resume and kill it as it sends the backlog
+            // (between the broker's acknowledgement and its checkpoint), so
+            // that its successor has to find what it left on Kafka.
+            stack.signal(Part::Relay, libc::SIGSTOP);
+            tokio::time::sleep(RELAY_STALL).await;
+            stack.signal(Part::Relay, libc::SIGCONT);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
         for p in &parts {
             stack.kill(*p);
         }
