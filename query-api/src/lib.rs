@@ -19,6 +19,7 @@ use deadpool_postgres::Pool;
 use platform::auth::TokenKeys;
 use platform::config::Config;
 
+mod conditions;
 pub mod orders;
 pub mod patients;
 

@@ -21,6 +21,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::conditions::Conditions;
 use crate::patients::{
     decode_cursor, encode_cursor, json_response, prepare, scope_list, search_body,
 };
@@ -401,43 +402,30 @@ fn parse_filters(raw: Vec<(String, String)>) -> Result<Filters, Vec<FieldError>>
 async fn page(app: &QueryState, caller: &Caller, f: Filters) -> Result<Response, ApiError> {
     let clients = scope_list(&caller.scope.clients);
     let locations = scope_list(&caller.scope.locations);
-    let (cursor_t, cursor_id) = match f.cursor {
-        Some((t, id)) => (Some(t), Some(id)),
-        None => (None, None),
-    };
+    let rows_wanted = f.limit + 1;
+    let mut w = Conditions::default();
+    w.when(&clients, |p| format!("o.client_id = ANY({p})"))
+        .when(&locations, |p| format!("o.location_id = ANY({p})"))
+        .when(&f.patient_id, |p| format!("o.patient_id = {p}"))
+        .when(&f.status, |p| format!("o.status = {p}"))
+        .when(&f.accession_number, |p| format!("o.accession_number = {p}"))
+        .when(&f.external_order_id, |p| {
+            format!("o.external_order_id = {p}")
+        })
+        .when(&f.client_id, |p| format!("o.client_id = {p}"))
+        .when(&f.location_id, |p| format!("o.location_id = {p}"))
+        .when(&f.updated_since, |p| format!("o.updated_at >= {p}"));
+    if let Some((t, id)) = &f.cursor {
+        let (t, id) = (w.bind(t), w.bind(id));
+        w.and(format!("(o.created_at, o.order_id) > ({t}, {id})"));
+    }
+    let limit = w.bind(&rows_wanted);
+    let sql = format!(
+        "SELECT {COLUMNS} {FROM} {} ORDER BY o.created_at, o.order_id LIMIT {limit}",
+        w.clause()
+    );
     let db = app.read.get().await?;
-    let rows = db
-        .query_cached(
-            &format!(
-                "SELECT {COLUMNS} {FROM} \
-                 WHERE ($1::text[] IS NULL OR o.client_id = ANY($1)) \
-                   AND ($2::text[] IS NULL OR o.location_id = ANY($2)) \
-                   AND ($3::uuid IS NULL OR o.patient_id = $3) \
-                   AND ($4::text IS NULL OR o.status = $4) \
-                   AND ($5::text IS NULL OR o.accession_number = $5) \
-                   AND ($6::text IS NULL OR o.external_order_id = $6) \
-                   AND ($7::text IS NULL OR o.client_id = $7) \
-                   AND ($8::text IS NULL OR o.location_id = $8) \
-                   AND ($9::timestamptz IS NULL OR o.updated_at >= $9) \
-                   AND ($10::timestamptz IS NULL OR (o.created_at, o.order_id) > ($10, $11::uuid)) \
-                 ORDER BY o.created_at, o.order_id LIMIT $12"
-            ),
-            &[
-                &clients,
-                &locations,
-                &f.patient_id,
-                &f.status,
-                &f.accession_number,
-                &f.external_order_id,
-                &f.client_id,
-                &f.location_id,
-                &f.updated_since,
-                &cursor_t,
-                &cursor_id,
-                &(f.limit + 1),
-            ],
-        )
-        .await?;
+    let rows = db.query_cached(&sql, w.params()).await?;
     let more = rows.len() as i64 > f.limit;
     let items = rows
         .iter()

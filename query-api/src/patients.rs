@@ -22,6 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::conditions::Conditions;
 use crate::QueryState;
 
 const COLUMNS: &str =
@@ -325,41 +326,30 @@ pub(crate) fn scope_list(set: &IdSet) -> Option<Vec<String>> {
 async fn page(app: &QueryState, caller: &Caller, f: Filters) -> Result<Response, ApiError> {
     let clients = scope_list(&caller.scope.clients);
     let locations = scope_list(&caller.scope.locations);
-    let (cursor_t, cursor_id) = match f.cursor {
-        Some((t, id)) => (Some(t), Some(id)),
-        None => (None, None),
-    };
+    let rows_wanted = f.limit + 1;
+    let mut w = Conditions::default();
+    w.when(&clients, |p| format!("p.client_id = ANY({p})"))
+        .when(&locations, |p| format!("p.location_id = ANY({p})"))
+        .when(&f.external_patient_id, |p| {
+            format!("p.external_patient_id = {p}")
+        })
+        .when(&f.client_id, |p| format!("p.client_id = {p}"))
+        .when(&f.location_id, |p| format!("p.location_id = {p}"))
+        .when(&f.last_name, |p| format!("p.last_name = {p}"))
+        .when(&f.date_of_birth, |p| format!("p.date_of_birth = {p}"))
+        .when(&f.updated_since, |p| format!("p.updated_at >= {p}"));
+    if let Some((t, id)) = &f.cursor {
+        let (t, id) = (w.bind(t), w.bind(id));
+        w.and(format!("(p.created_at, p.patient_id) > ({t}, {id})"));
+    }
+    let limit = w.bind(&rows_wanted);
+    let sql = format!(
+        "SELECT {COLUMNS} FROM patients p LEFT JOIN accounts a ON a.patient_id = p.patient_id \
+         {} ORDER BY p.created_at, p.patient_id LIMIT {limit}",
+        w.clause()
+    );
     let db = app.read.get().await?;
-    let rows = db
-        .query_cached(
-            &format!(
-                "SELECT {COLUMNS} FROM patients p LEFT JOIN accounts a ON a.patient_id = p.patient_id \
-                 WHERE ($1::text[] IS NULL OR p.client_id = ANY($1)) \
-                   AND ($2::text[] IS NULL OR p.location_id = ANY($2)) \
-                   AND ($3::text IS NULL OR p.external_patient_id = $3) \
-                   AND ($4::text IS NULL OR p.client_id = $4) \
-                   AND ($5::text IS NULL OR p.location_id = $5) \
-                   AND ($6::text IS NULL OR p.last_name = $6) \
-                   AND ($7::date IS NULL OR p.date_of_birth = $7) \
-                   AND ($8::timestamptz IS NULL OR p.updated_at >= $8) \
-                   AND ($9::timestamptz IS NULL OR (p.created_at, p.patient_id) > ($9, $10::uuid)) \
-                 ORDER BY p.created_at, p.patient_id LIMIT $11"
-            ),
-            &[
-                &clients,
-                &locations,
-                &f.external_patient_id,
-                &f.client_id,
-                &f.location_id,
-                &f.last_name,
-                &f.date_of_birth,
-                &f.updated_since,
-                &cursor_t,
-                &cursor_id,
-                &(f.limit + 1),
-            ],
-        )
-        .await?;
+    let rows = db.query_cached(&sql, w.params()).await?;
     let more = rows.len() as i64 > f.limit;
     let items = rows
         .iter()
