@@ -32,6 +32,27 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// Each query of `cases` (appended to `path`) lists exactly its expected
+/// `key`s, once each, paged `limit` at a time.
+async fn expect_lists(
+    s: &TestStack,
+    token: &str,
+    path: &str,
+    key: &str,
+    cases: &[(String, &[&str])],
+    limit: u32,
+) {
+    for (query, expected) in cases {
+        let got = all_pages(s, token, &format!("{path}{query}"), key, limit).await;
+        assert_eq!(got.len(), expected.len(), "{query} limit {limit}: {got:?}");
+        assert_eq!(
+            got.iter().cloned().collect::<BTreeSet<_>>(),
+            set(expected),
+            "{query} limit {limit}"
+        );
+    }
+}
+
 /// Waits until `path` lists `n` items (the projector is asynchronous).
 async fn wait_for(s: &TestStack, token: &str, path: &str, key: &str, n: usize) {
     for _ in 0..100 {
@@ -110,23 +131,16 @@ async fn every_list_filter_alone_and_combined_within_scope() {
         (format!("?updatedSince={since_q}"), &["F-B"]),
         (format!("?updatedSince={since_q}&lastName=Lovelace"), &[]),
     ];
-    for (query, expected) in &cases {
-        for limit in [1, 500] {
-            let got = all_pages(
-                &s,
-                &token,
-                &format!("/v1/patients{query}"),
-                "externalPatientID",
-                limit,
-            )
-            .await;
-            assert_eq!(got.len(), expected.len(), "{query} limit {limit}: {got:?}");
-            assert_eq!(
-                got.iter().cloned().collect::<BTreeSet<_>>(),
-                set(expected),
-                "{query} limit {limit}"
-            );
-        }
+    for limit in [1, 500] {
+        expect_lists(
+            &s,
+            &token,
+            "/v1/patients",
+            "externalPatientID",
+            &cases,
+            limit,
+        )
+        .await;
     }
     // In creation order, page by page.
     assert_eq!(
@@ -193,22 +207,7 @@ async fn every_list_filter_alone_and_combined_within_scope() {
         (format!("?patientID={}&clientID=C2", ids[0]), &[]),
         ("?updatedSince=2999-01-01T00:00:00Z".into(), &[]),
     ];
-    for (query, expected) in &order_cases {
-        let got = all_pages(
-            &s,
-            &token,
-            &format!("/v1/orders{query}"),
-            "externalOrderID",
-            1,
-        )
-        .await;
-        assert_eq!(got.len(), expected.len(), "{query}: {got:?}");
-        assert_eq!(
-            got.iter().cloned().collect::<BTreeSet<_>>(),
-            set(expected),
-            "{query}"
-        );
-    }
+    expect_lists(&s, &token, "/v1/orders", "externalOrderID", &order_cases, 1).await;
     let got = all_pages(&s, &narrow, "/v1/orders", "externalOrderID", 1).await;
     assert_eq!(got, vec!["EHR-A"], "the narrow partner's orders");
     s.stop().await;
