@@ -437,9 +437,6 @@ fn merge(shape: &[FieldError], e: OrderRejection) -> ApiError {
         `accessionNumber` is generated as `A-YYYYMMDD-NNNNNN` when absent; a given one must be \
         unique in the lab. The answer shows the patient's name and date of birth only to a \
         caller holding `patients:read`. Requires `tests:create`.",
-    params(
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
-    ),
     request_body(content = NewOrder, content_type = "application/json"),
     security(("bearer" = []), ("oauth2" = ["tests:create"])),
     responses(
@@ -450,16 +447,11 @@ fn merge(shape: &[FieldError], e: OrderRejection) -> ApiError {
                 ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
             )),
         (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type (`errors` names each one, code `wrong_type`).", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `tests:create`, or the body's `clientID`/`locationID` is outside its scope.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`duplicate-accession`: the `accessionNumber` is already used in the lab; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "/problems/duplicate-accession", "title": "Conflict", "status": 409, "detail": "This accessionNumber is already used in the lab."})),
-        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, every one listed in `errors`: missing, malformed, unknown or read-only fields; a patient that does not exist or is outside the caller's scope (`unknown_patient`, the same answer either way); a `clientID` that is not the patient's (`client_mismatch`); a location that does not exist or belongs to another client (`unknown_location`); a test code not in the catalog (`tests[i].code`, `unknown_test`) or ordered twice; no `specimen.type` for tests run on different specimen types; a malformed `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 #[tracing::instrument(skip_all, fields(partner))]
@@ -800,8 +792,6 @@ async fn prepare_act(
         the unchanged version. Requires `tests:update`.",
     params(
         ("orderID" = uuid::Uuid, Path, description = "The order's id."),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`. When stale: 412 and nothing changes. When absent, the change applies to the current version."),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
     ),
     request_body(
         description = "A merge patch. `application/json` is accepted too.",
@@ -818,18 +808,13 @@ async fn prepare_act(
                 ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
             )),
         (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `tests:update`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`invalid-status`: the order is `resulted`, `final`, `corrected` or `canceled`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "/problems/stale-version", "title": "Precondition Failed", "status": 412, "detail": "The record changed since the version in If-Match."})),
-        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as `application/merge-patch+json` or `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, every one listed in `errors`: `patientID`, `clientID`, `locationID`, `accessionNumber`, `tests` and read-only members cannot be set, the specimen type and priority cannot be removed, nor `specimen.collectedAt` once the specimen is collected; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 #[tracing::instrument(skip_all, fields(partner))]
@@ -869,8 +854,6 @@ pub async fn update(
     description = "Moves an `ordered` order to `collected`. `collectedAt` defaults to the `specimen.collectedAt` given at placement, else now. Allowed from `ordered`; leads to `collected`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `tests:update`.",
     params(
         ("orderID" = uuid::Uuid, Path, description = "The order's id."),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`. When stale: 412 and nothing changes. When absent, the change applies to the current version."),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
     ),
     request_body(content = CollectRequest, content_type = "application/json", description = "Optional: no body, or `{}`, is fine."),
     security(("bearer" = []), ("oauth2" = ["tests:update"])),
@@ -881,17 +864,12 @@ pub async fn update(
                 ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
             )),
         (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `tests:update`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`invalid-status`: the order is not `ordered`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, every one listed in `errors`: `collectedAt` is not an RFC 3339 timestamp or is in the future; an unknown field; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 pub fn collect_doc() {}
@@ -907,8 +885,6 @@ pub fn collect_doc() {}
     description = "Moves a `collected` order to `received`. No body is needed. Allowed from `collected`; leads to `received`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `tests:update`.",
     params(
         ("orderID" = uuid::Uuid, Path, description = "The order's id."),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`. When stale: 412 and nothing changes. When absent, the change applies to the current version."),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
     ),
     request_body(content = NoFields, content_type = "application/json", description = "Optional: no body is needed; an empty object is accepted."),
     security(("bearer" = []), ("oauth2" = ["tests:update"])),
@@ -919,17 +895,12 @@ pub fn collect_doc() {}
                 ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
             )),
         (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `tests:update`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`invalid-status`: the order is not `collected`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, every one listed in `errors`: a body with any member; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 pub fn receive_doc() {}
@@ -945,8 +916,6 @@ pub fn receive_doc() {}
     description = "Moves a `received` order to `in_progress`. No body is needed. Allowed from `received`; leads to `in_progress`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `tests:update`.",
     params(
         ("orderID" = uuid::Uuid, Path, description = "The order's id."),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`. When stale: 412 and nothing changes. When absent, the change applies to the current version."),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
     ),
     request_body(content = NoFields, content_type = "application/json", description = "Optional: no body is needed; an empty object is accepted."),
     security(("bearer" = []), ("oauth2" = ["tests:update"])),
@@ -957,17 +926,12 @@ pub fn receive_doc() {}
                 ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
             )),
         (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `tests:update`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`invalid-status`: the order is not `received`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, every one listed in `errors`: a body with any member; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 pub fn start_doc() {}
@@ -983,8 +947,6 @@ pub fn start_doc() {}
     description = "Moves an `ordered`, `collected` or `received` order to `canceled`, with a required `reason`. Allowed from `ordered`, `collected` or `received`; leads to `canceled`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `tests:update`.",
     params(
         ("orderID" = uuid::Uuid, Path, description = "The order's id."),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`. When stale: 412 and nothing changes. When absent, the change applies to the current version."),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
     ),
     request_body(content = CancelRequest, content_type = "application/json"),
     security(("bearer" = []), ("oauth2" = ["tests:update"])),
@@ -995,17 +957,12 @@ pub fn start_doc() {}
                 ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
             )),
         (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `tests:update`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`invalid-status`: the order is `in_progress` or later, or already `canceled`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, every one listed in `errors`: `reason` is missing, blank or longer than 500 characters; an unknown field; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 pub fn cancel_doc() {}
@@ -1021,8 +978,6 @@ pub fn cancel_doc() {}
     description = "Records or replaces results, analyte by analyte, of a `received`, `in_progress` or `resulted` order, which becomes `resulted`. Values are kept exactly as sent; the LIS attaches the catalog's reference range for the patient's sex and age on the collection date, and a flag (`LL`, `HH`, `L`, `H`, `N`, `A`, or none where the catalog has no range for that patient). Results are not released to the patient until `finalize`. `results:write` is granted to reference labs and instrument middleware only. Allowed from `received`, `in_progress` or `resulted`; leads to `resulted`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `results:write`.",
     params(
         ("orderID" = uuid::Uuid, Path, description = "The order's id."),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`. When stale: 412 and nothing changes. When absent, the change applies to the current version."),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
     ),
     request_body(content = ResultsRequest, content_type = "application/json"),
     security(("bearer" = []), ("oauth2" = ["results:write"])),
@@ -1033,17 +988,12 @@ pub fn cancel_doc() {}
                 ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
             )),
         (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `results:write`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`invalid-status`: the order is not `received`, `in_progress` or `resulted`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, every one listed in `errors`: no `results`, an analyte that none of the order's tests measures (`unknown_analyte`) or named twice, a value that is not a decimal number for a numeric analyte (`not_numeric`), a missing unit or one that is not the catalog's (`unit_mismatch`), an unknown field; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 pub fn results_doc() {}
@@ -1059,8 +1009,6 @@ pub fn results_doc() {}
     description = "Moves a `resulted` order to `final`: its results are released to the patient's portal. No body is needed. Allowed from `resulted`; leads to `final`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `results:write`.",
     params(
         ("orderID" = uuid::Uuid, Path, description = "The order's id."),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`. When stale: 412 and nothing changes. When absent, the change applies to the current version."),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
     ),
     request_body(content = NoFields, content_type = "application/json", description = "Optional: no body is needed; an empty object is accepted."),
     security(("bearer" = []), ("oauth2" = ["results:write"])),
@@ -1071,17 +1019,12 @@ pub fn results_doc() {}
                 ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
             )),
         (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `results:write`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`invalid-status`: the order is not `resulted`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, every one listed in `errors`: a body with any member; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 pub fn finalize_doc() {}
@@ -1097,8 +1040,6 @@ pub fn finalize_doc() {}
     description = "Amends results of a `final` or `corrected` order, with a required `reason`; the order becomes `corrected` and the replaced values stay in its history. Ranges and flags are attached as for `results`. Allowed from `final` or `corrected`; leads to `corrected`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `results:write`.",
     params(
         ("orderID" = uuid::Uuid, Path, description = "The order's id."),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`. When stale: 412 and nothing changes. When absent, the change applies to the current version."),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
     ),
     request_body(content = CorrectRequest, content_type = "application/json"),
     security(("bearer" = []), ("oauth2" = ["results:write"])),
@@ -1109,17 +1050,12 @@ pub fn finalize_doc() {}
                 ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
             )),
         (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `results:write`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`invalid-status`: the order is not `final` or `corrected`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, every one listed in `errors`: `reason` missing or blank, no `results`, or a bad result as for `results`; an unknown field; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 pub fn correct_doc() {}

@@ -368,9 +368,6 @@ async fn account_status(
         `duplicate-patient`. A valid email opens a portal account (`account.status` `invited`); \
         an invalid or already used email never blocks the create but adds a warning. \
         Requires `patients:create`.",
-    params(
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters. A retry with the same key and body answers the first answer again (any status below 500) and changes nothing; kept at least 24 hours, per partner, method and path."),
-    ),
     request_body(content = NewPatient, content_type = "application/json"),
     security(("bearer" = []), ("oauth2" = ["patients:create"])),
     responses(
@@ -381,16 +378,11 @@ async fn account_status(
                 ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
             )),
         (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type (`errors` names each one, code `wrong_type`).", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (missing, malformed, expired, or the partner was disabled or its secret rotated).", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `patients:create`, or the body's `clientID`/`locationID` is outside its scope.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`duplicate-patient`: the client already has a patient with this `externalPatientID` (`existingPatientID` names it when it is in scope); or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "/problems/duplicate-patient", "title": "Conflict", "status": 409, "detail": "A patient with this externalPatientID already exists for this client.", "existingPatientID": "0b5c3f0e-9a55-4b8e-8d43-5b0f1f2ad0a1"})),
-        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, every one listed in `errors`: missing, malformed, unknown or read-only fields, a location that does not exist or belongs to another client, a malformed `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 #[tracing::instrument(skip_all, fields(partner))]
@@ -522,8 +514,6 @@ impl Attempt for Create {
         version. Requires `patients:update`.",
     params(
         ("patientID" = uuid::Uuid, Path, description = "The patient's id."),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of the version this change is based on, such as `\"3\"`."),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters; a retry with the same key and body answers the first answer again and changes nothing."),
     ),
     request_body(
         description = "A merge patch. `application/json` is accepted too.",
@@ -540,18 +530,13 @@ impl Attempt for Create {
                 ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
             )),
         (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token.", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `patients:update`, or the new `locationID` is outside its scope.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such patient, or the patient is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`duplicate-patient`: another patient of the client has the new `externalPatientID`; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "/problems/stale-version", "title": "Precondition Failed", "status": 412, "detail": "The record changed since the version in If-Match."})),
-        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as `application/merge-patch+json` or `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, every one listed in `errors` (including `clientID` and other read-only fields, and a location of another client), a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable; retry after `Retry-After` seconds.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 #[tracing::instrument(skip_all, fields(partner))]

@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 use domain::access::Permission;
-use serde_json::Value;
+use serde_json::{json, Value};
+use utoipa::openapi::path::{Operation as PathOperation, Parameter};
 use utoipa::openapi::security::{
     ClientCredentials, Flow, HttpAuthScheme, HttpBuilder, OAuth2, Scopes, SecurityScheme,
 };
@@ -105,7 +106,7 @@ pub const GUIDE: &str = include_str!("../../docs/partner-guide.md");
         query_api::orders::AnalyteKindSchema,
         query_api::orders::ReferenceRangeSchema,
     )),
-    modifiers(&SecuritySchemes, &OptionalBodies),
+    modifiers(&SecuritySchemes, &OptionalBodies, &SharedParts),
     tags(
         (name = "auth", description = "Access tokens (OAuth 2.0 client credentials)."),
         (name = "patients", description = "Patients of the lab's clients."),
@@ -205,6 +206,162 @@ impl Modify for OptionalBodies {
                 .and_then(|op| op.request_body.as_mut());
             if let Some(body) = body {
                 body.required = Some(utoipa::openapi::Required::False);
+            }
+        }
+    }
+}
+
+/// Adds what the partner operations (`/v1/…`) share, written once here so
+/// that every operation says it the same way: the 401, 413 and 503 answers
+/// and the `If-Match`, `Idempotency-Key` and `Consistency-Token` headers.
+/// The handlers' annotations describe only what is their own.
+struct SharedParts;
+
+/// What an operation is, for the parts it shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// A command: `POST`/`PATCH` other than a search; `on_record` when it
+    /// changes an existing record (a path with an id), which `If-Match` can
+    /// pin to a version.
+    Write { on_record: bool },
+    /// A read: `GET` or a search; `token` when it honours a
+    /// `Consistency-Token` (everything but the catalog); `body` for a search.
+    Read { token: bool, body: bool },
+}
+
+impl Shape {
+    fn of(method: &str, path: &str) -> Shape {
+        let search = path.ends_with("/search");
+        if method == "get" || search {
+            Shape::Read {
+                token: path != "/v1/catalog",
+                body: search,
+            }
+        } else {
+            Shape::Write {
+                on_record: path.contains('{'),
+            }
+        }
+    }
+}
+
+fn header_param(name: &str, description: &str) -> Parameter {
+    serde_json::from_value(json!({
+        "name": name, "in": "header", "required": false,
+        "description": description, "schema": {"type": "string"},
+    }))
+    .expect("a header parameter")
+}
+
+fn problem_response(
+    description: &str,
+    header: Option<(&str, Value)>,
+) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    let mut r = json!({
+        "description": description,
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    });
+    if let Some((name, h)) = header {
+        r["headers"] = json!({ name: h });
+    }
+    serde_json::from_value(r).expect("a problem response")
+}
+
+fn retry_after(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    problem_response(
+        description,
+        Some((
+            "Retry-After",
+            json!({"description": "Seconds to wait.",
+                   "schema": {"type": "integer", "format": "int64", "minimum": 0}}),
+        )),
+    )
+}
+
+impl SharedParts {
+    fn add(op: &mut PathOperation, shape: Shape) {
+        let params = op.parameters.get_or_insert_with(Vec::new);
+        let answers = &mut op.responses.responses;
+        answers.insert(
+            "401".into(),
+            problem_response(
+                "No valid bearer token (missing, malformed, expired, or the partner was \
+                 disabled or its secret rotated).",
+                Some((
+                    "WWW-Authenticate",
+                    json!({"description": "`Bearer realm=\"lis\"`", "schema": {"type": "string"}}),
+                )),
+            ),
+        );
+        let body = match shape {
+            Shape::Write { on_record } => {
+                if on_record {
+                    params.push(header_param(
+                        "If-Match",
+                        "The `ETag` of the version this change is based on, such as `\"3\"`. \
+                         When stale: 412 and nothing changes. When absent, the change applies \
+                         to the current version.",
+                    ));
+                }
+                params.push(header_param(
+                    "Idempotency-Key",
+                    "1-255 visible ASCII characters. A retry with the same key and body \
+                     answers the first answer again (any status below 500) and changes \
+                     nothing; kept at least 24 hours, per partner, method and path.",
+                ));
+                answers.insert(
+                    "503".into(),
+                    retry_after(
+                        "A dependency is unavailable; retry after `Retry-After` seconds (with \
+                         the same `Idempotency-Key`).",
+                    ),
+                );
+                true
+            }
+            Shape::Read { token, body } => {
+                let answer = if token {
+                    params.push(header_param(
+                        "Consistency-Token",
+                        "The `Consistency-Token` of a write: the answer reflects at least that \
+                         write (the read waits up to 2 seconds, then answers 503).",
+                    ));
+                    "The read model has not caught up with the `Consistency-Token` within 2 \
+                     seconds, or a dependency is unavailable; retry after `Retry-After` seconds."
+                } else {
+                    "A dependency is unavailable; retry after `Retry-After` seconds."
+                };
+                answers.insert("503".into(), retry_after(answer));
+                body
+            }
+        };
+        if body {
+            answers.insert(
+                "413".into(),
+                problem_response("The body is larger than 1 MiB.", None),
+            );
+        }
+        if params.is_empty() {
+            op.parameters = None;
+        }
+    }
+}
+
+impl Modify for SharedParts {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            for (method, op) in [
+                ("get", item.get.as_mut()),
+                ("post", item.post.as_mut()),
+                ("patch", item.patch.as_mut()),
+                ("put", item.put.as_mut()),
+                ("delete", item.delete.as_mut()),
+            ] {
+                if let Some(op) = op {
+                    SharedParts::add(op, Shape::of(method, path));
+                }
             }
         }
     }
@@ -495,6 +652,54 @@ mod tests {
         }
         let cancel = &doc["paths"]["/v1/orders/{orderID}/cancel"]["post"]["requestBody"];
         assert_eq!(cancel["required"], true);
+    }
+
+    #[test]
+    fn every_partner_operation_says_the_shared_parts_the_same_way() {
+        let doc: Value = serde_json::from_str(openapi_json()).unwrap();
+        let mut writes = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            for (method, op) in item.as_object().unwrap() {
+                let at = format!("{method} {path}");
+                let params: Vec<&str> = op["parameters"]
+                    .as_array()
+                    .map(|ps| ps.iter().map(|p| p["name"].as_str().unwrap()).collect())
+                    .unwrap_or_default();
+                let r = &op["responses"];
+                assert!(r["401"]["headers"]["WWW-Authenticate"].is_object(), "{at}");
+                assert!(r["503"]["headers"]["Retry-After"].is_object(), "{at}");
+                for status in ["401", "413", "503"] {
+                    if r[status].is_object() {
+                        assert_eq!(
+                            r[status]["content"]["application/problem+json"]["schema"]["$ref"],
+                            "#/components/schemas/Problem",
+                            "{at} {status}"
+                        );
+                    }
+                }
+                match Shape::of(method, path) {
+                    Shape::Write { on_record } => {
+                        writes += 1;
+                        assert!(params.ends_with(&["Idempotency-Key"]), "{at}: {params:?}");
+                        assert_eq!(params.contains(&"If-Match"), on_record, "{at}");
+                        assert!(r["412"].is_object() == on_record, "{at}: 412 with If-Match");
+                        assert!(r["413"].is_object(), "{at}");
+                    }
+                    Shape::Read { token, body } => {
+                        assert_eq!(params.contains(&"Consistency-Token"), token, "{at}");
+                        assert_eq!(r["413"].is_object(), body, "{at}");
+                        assert!(!params.contains(&"Idempotency-Key"), "{at}");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            writes, 11,
+            "patient create/change, order place/change, 7 actions"
+        );
     }
 
     #[test]

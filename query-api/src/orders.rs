@@ -84,20 +84,15 @@ fn view_of(caller: &Caller, r: &tokio_postgres::Row) -> Result<OrderView, ApiErr
         `patients:read` with the patient in scope, and null otherwise. Requires `tests:read`.",
     params(
         ("orderID" = uuid::Uuid, Path, description = "The order's id."),
-        ("Consistency-Token" = Option<String>, Header, nullable = false, description = "The `Consistency-Token` of a write: the answer reflects at least that write (the read waits up to 2 seconds, then answers 503)."),
     ),
     security(("bearer" = []), ("oauth2" = ["tests:read"])),
     responses(
         (status = 200, description = "The order.", body = OrderView,
             headers(("ETag" = String, description = "The version in quotes; send it as `If-Match` with a change or an action."))),
-        (status = 401, description = "No valid bearer token.", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `tests:read`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "/problems/not-found", "title": "Not Found", "status": 404, "detail": "No such record."})),
         (status = 422, description = "The `Consistency-Token` is not one this API issued.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The read model has not caught up with the `Consistency-Token` within 2 seconds, or a dependency is unavailable; retry after `Retry-After`.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -457,18 +452,13 @@ async fn page(app: &QueryState, caller: &Caller, f: Filters) -> Result<Response,
         record). Requires `tests:read`.",
     params(
         OrderListQuery,
-        ("Consistency-Token" = Option<String>, Header, nullable = false, description = "The `Consistency-Token` of a write: the answer reflects at least that write (the read waits up to 2 seconds, then answers 503)."),
     ),
     security(("bearer" = []), ("oauth2" = ["tests:read"])),
     responses(
         (status = 200, description = "A page of orders.", body = OrderPage),
         (status = 400, description = "The query string is malformed.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token.", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `tests:read`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad filter, every one listed in `errors`: an unknown or repeated parameter, a malformed value, a `limit` outside 1-500, a cursor this API did not issue, or a bad `Consistency-Token`.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The read model has not caught up with the `Consistency-Token` within 2 seconds, or a dependency is unavailable; retry after `Retry-After`.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -498,22 +488,14 @@ pub async fn list(
     summary = "Search orders",
     description = "The same as `GET /v1/orders`, with the filters in a JSON body. Changes \
         nothing. Requires `tests:read`.",
-    params(
-        ("Consistency-Token" = Option<String>, Header, nullable = false, description = "The `Consistency-Token` of a write: the answer reflects at least that write (the read waits up to 2 seconds, then answers 503)."),
-    ),
     request_body(content = OrderSearch, content_type = "application/json"),
     security(("bearer" = []), ("oauth2" = ["tests:read"])),
     responses(
         (status = 200, description = "A page of orders.", body = OrderPage),
         (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token.", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `tests:read`.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad filter, every one listed in `errors` (unknown fields included), or a bad `Consistency-Token`.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The read model has not caught up with the `Consistency-Token` within 2 seconds, or a dependency is unavailable; retry after `Retry-After`.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -555,11 +537,7 @@ pub async fn search(
     security(("bearer" = []), ("oauth2" = ["tests:create"]), ("oauth2" = ["tests:read"]), ("oauth2" = ["tests:update"])),
     responses(
         (status = 200, description = "The whole catalog, by code.", body = CatalogPage),
-        (status = 401, description = "No valid bearer token.", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner holds none of `tests:create`, `tests:read`, `tests:update`.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable; retry after `Retry-After`.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 #[tracing::instrument(skip_all)]

@@ -111,20 +111,15 @@ pub(crate) fn json_response(
     description = "The patient, when it is in the caller's scope. Requires `patients:read`.",
     params(
         ("patientID" = uuid::Uuid, Path, description = "The patient's id."),
-        ("Consistency-Token" = Option<String>, Header, nullable = false, description = "The `Consistency-Token` of a write: the answer reflects at least that write (the read waits up to 2 seconds, then answers 503)."),
     ),
     security(("bearer" = []), ("oauth2" = ["patients:read"])),
     responses(
         (status = 200, description = "The patient.", body = PatientView,
             headers(("ETag" = String, description = "The version in quotes; send it as `If-Match` with a change."))),
-        (status = 401, description = "No valid bearer token.", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `patients:read`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such patient, or the patient is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "/problems/not-found", "title": "Not Found", "status": 404, "detail": "No such record."})),
         (status = 422, description = "The `Consistency-Token` is not one this API issued.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The read model has not caught up with the `Consistency-Token` within 2 seconds, or a dependency is unavailable; retry after `Retry-After`.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -385,18 +380,13 @@ async fn page(app: &QueryState, caller: &Caller, f: Filters) -> Result<Response,
         Requires `patients:read`.",
     params(
         PatientListQuery,
-        ("Consistency-Token" = Option<String>, Header, nullable = false, description = "The `Consistency-Token` of a write: the answer reflects at least that write."),
     ),
     security(("bearer" = []), ("oauth2" = ["patients:read"])),
     responses(
         (status = 200, description = "A page of patients.", body = PatientPage),
         (status = 400, description = "The query string is malformed.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token.", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `patients:read`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad filter, every one listed in `errors`: an unknown or repeated parameter, a malformed value, a `limit` outside 1-500, a cursor this API did not issue, or a bad `Consistency-Token`.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The read model has not caught up with the `Consistency-Token` within 2 seconds, or a dependency is unavailable.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -427,22 +417,14 @@ pub async fn list(
     summary = "Search patients",
     description = "The same as `GET /v1/patients`, with the filters in a JSON body so that \
         personal data need not travel in URLs. Changes nothing. Requires `patients:read`.",
-    params(
-        ("Consistency-Token" = Option<String>, Header, nullable = false, description = "The `Consistency-Token` of a write: the answer reflects at least that write."),
-    ),
     request_body(content = PatientSearch, content_type = "application/json"),
     security(("bearer" = []), ("oauth2" = ["patients:read"])),
     responses(
         (status = 200, description = "A page of patients.", body = PatientPage),
         (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token.", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"lis\"`"))),
         (status = 403, description = "The partner lacks `patients:read`.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad filter, every one listed in `errors` (unknown fields included), or a bad `Consistency-Token`.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The read model has not caught up with the `Consistency-Token` within 2 seconds, or a dependency is unavailable.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 #[tracing::instrument(skip_all)]
