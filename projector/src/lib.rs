@@ -141,10 +141,31 @@ async fn next_batch(
     Ok(batch)
 }
 
+/// Says so when the database runs without autovacuum: the read models then
+/// never get planner statistics, and a list page by date of birth walks the
+/// whole paging index (0.5 s at 1M patients instead of 1.4 ms; seen on a
+/// machine whose Postgres had autovacuum off).
+async fn warn_without_autovacuum(read: &Pool) {
+    let setting = async {
+        let db = read.get().await?;
+        let row = db.query_one("SHOW autovacuum", &[]).await?;
+        anyhow::Ok(row.get::<_, String>(0))
+    };
+    if let Ok(v) = setting.await {
+        if v != "on" {
+            tracing::warn!(
+                "autovacuum is off: the read models get no planner statistics and list pages \
+                 slow down as they grow; turn it on, or run ANALYZE after bulk loads"
+            );
+        }
+    }
+}
+
 /// Runs the projector until `shutdown` resolves, restarting after failures
 /// from the offsets stored with the rows.
 pub async fn run(cfg: Config, read: Pool, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    warn_without_autovacuum(&read).await;
     loop {
         let term = async {
             let consumer = consumer(&cfg, &read).await?;

@@ -201,7 +201,12 @@ pub async fn seed_to(
     }
     let n = (target - stored) as u64;
     eprintln!("  seeding {n} patients in bulk (batched commands of {BATCH})…");
-    Ok(Some(drain(cfg, write, read, gen, client, n).await?))
+    let d = drain(cfg, write, read, gen, client, n).await?;
+    // What autovacuum does after a bulk load, done here because a machine's
+    // Postgres may run without it (this one's does): without statistics a
+    // list page by date of birth walks the whole paging index.
+    write.get().await?.batch_execute("ANALYZE").await?;
+    Ok(Some(d))
 }
 
 /// How the write path drained a bulk seeding.
