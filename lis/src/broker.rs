@@ -82,15 +82,24 @@ pub fn spawn(bin: &Path, dir: &Path, addr: &str, log: &Path) -> anyhow::Result<C
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting the broker {}", bin.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the broker did not listen on {addr} within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if let Err(e) = wait_listening(addr, Duration::from_secs(30)) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e.context("starting the broker"));
     }
     index_store(&dir.join(STORE))?;
     Ok(child)
+}
+
+/// Waits until something accepts connections on `addr` (`host:port`): a
+/// process this crate launched (the broker, the fault suite's services).
+pub fn wait_listening(addr: &str, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on {addr} after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }

@@ -356,8 +356,6 @@ impl Modify for SharedParts {
                 ("get", item.get.as_mut()),
                 ("post", item.post.as_mut()),
                 ("patch", item.patch.as_mut()),
-                ("put", item.put.as_mut()),
-                ("delete", item.delete.as_mut()),
             ] {
                 if let Some(op) = op {
                     SharedParts::add(op, Shape::of(method, path));

@@ -135,29 +135,24 @@ const SERVICES: [Part; 4] = [
 /// sorted transaction ids as text; `tests/tests/relay.rs` keeps that fixed).
 fn schedule(short: bool) -> Vec<Vec<Part>> {
     use Part::*;
-    if short {
-        return vec![
-            vec![Relay],
-            vec![Projector],
-            vec![CommandHandler],
-            vec![QueryApi],
-            vec![Postgres],
-            vec![Broker],
-        ];
-    }
-    vec![
+    let mut s = vec![
         vec![Relay],
         vec![Projector],
         vec![CommandHandler],
         vec![QueryApi],
         vec![Postgres],
         vec![Broker],
-        vec![Relay, Projector],
-        vec![Postgres, CommandHandler],
-        vec![Broker, Relay],
-        vec![Broker, Postgres],
-        vec![CommandHandler, QueryApi, Relay, Projector],
-    ]
+    ];
+    if !short {
+        s.extend([
+            vec![Relay, Projector],
+            vec![Postgres, CommandHandler],
+            vec![Broker, Relay],
+            vec![Broker, Postgres],
+            vec![CommandHandler, QueryApi, Relay, Projector],
+        ]);
+    }
+    s
 }
 
 /// The schedule, or the faults `--only` names.
@@ -404,7 +399,7 @@ impl Stack {
         let child = cmd.spawn()?;
         self.services.insert(part, (child, port));
         if let Some(p) = port {
-            wait_port(p, Duration::from_secs(30))?;
+            lis::broker::wait_listening(&format!("127.0.0.1:{p}"), Duration::from_secs(30))?;
         }
         Ok(())
     }
@@ -463,17 +458,6 @@ impl Drop for Stack {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-fn wait_port(port: u16, limit: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("nothing listens on port {port} after {limit:?}")
 }
 
 /// What the load generator did and saw.
@@ -567,21 +551,34 @@ async fn send_write(
     None
 }
 
+/// A create the load sends.
+struct Create {
+    /// Its `Idempotency-Key`.
+    key: String,
+    url: String,
+    body: Value,
+    /// The answer's field that holds the new id.
+    id_field: &'static str,
+    /// Whether to send it again with the same key after the fault.
+    replay: bool,
+}
+
 /// Sends a create with [`send_write`]; on a 201 records the acknowledged id
-/// (the answer's `id_field`) and, when `replay`, the request to send again
-/// with the same key after the fault.
-#[allow(clippy::too_many_arguments)]
+/// and, when asked, the request to replay after the fault.
 async fn send_create(
     record: &Mutex<Record>,
     http: &reqwest::Client,
     token: &str,
-    key: String,
-    url: String,
-    body: Value,
-    id_field: &str,
-    replay: bool,
+    create: Create,
     stop: &AtomicBool,
 ) -> Option<Uuid> {
+    let Create {
+        key,
+        url,
+        body,
+        id_field,
+        replay,
+    } = create;
     let r = send_write(
         record,
         || {
@@ -637,8 +634,8 @@ impl Load {
                             "firstName": "Load", "lastName": format!("Patient{n}"), "dateOfBirth": "1980-01-01",
                             "sex": "unknown"});
                         let url = format!("{commands}/v1/patients");
-                        let replay = n % 10 == 1;
-                        if let Some(id) = send_create(&record, &http, &token, key, url, body, "patientID", replay, &stop).await {
+                        let create = Create { key, url, body, id_field: "patientID", replay: n % 10 == 1 };
+                        if let Some(id) = send_create(&record, &http, &token, create, &stop).await {
                             mine.push(id);
                         }
                     } else if roll < 0.60 {
@@ -678,8 +675,8 @@ impl Load {
                             "externalOrderID": format!("FO-{round}-{w}-{n}"), "tests": tests,
                             "priority": "routine"});
                         let url = format!("{commands}/v1/orders");
-                        let replay = n % 10 == 1;
-                        if let Some(id) = send_create(&record, &http, &token, key, url, body, "orderID", replay, &stop).await {
+                        let create = Create { key, url, body, id_field: "orderID", replay: n % 10 == 1 };
+                        if let Some(id) = send_create(&record, &http, &token, create, &stop).await {
                             orders.push(id);
                         }
                     } else if roll < 0.85 {

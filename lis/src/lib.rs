@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`stack`]: runs any set of roles (partner API, relay, projector) in one
 //!   process, with health endpoints and graceful shutdown.
-//! - [`broker`]: the development broker's store index (tansu with sqlite).
+//! - [`broker`]: launching the development broker (tansu with sqlite) and
+//!   indexing its store.
 //! - [`docs`]: the OpenAPI document and the developer guide, served at
 //!   `/openapi.json` and `/docs`.
 

@@ -32,6 +32,21 @@ pub mod apply;
 /// Messages applied per transaction at most.
 const BATCH: usize = 500;
 
+/// The next offset of every partition, as stored with the rows it produced.
+async fn stored_offsets(read: &Pool) -> anyhow::Result<HashMap<(String, i32), i64>> {
+    Ok(read
+        .get()
+        .await?
+        .query(
+            "SELECT topic, partition, next_offset FROM consumer_offsets",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect())
+}
+
 fn consumer(cfg: &Config, read: &Pool) -> impl Future<Output = anyhow::Result<StreamConsumer>> {
     let cfg = cfg.clone();
     let read = read.clone();
@@ -39,16 +54,7 @@ fn consumer(cfg: &Config, read: &Pool) -> impl Future<Output = anyhow::Result<St
         let consumer: StreamConsumer =
             platform::kafka::consumer_config(&cfg, &format!("lis-projector-{}", cfg.read_schema))
                 .create()?;
-        let db = read.get().await?;
-        let stored: HashMap<(String, i32), i64> = db
-            .query(
-                "SELECT topic, partition, next_offset FROM consumer_offsets",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-            .collect();
+        let stored = stored_offsets(&read).await?;
         let mut tpl = TopicPartitionList::new();
         for topic in Topic::ALL {
             let name = topic.name(&cfg.topic_prefix);
@@ -214,17 +220,7 @@ pub async fn log_ends(cfg: &Config) -> anyhow::Result<HashMap<(String, i32), i64
 /// Whether the read schema of `read` has applied every partition up to
 /// `ends` (from [`log_ends`]), by the offsets stored with its rows.
 pub async fn reached(read: &Pool, ends: &HashMap<(String, i32), i64>) -> anyhow::Result<bool> {
-    let done: HashMap<(String, i32), i64> = read
-        .get()
-        .await?
-        .query(
-            "SELECT topic, partition, next_offset FROM consumer_offsets",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-        .collect();
+    let done = stored_offsets(read).await?;
     Ok(ends
         .iter()
         .all(|(k, end)| *end == 0 || done.get(k).is_some_and(|d| d >= end)))

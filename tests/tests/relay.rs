@@ -69,6 +69,15 @@ async fn own_connection(url: &str, schema: &str) -> deadpool_postgres::Object {
         .expect("connect")
 }
 
+/// Appends `e` in a transaction of its own and commits it.
+async fn commit(db: &mut deadpool_postgres::Object, e: &Pending) {
+    let tx = db.transaction().await.unwrap();
+    store::append(&tx, &meta(), std::slice::from_ref(e))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
 /// Every record once, and each stream's versions in order 1, 2, 3, ...
 fn assert_exactly_once_in_order(records: &[Record], committed: &HashSet<Uuid>) {
     let ids: Vec<Uuid> = records.iter().map(|r| r.envelope.event_id).collect();
@@ -204,11 +213,7 @@ async fn concurrent_out_of_order_commits_and_rollbacks_reach_kafka_exactly_once(
         .await
         .unwrap();
     let late = Pending::new(Uuid::new_v4(), 1, &patient_event(Uuid::new_v4()));
-    let tx = db.transaction().await.unwrap();
-    store::append(&tx, &meta(), std::slice::from_ref(&late))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    commit(&mut db, &late).await;
     committed.insert(late.event_id);
     let s = TestStack::start_with(cfg, RELAY_ONLY).await;
     s.wait_topic(Topic::Patients, committed.len()).await;
@@ -239,11 +244,7 @@ async fn a_batch_spanning_a_power_of_ten_in_transaction_ids_keeps_commit_order()
     for version in 1..=3 {
         for stream in streams {
             let e = Pending::new(stream, version, &patient_event(stream));
-            let tx = db.transaction().await.unwrap();
-            store::append(&tx, &meta(), std::slice::from_ref(&e))
-                .await
-                .unwrap();
-            tx.commit().await.unwrap();
+            commit(&mut db, &e).await;
             committed.insert(e.event_id);
         }
     }
