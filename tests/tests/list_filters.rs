@@ -1,6 +1,8 @@
 //! Every list filter of `GET /v1/patients` and `GET /v1/orders`, alone and
-//! combined, within a caller's scope and across pages: each statement names
-//! only the filters a request gives, so each combination is its own query.
+//! combined, within a caller's scope and across pages, and the same filters
+//! as a `POST …/search` body (the contract: "the same filters as a JSON
+//! body"): each statement names only the filters a request gives, so each
+//! combination is its own query.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -28,12 +30,53 @@ async fn all_pages(s: &TestStack, token: &str, path: &str, key: &str, limit: u32
     }
 }
 
+/// The same as [`all_pages`] through `POST {path}/search`, the filters of
+/// `query` (`?a=1&b=2`) as the JSON body.
+async fn all_search_pages(
+    s: &TestStack,
+    token: &str,
+    path: &str,
+    query: &str,
+    key: &str,
+    limit: u32,
+) -> Vec<String> {
+    let mut body = json!({ "limit": limit });
+    for pair in query
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap();
+        body[name] = json!(value.replace("%2B", "+"));
+    }
+    let mut out = Vec::new();
+    loop {
+        let r = s
+            .http
+            .post(format!("{}{path}/search", s.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "search {body}");
+        let page: Value = r.json().await.unwrap();
+        for item in page["items"].as_array().unwrap() {
+            out.push(item[key].as_str().unwrap_or("-").to_string());
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => body["cursor"] = json!(c),
+            None => return out,
+        }
+    }
+}
+
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// Each query of `cases` (appended to `path`) lists exactly its expected
-/// `key`s, once each, paged `limit` at a time.
+/// Each query of `cases` (appended to `path`, and as the body of its search)
+/// lists exactly its expected `key`s, once each, paged `limit` at a time.
 async fn expect_lists(
     s: &TestStack,
     token: &str,
@@ -43,13 +86,20 @@ async fn expect_lists(
     limit: u32,
 ) {
     for (query, expected) in cases {
-        let got = all_pages(s, token, &format!("{path}{query}"), key, limit).await;
-        assert_eq!(got.len(), expected.len(), "{query} limit {limit}: {got:?}");
-        assert_eq!(
-            got.iter().cloned().collect::<BTreeSet<_>>(),
-            set(expected),
-            "{query} limit {limit}"
-        );
+        let listed = all_pages(s, token, &format!("{path}{query}"), key, limit).await;
+        let searched = all_search_pages(s, token, path, query, key, limit).await;
+        for (how, got) in [("GET", listed), ("search", searched)] {
+            assert_eq!(
+                got.len(),
+                expected.len(),
+                "{how} {query} limit {limit}: {got:?}"
+            );
+            assert_eq!(
+                got.iter().cloned().collect::<BTreeSet<_>>(),
+                set(expected),
+                "{how} {query} limit {limit}"
+            );
+        }
     }
 }
 
@@ -210,5 +260,32 @@ async fn every_list_filter_alone_and_combined_within_scope() {
     expect_lists(&s, &token, "/v1/orders", "externalOrderID", &order_cases, 1).await;
     let got = all_pages(&s, &narrow, "/v1/orders", "externalOrderID", 1).await;
     assert_eq!(got, vec!["EHR-A"], "the narrow partner's orders");
+    s.stop().await;
+}
+
+/// Without `limit` a page holds 50 records (the contract's default), and the
+/// next page the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_holds_fifty_by_default() {
+    let s = TestStack::start().await;
+    let (_, token) = s.standard().await;
+    for i in 0..51 {
+        let r = s
+            .create_patient(&token, &patient_body(&format!("P-{i}")))
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    wait_for(&s, &token, "/v1/patients", "externalPatientID", 51).await;
+    let first: Value = s.get(&token, "/v1/patients").await.json().await.unwrap();
+    assert_eq!(first["items"].as_array().unwrap().len(), 50);
+    let cursor = first["nextCursor"].as_str().expect("a next page");
+    let rest: Value = s
+        .get(&token, &format!("/v1/patients?cursor={cursor}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    assert!(rest["nextCursor"].is_null(), "the last page has no cursor");
     s.stop().await;
 }
