@@ -15,14 +15,23 @@
 //! every event is in stream order, whatever a dead relay left behind or
 //! after it. Only one relay publishes at a time (a Postgres advisory lock);
 //! others wait as standbys.
+//!
+//! Tamper evidence: the relay links every event it passes into the log's
+//! hash chains (`platform::chain`) and stores the links with its checkpoint,
+//! so no command waits for another to chain its events. It signs the chain's
+//! head with the chain key (a file, never in the database) and publishes
+//! the signed checkpoint to `lis.chain.v1`.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use domain::event::StreamKind;
+use platform::chain::{self, ChainKey, Hash};
 use platform::config::Config;
-use platform::envelope::{Envelope, POSITION_HEADER};
+use platform::envelope::{Envelope, CHAIN_HASH_HEADER, CHAIN_SEQ_HEADER, POSITION_HEADER};
 use platform::kafka::{partition_for, Topic};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -36,6 +45,9 @@ const BATCH: i64 = 2000;
 /// How long an idle relay waits before looking for new events when no
 /// command of its own process signals a commit.
 const POLL: Duration = Duration::from_millis(20);
+/// How often, at most, a busy relay signs the chain's head (an idle one
+/// signs as soon as it has published everything).
+const SIGN_EVERY: Duration = Duration::from_secs(1);
 
 /// A position in the event store's publication order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -47,7 +59,8 @@ pub struct Position {
 }
 
 impl Position {
-    fn header(&self) -> String {
+    /// The `txid:position` form of the `lis_position` header.
+    pub fn header(&self) -> String {
         format!("{}:{}", self.txid, self.position)
     }
 
@@ -71,12 +84,13 @@ struct Relay {
 }
 
 /// Runs the relay until `shutdown` resolves, retrying after any failure.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) {
+/// `key` signs the chain's checkpoints.
+pub async fn run(cfg: Config, key: Arc<ChainKey>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
-            r = run_once(&cfg) => {
+            r = run_once(&cfg, &key) => {
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "relay failed; restarting");
                 }
@@ -90,7 +104,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) {
 }
 
 /// One leadership term: lock, resync from the partitions, publish.
-async fn run_once(cfg: &Config) -> anyhow::Result<()> {
+async fn run_once(cfg: &Config, key: &ChainKey) -> anyhow::Result<()> {
     let pg: tokio_postgres::Config = {
         let mut c: tokio_postgres::Config = cfg.database_url.parse()?;
         c.options(format!("-c search_path={}", cfg.write_schema));
@@ -116,20 +130,12 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
     }
     tracing::info!("relay is active");
     let next_batch = client
-        .prepare(
-            // The text form of the transaction id gets its own name: a bare
-            // `ORDER BY txid` would sort by an output column called `txid`
-            // (PostgreSQL prefers output names there), i.e. as text, and
-            // put "10002" before "9386" whenever a batch spans a power of
-            // ten; the fault suite found streams out of order that way.
-            "SELECT e.txid::text AS txid_text, e.position, e.event_id, e.stream_type, e.stream_id, \
-             e.version, e.event_type, e.schema_version, e.occurred_at, e.actor, e.command_id, \
-             e.idempotency_key, e.data \
-             FROM events e \
-             WHERE (e.txid, e.position) > ($1::text::xid8, $2) \
-               AND e.txid < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY e.txid, e.position LIMIT $3",
-        )
+        .prepare(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events e \
+                 WHERE (e.txid, e.position) > ($1::text::xid8, $2) \
+                   AND e.txid < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY e.txid, e.position LIMIT $3"
+        ))
         .await?;
     let save_checkpoint = client
         .prepare(
@@ -149,6 +155,8 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
     let producer: FutureProducer = platform::kafka::producer_config(cfg).create()?;
     let mut checkpoint = load_checkpoint(&client).await?;
     let mut next_offsets = load_partition_offsets(&client).await?;
+    let mut head = backfill_chain(&mut client, &next_batch, checkpoint).await?;
+    let mut signed = Signed::default();
     let mut relay = Relay {
         cfg: cfg.clone(),
         tails: read_partition_tails(cfg, &next_offsets, checkpoint).await?,
@@ -168,27 +176,27 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
             )
             .await?;
         if rows.is_empty() {
+            signed.sign(&relay, key, &head, true).await?;
             tokio::select! {
                 _ = crate::store::COMMITTED.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
             continue;
         }
-        let mut deliveries = Vec::with_capacity(rows.len());
-        let mut last = checkpoint;
+        let batch = rows
+            .iter()
+            .map(Stored::from_row)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let links = Links::build(&client, &mut head, &batch).await?;
+        let mut deliveries = Vec::with_capacity(batch.len());
         let mut newest: Option<chrono::DateTime<chrono::Utc>> = None;
-        for row in &rows {
-            let txid: String = row.get(0);
-            let pos = Position {
-                txid: txid.parse()?,
-                position: row.get(1),
-            };
-            last = pos;
-            let stream_type: String = row.get(3);
-            let kind = StreamKind::parse(&stream_type)
-                .ok_or_else(|| anyhow::anyhow!("unknown stream type {stream_type}"))?;
+        for (i, event) in batch.iter().enumerate() {
+            let pos = event.position;
+            let kind = StreamKind::parse(&event.envelope.stream_type).ok_or_else(|| {
+                anyhow::anyhow!("unknown stream type {}", event.envelope.stream_type)
+            })?;
             let topic = Topic::of(kind);
-            let stream_id: uuid::Uuid = row.get(4);
+            let stream_id = event.envelope.stream_id;
             let partition = partition_for(stream_id, topic.partitions(&relay.cfg));
             let tail = relay.tails.entry((topic, partition)).or_default();
             if tail.front() == Some(&pos) {
@@ -207,47 +215,43 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
                 );
             }
             tail.clear();
-            let envelope = Envelope {
-                event_id: row.get(2),
-                event_type: row.get(6),
-                schema_version: row.get(7),
-                stream_type,
-                stream_id,
-                version: row.get(5),
-                occurred_at: row.get(8),
-                actor: serde_json::from_value(row.get(9))?,
-                command_id: row.get(10),
-                idempotency_key: row.get(11),
-                data: row.get(12),
-            };
-            newest = Some(envelope.occurred_at);
-            let payload = serde_json::to_vec(&envelope)?;
+            newest = Some(event.envelope.occurred_at);
             let key = stream_id.to_string();
             let mut headers = OwnedHeaders::new();
-            for (name, value) in envelope.cloudevent_headers() {
+            for (name, value) in event.envelope.cloudevent_headers() {
                 headers = headers.insert(Header {
                     key: name,
                     value: Some(value.as_bytes()),
                 });
             }
-            let position_header = pos.header();
-            headers = headers.insert(Header {
-                key: POSITION_HEADER,
-                value: Some(position_header.as_bytes()),
-            });
+            let (position_header, seq_header, hash_header) = (
+                pos.header(),
+                links.seq[i].to_string(),
+                chain::hex(&links.log_hash[i]),
+            );
+            for (name, value) in [
+                (POSITION_HEADER, &position_header),
+                (CHAIN_SEQ_HEADER, &seq_header),
+                (CHAIN_HASH_HEADER, &hash_header),
+            ] {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_bytes()),
+                });
+            }
             let topic_name = topic.name(&relay.cfg.topic_prefix);
             let record = FutureRecord::to(&topic_name)
                 .key(&key)
-                .payload(&payload)
+                .payload(&event.payload)
                 .partition(partition)
                 .headers(headers);
             let delivery = relay
                 .producer
                 .send_result(record)
                 .map_err(|(e, _)| anyhow::anyhow!("enqueue: {e}"))?;
-            deliveries.push(((topic, partition), pos, delivery));
+            deliveries.push(((topic, partition), delivery));
         }
-        for (key, _pos, delivery) in deliveries {
+        for (key, delivery) in deliveries {
             match delivery.await {
                 Ok(Ok(delivery)) => {
                     let offset = delivery.offset;
@@ -259,6 +263,7 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
                 Err(_) => anyhow::bail!("delivery canceled"),
             }
         }
+        let last = batch.last().map_or(checkpoint, |e| e.position);
         let tx = client.transaction().await?;
         tx.execute(&save_checkpoint, &[&last.txid.to_string(), &last.position])
             .await?;
@@ -270,15 +275,269 @@ async fn run_once(cfg: &Config) -> anyhow::Result<()> {
         }
         tx.execute(&save_offsets, &[&topics, &partitions, &nexts])
             .await?;
+        links.save(&tx).await?;
         tx.commit().await?;
         checkpoint = last;
         if let Some(t) = newest {
             platform::metrics::RELAY_LAG.set(platform::metrics::seconds_since(&t));
         }
+        signed.sign(&relay, key, &head, false).await?;
     }
 }
 
-async fn load_checkpoint(client: &tokio_postgres::Client) -> anyhow::Result<Position> {
+/// The columns of `events e` that [`Stored::from_row`] reads, in order.
+///
+/// The text form of the transaction id gets its own name: a bare
+/// `ORDER BY txid` would sort by an output column called `txid` (PostgreSQL
+/// prefers output names there), i.e. as text, and put "10002" before "9386"
+/// whenever a batch spans a power of ten; the fault suite found streams out
+/// of order that way.
+pub const EVENT_COLUMNS: &str =
+    "e.txid::text AS txid_text, e.position, e.event_id, e.stream_type, \
+     e.stream_id, e.version, e.event_type, e.schema_version, e.occurred_at, e.actor, e.command_id, \
+     e.idempotency_key, e.data";
+
+/// An event as the store holds it, with its published body.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Where it stands in publication order.
+    pub position: Position,
+    /// The event.
+    pub envelope: Envelope,
+    /// Its published body (what its chain hash covers).
+    pub payload: Vec<u8>,
+}
+
+impl Stored {
+    /// From a row of [`EVENT_COLUMNS`].
+    pub fn from_row(row: &tokio_postgres::Row) -> anyhow::Result<Stored> {
+        let txid: String = row.get(0);
+        let envelope = Envelope {
+            event_id: row.get(2),
+            event_type: row.get(6),
+            schema_version: row.get(7),
+            stream_type: row.get(3),
+            stream_id: row.get(4),
+            version: row.get(5),
+            occurred_at: row.get(8),
+            actor: serde_json::from_value(row.get(9))?,
+            command_id: row.get(10),
+            idempotency_key: row.get(11),
+            data: row.get(12),
+        };
+        Ok(Stored {
+            position: Position {
+                txid: txid.parse()?,
+                position: row.get(1),
+            },
+            payload: envelope.payload(),
+            envelope,
+        })
+    }
+}
+
+/// The head of the whole-log chain: how many events it holds and its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChainHead {
+    seq: i64,
+    hash: Hash,
+}
+
+/// The chain links of one batch, saved with its checkpoint.
+#[derive(Debug, Default)]
+struct Links {
+    seq: Vec<i64>,
+    position: Vec<i64>,
+    event_id: Vec<uuid::Uuid>,
+    stream_id: Vec<uuid::Uuid>,
+    version: Vec<i64>,
+    event_hash: Vec<Hash>,
+    stream_hash: Vec<Hash>,
+    log_hash: Vec<Hash>,
+}
+
+impl Links {
+    /// Links `batch` after `head` (which it advances), each event also
+    /// after its stream's previous link.
+    async fn build(
+        client: &tokio_postgres::Client,
+        head: &mut ChainHead,
+        batch: &[Stored],
+    ) -> anyhow::Result<Links> {
+        let streams: Vec<uuid::Uuid> = batch.iter().map(|e| e.envelope.stream_id).collect();
+        let mut stream_heads: HashMap<uuid::Uuid, Hash> = HashMap::new();
+        for r in client
+            .query(
+                "SELECT DISTINCT ON (stream_id) stream_id, stream_hash FROM event_chain \
+                 WHERE stream_id = ANY($1) ORDER BY stream_id, version DESC",
+                &[&streams],
+            )
+            .await?
+        {
+            let hash: Vec<u8> = r.get(1);
+            stream_heads.insert(
+                r.get(0),
+                hash.try_into()
+                    .map_err(|_| anyhow::anyhow!("bad stream hash"))?,
+            );
+        }
+        let mut links = Links::default();
+        for e in batch {
+            let event = chain::event_hash(&e.payload);
+            let stream_prev = stream_heads
+                .get(&e.envelope.stream_id)
+                .copied()
+                .unwrap_or(chain::GENESIS);
+            let stream = chain::link(&stream_prev, &event);
+            stream_heads.insert(e.envelope.stream_id, stream);
+            head.seq += 1;
+            head.hash = chain::link(&head.hash, &event);
+            links.seq.push(head.seq);
+            links.position.push(e.position.position);
+            links.event_id.push(e.envelope.event_id);
+            links.stream_id.push(e.envelope.stream_id);
+            links.version.push(e.envelope.version);
+            links.event_hash.push(event);
+            links.stream_hash.push(stream);
+            links.log_hash.push(head.hash);
+        }
+        Ok(links)
+    }
+
+    async fn save(&self, tx: &tokio_postgres::Transaction<'_>) -> anyhow::Result<()> {
+        let bytes = |v: &[Hash]| v.iter().map(|h| h.to_vec()).collect::<Vec<_>>();
+        tx.execute(
+            "INSERT INTO event_chain (seq, position, event_id, stream_id, version, event_hash, stream_hash, log_hash) \
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::uuid[], $5::bigint[], \
+             $6::bytea[], $7::bytea[], $8::bytea[])",
+            &[
+                &self.seq,
+                &self.position,
+                &self.event_id,
+                &self.stream_id,
+                &self.version,
+                &bytes(&self.event_hash),
+                &bytes(&self.stream_hash),
+                &bytes(&self.log_hash),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The chain's head as committed, linking first (for a store whose events
+/// were published before the chain existed) every event up to the
+/// checkpoint that has no link yet.
+async fn backfill_chain(
+    client: &mut tokio_postgres::Client,
+    next_batch: &tokio_postgres::Statement,
+    checkpoint: Position,
+) -> anyhow::Result<ChainHead> {
+    let row = client
+        .query_opt(
+            "SELECT c.seq, c.log_hash, e.txid::text, e.position FROM event_chain c \
+             JOIN events e ON e.position = c.position ORDER BY c.seq DESC LIMIT 1",
+            &[],
+        )
+        .await?;
+    let (mut head, mut linked) = match row {
+        None => (
+            ChainHead {
+                seq: 0,
+                hash: chain::GENESIS,
+            },
+            Position::default(),
+        ),
+        Some(r) => {
+            let hash: Vec<u8> = r.get(1);
+            let txid: String = r.get(2);
+            (
+                ChainHead {
+                    seq: r.get(0),
+                    hash: hash
+                        .try_into()
+                        .map_err(|_| anyhow::anyhow!("bad chain hash"))?,
+                },
+                Position {
+                    txid: txid.parse()?,
+                    position: r.get(3),
+                },
+            )
+        }
+    };
+    while linked < checkpoint {
+        let rows = client
+            .query(
+                next_batch,
+                &[&linked.txid.to_string(), &linked.position, &BATCH],
+            )
+            .await?;
+        let batch = rows
+            .iter()
+            .map(Stored::from_row)
+            .filter(|e| e.as_ref().map_or(true, |e| e.position <= checkpoint))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let Some(last) = batch.last().map(|e| e.position) else {
+            break;
+        };
+        let links = Links::build(client, &mut head, &batch).await?;
+        let tx = client.transaction().await?;
+        links.save(&tx).await?;
+        tx.commit().await?;
+        tracing::info!(
+            linked = batch.len(),
+            "relay linked already published events into the chain"
+        );
+        linked = last;
+    }
+    Ok(head)
+}
+
+/// The newest chain head this relay signed, and when.
+#[derive(Default)]
+struct Signed {
+    seq: i64,
+    at: Option<std::time::Instant>,
+}
+
+impl Signed {
+    /// Signs `head` and publishes the checkpoint, when it is new and either
+    /// the relay is `idle` or the last signature is [`SIGN_EVERY`] old.
+    async fn sign(
+        &mut self,
+        relay: &Relay,
+        key: &ChainKey,
+        head: &ChainHead,
+        idle: bool,
+    ) -> anyhow::Result<()> {
+        let due = idle || self.at.is_none_or(|t| t.elapsed() >= SIGN_EVERY);
+        if head.seq <= self.seq || !due {
+            return Ok(());
+        }
+        let signed = key.sign(head.seq, &head.hash);
+        let payload = serde_json::to_vec(&signed)?;
+        let topic = Topic::Chain.name(&relay.cfg.topic_prefix);
+        let record = FutureRecord::to(&topic)
+            .key("chain")
+            .payload(&payload)
+            .partition(0);
+        match relay.producer.send_result(record) {
+            Ok(delivery) => match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => anyhow::bail!("checkpoint delivery failed: {e}"),
+                Err(_) => anyhow::bail!("checkpoint delivery canceled"),
+            },
+            Err((e, _)) => anyhow::bail!("enqueue checkpoint: {e}"),
+        }
+        self.seq = head.seq;
+        self.at = Some(std::time::Instant::now());
+        Ok(())
+    }
+}
+
+/// How far the relay has published.
+pub async fn load_checkpoint(client: &tokio_postgres::Client) -> anyhow::Result<Position> {
     let row = client
         .query_opt(
             "SELECT txid::text, position FROM relay_checkpoint WHERE id = 1",

@@ -61,6 +61,9 @@ pub const GUIDE: &str = include_str!("../../docs/partner-guide.md");
         command_handler::orders::finalize_doc,
         command_handler::orders::correct_doc,
         query_api::orders::catalog,
+        query_api::history::patient_history,
+        query_api::history::order_history,
+        query_api::access_log::list,
     ),
     components(schemas(
         platform::views::PatientView,
@@ -105,6 +108,11 @@ pub const GUIDE: &str = include_str!("../../docs/partner-guide.md");
         query_api::orders::AnalyteSchema,
         query_api::orders::AnalyteKindSchema,
         query_api::orders::ReferenceRangeSchema,
+        query_api::history::HistoryPage,
+        query_api::history::HistoryEntry,
+        query_api::history::Change,
+        query_api::access_log::AccessPage,
+        query_api::access_log::AccessEntry,
     )),
     modifiers(&SecuritySchemes, &OptionalBodies, &SharedParts),
     tags(
@@ -114,6 +122,8 @@ pub const GUIDE: &str = include_str!("../../docs/partner-guide.md");
             status lifecycle, results with reference ranges and flags, reads."),
         (name = "catalog", description = "The lab's test catalog: tests, analytes, units and \
             reference ranges."),
+        (name = "history", description = "For auditors: every change of a record, a record as \
+            it stood at an instant, and who read which record."),
     ),
 )]
 pub struct ApiDoc;
@@ -225,7 +235,8 @@ enum Shape {
     /// pin to a version.
     Write { on_record: bool },
     /// A read: `GET` or a search; `token` when it honours a
-    /// `Consistency-Token` (everything but the catalog); `body` for a search.
+    /// `Consistency-Token` (every read of records, not the catalog or the
+    /// access log); `body` for a search.
     Read { token: bool, body: bool },
 }
 
@@ -234,7 +245,7 @@ impl Shape {
         let search = path.ends_with("/search");
         if method == "get" || search {
             Shape::Read {
-                token: path != "/v1/catalog",
+                token: !["/v1/catalog", "/v1/access-log"].contains(&path),
                 body: search,
             }
         } else {
@@ -641,7 +652,7 @@ mod tests {
         let doc: Value = serde_json::from_str(openapi_json()).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
         let ops = operations(&doc);
-        assert_eq!(ops.len(), 19, "{ops:?}");
+        assert_eq!(ops.len(), 22, "{ops:?}");
         assert!(ops.iter().all(|o| !o.summary.is_empty()));
         for path in OPTIONAL_BODIES {
             let body = &doc["paths"][path]["post"]["requestBody"];

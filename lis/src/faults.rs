@@ -1108,6 +1108,7 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
     cluster.start()?;
     let key_file = dir.join("token.key");
     platform::auth::TokenKeys::create_file(&key_file)?;
+    crate::up::create_service_keys(&dir)?;
     let mut stack = Stack {
         broker_port: free_port()?,
         broker: None,

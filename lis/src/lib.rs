@@ -6,9 +6,12 @@
 //!   process, with health endpoints and graceful shutdown.
 //! - [`broker`]: launching the development broker (tansu with sqlite) and
 //!   indexing its store.
+//! - [`verify`]: `lis verify`, the event store against its tamper evidence
+//!   and the read models against the log.
 //! - [`docs`]: the OpenAPI document and the developer guide, served at
 //!   `/openapi.json` and `/docs`.
 
 pub mod broker;
 pub mod docs;
 pub mod stack;
+pub mod verify;

@@ -26,7 +26,8 @@ enum Command {
     Down,
     /// Run services in the foreground (what `lis up` starts in the background).
     Serve {
-        /// Roles: `all`, or a list of command-handler, query-api, relay, projector.
+        /// Roles: `all`, or a list of command-handler, query-api, relay,
+        /// projector, mailer, analytics.
         #[arg(long, default_value = "all")]
         roles: String,
     },
@@ -38,6 +39,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the fault suite: kill and restart each part under load.
     Faults(faults::FaultArgs),
+    /// Check the event store against its signed hash chain and the log, and
+    /// the read models against the log; print every difference.
+    Verify(lis::verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
             Command::Admin(a) => admin_cli::run(&cfg, a).await,
             Command::Bench(a) => bench::run(&cfg, a).await,
             Command::Faults(a) => faults::run(&cfg, a).await,
+            Command::Verify(a) => lis::verify::run(&cfg, a).await,
         }
     });
     match result {

@@ -27,6 +27,8 @@ pub struct Roles {
     pub projector: bool,
     /// The invitation mailer (needs `LIS_SMTP_URL`).
     pub mailer: bool,
+    /// The analytics publisher (Kafka -> `lis.analytics.v1`, de-identified).
+    pub analytics: bool,
 }
 
 impl Roles {
@@ -37,6 +39,7 @@ impl Roles {
         relay: true,
         projector: true,
         mailer: true,
+        analytics: true,
     };
 
     /// No role: start from this and switch roles on.
@@ -46,10 +49,12 @@ impl Roles {
         relay: false,
         projector: false,
         mailer: false,
+        analytics: false,
     };
 
     /// Parses `all` or a comma-separated list of
-    /// `command-handler`, `query-api`, `relay`, `projector`, `mailer`.
+    /// `command-handler`, `query-api`, `relay`, `projector`, `mailer`,
+    /// `analytics`.
     pub fn parse(s: &str) -> Result<Roles, String> {
         let mut r = Roles::NONE;
         for part in s.split(',').map(str::trim) {
@@ -60,6 +65,7 @@ impl Roles {
                 "relay" => r.relay = true,
                 "projector" => r.projector = true,
                 "mailer" => r.mailer = true,
+                "analytics" => r.analytics = true,
                 other => return Err(format!("unknown role `{other}`")),
             }
         }
@@ -179,12 +185,20 @@ pub async fn serve(
     let read = platform::db::pool(&cfg.database_url, &cfg.read_schema, 16)?;
     let mut tasks = tokio::task::JoinSet::new();
     if roles.relay {
+        let key = Arc::new(platform::chain::ChainKey::load(&cfg.chain_key_file)?);
         let (c, s) = ((*cfg).clone(), shutdown.clone());
-        tasks.spawn(async move { command_handler::relay::run(c, s.wait()).await });
+        tasks.spawn(async move { command_handler::relay::run(c, key, s.wait()).await });
     }
     if roles.projector {
         let (c, p, s) = ((*cfg).clone(), read.clone(), shutdown.clone());
         tasks.spawn(async move { projector::run(c, p, s.wait()).await });
+    }
+    if roles.analytics {
+        let ids = Arc::new(platform::pseudonym::Pseudonyms::load(
+            &cfg.analytics_key_file,
+        )?);
+        let (c, p, s) = ((*cfg).clone(), write.clone(), shutdown.clone());
+        tasks.spawn(async move { analytics::run(c, ids, p, s.wait()).await });
     }
     if roles.mailer {
         let (c, p, s) = ((*cfg).clone(), write.clone(), shutdown.clone());
@@ -212,12 +226,12 @@ pub async fn serve(
             )));
         }
         if roles.queries {
-            app = app.merge(query_api::router(query_api::QueryState {
-                cfg: cfg.clone(),
-                read: read.clone(),
-                write: write.clone(),
-                keys: keys.clone(),
-            }));
+            app = app.merge(query_api::router(query_api::QueryState::new(
+                cfg.clone(),
+                read.clone(),
+                write.clone(),
+                keys.clone(),
+            )));
         }
         let app = app.layer(axum::middleware::from_fn(observe));
         tracing::info!(addr = %listener.local_addr()?, "partner API listening");

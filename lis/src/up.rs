@@ -8,9 +8,10 @@ use anyhow::{bail, Context};
 use command_handler::admin;
 use domain::access::{IdSet, Permission, Scope};
 use lis::stack::{self, Roles, Shutdown};
-use platform::auth::{write_private, TokenKeys};
+use platform::auth::TokenKeys;
 use platform::config::Config;
 use platform::db::{self, Side};
+use platform::keyfile::write_private;
 
 const BROKER_PID: &str = "broker.pid";
 const SERVICES_PID: &str = "services.pid";
@@ -195,6 +196,14 @@ async fn ensure_services(cfg: &Config, dir: &Path, base: &str) -> anyhow::Result
             "LIS_TOKEN_KEY_FILE",
             cfg.token_key_file.canonicalize()?.display().to_string(),
         ),
+        (
+            "LIS_CHAIN_KEY_FILE",
+            cfg.chain_key_file.canonicalize()?.display().to_string(),
+        ),
+        (
+            "LIS_ANALYTICS_KEY_FILE",
+            cfg.analytics_key_file.canonicalize()?.display().to_string(),
+        ),
     ];
     let cwd = std::env::current_dir()?;
     let pid = spawn_detached(
@@ -248,6 +257,30 @@ async fn ensure_demo(cfg: &Config, dir: &Path, base: &str) -> anyhow::Result<Pat
     Ok(file)
 }
 
+/// The key files the relay (chain signing) and the analytics publisher
+/// (pseudonyms) load, each generated once per installation.
+fn service_keys(cfg: &Config) -> [(PathBuf, platform::keyfile::KeyKind); 2] {
+    [
+        (cfg.chain_key_file.clone(), platform::chain::CHAIN_KEY),
+        (
+            cfg.analytics_key_file.clone(),
+            platform::pseudonym::ANALYTICS_KEY,
+        ),
+    ]
+}
+
+/// Creates the relay's and the analytics publisher's key files in `dir`
+/// (their default places under `LIS_DATA_DIR`) unless they exist.
+pub fn create_service_keys(dir: &Path) -> anyhow::Result<()> {
+    let mut cfg = Config::from_env()?;
+    cfg.chain_key_file = dir.join("chain-signing.key");
+    cfg.analytics_key_file = dir.join("analytics-pseudonym.key");
+    for (path, kind) in service_keys(&cfg) {
+        platform::keyfile::create(&path, kind)?;
+    }
+    Ok(())
+}
+
 /// `lis up`.
 pub async fn up(cfg: &Config) -> anyhow::Result<()> {
     let dir = data_dir(cfg)?;
@@ -259,6 +292,11 @@ pub async fn up(cfg: &Config) -> anyhow::Result<()> {
             "lis: generated a token signing key at {}",
             cfg.token_key_file.display()
         );
+    }
+    for (path, kind) in service_keys(cfg) {
+        if platform::keyfile::create(&path, kind)? {
+            eprintln!("lis: generated the {} at {}", kind.what, path.display());
+        }
     }
     let base = format!("http://{}", cfg.http_addr);
     ensure_services(cfg, &dir, &base).await?;

@@ -15,7 +15,7 @@ use argon2::password_hash::{
 };
 use argon2::Argon2;
 use axum::http::{header, HeaderMap};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use domain::access::{Permission, Scope};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -81,21 +81,12 @@ impl std::fmt::Debug for TokenKeys {
     }
 }
 
-/// The signing key could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    /// The file is missing or unreadable.
-    #[error("cannot read the token signing key at {path}: {source} (run `lis up`, or set LIS_TOKEN_KEY_FILE)")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file does not hold a usable key.
-    #[error("the token signing key at {0} is not valid base64 of at least 32 bytes")]
-    Invalid(String),
-}
+/// The token signing key's file.
+pub const TOKEN_KEY: crate::keyfile::KeyKind = crate::keyfile::KeyKind {
+    what: "token signing key",
+    var: "LIS_TOKEN_KEY_FILE",
+    len: 64,
+};
 
 impl TokenKeys {
     /// Builds keys from raw key bytes (at least 32).
@@ -107,46 +98,22 @@ impl TokenKeys {
     }
 
     /// Loads the key from its file (base64 text).
-    pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let bytes = STANDARD
-            .decode(text.trim())
-            .ok()
-            .filter(|b| b.len() >= 32)
-            .ok_or_else(|| KeyError::Invalid(path.display().to_string()))?;
+    pub fn load(path: &Path) -> Result<Self, crate::keyfile::KeyError> {
+        let bytes = crate::keyfile::load(path, TokenKeys::KIND)?;
         Ok(Self::from_bytes(&bytes))
     }
+
+    /// The key file's kind (its shortest usable key is 32 bytes).
+    const KIND: crate::keyfile::KeyKind = crate::keyfile::KeyKind {
+        len: 32,
+        ..TOKEN_KEY
+    };
 
     /// Creates a new random key file readable only by its owner, unless one
     /// exists already. Returns whether it created one.
     pub fn create_file(path: &Path) -> std::io::Result<bool> {
-        if path.exists() {
-            return Ok(false);
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut key = [0u8; 64];
-        rand::thread_rng().fill_bytes(&mut key);
-        write_private(path, STANDARD.encode(key).as_bytes())?;
-        Ok(true)
+        crate::keyfile::create(path, TOKEN_KEY)
     }
-}
-
-/// Writes a file readable and writable only by its owner.
-pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(contents)
 }
 
 /// The claims of an access token.

@@ -48,6 +48,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `LIS_TOKEN_KEY_FILE`: file holding the token signing key.
     pub token_key_file: PathBuf,
+    /// `LIS_CHAIN_KEY_FILE`: file holding the key that signs the log's hash
+    /// chain checkpoints (the relay's; kept outside the database).
+    pub chain_key_file: PathBuf,
+    /// `LIS_ANALYTICS_KEY_FILE`: file holding the key of the analytics
+    /// stream's pseudonyms.
+    pub analytics_key_file: PathBuf,
     /// `LIS_TOKEN_TTL_SECS`: lifetime of access tokens.
     pub token_ttl: Duration,
     /// `LIS_TOKEN_RATE_PER_MINUTE`: token requests allowed per `client_id`
@@ -126,6 +132,12 @@ impl Config {
             token_key_file: var("LIS_TOKEN_KEY_FILE")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| data_dir.join("token-signing.key")),
+            chain_key_file: var("LIS_CHAIN_KEY_FILE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| data_dir.join("chain-signing.key")),
+            analytics_key_file: var("LIS_ANALYTICS_KEY_FILE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| data_dir.join("analytics-pseudonym.key")),
             data_dir,
             token_ttl: Duration::from_secs(parsed("LIS_TOKEN_TTL_SECS", 3600)?),
             token_rate_per_minute: parsed("LIS_TOKEN_RATE_PER_MINUTE", 60)?,
@@ -150,6 +162,8 @@ impl Config {
         "LIS_HTTP_ADDR",
         "LIS_DATA_DIR",
         "LIS_TOKEN_KEY_FILE",
+        "LIS_CHAIN_KEY_FILE",
+        "LIS_ANALYTICS_KEY_FILE",
         "LIS_TOKEN_TTL_SECS",
         "LIS_TOKEN_RATE_PER_MINUTE",
         "LIS_CONSISTENCY_WAIT_MS",

@@ -67,7 +67,20 @@ mod rfc3339 {
 /// which lets the relay resume exactly after what a partition already holds.
 pub const POSITION_HEADER: &str = "lis_position";
 
+/// Headers carrying a record's place in the log's hash chain
+/// (`platform::chain`): its sequence number and the chain's hash after it.
+pub const CHAIN_SEQ_HEADER: &str = "lis_chain_seq";
+/// See [`CHAIN_SEQ_HEADER`].
+pub const CHAIN_HASH_HEADER: &str = "lis_chain_hash";
+
 impl Envelope {
+    /// The Kafka message body: the envelope's JSON. The event store keeps
+    /// `data` as `jsonb`, whose member order is canonical, so the same
+    /// event always gives the same bytes (its chain hash depends on them).
+    pub fn payload(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("envelopes serialize")
+    }
+
     /// The CloudEvents binary-mode headers of this event.
     pub fn cloudevent_headers(&self) -> Vec<(&'static str, String)> {
         vec![

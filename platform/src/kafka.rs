@@ -24,11 +24,20 @@ pub enum Topic {
     /// Clients, locations and partners: one partition, so a location never
     /// overtakes its client.
     Reference,
+    /// The relay's signed checkpoints of the log's hash chain
+    /// (`platform::chain`): one partition.
+    Chain,
+    /// The de-identified copy of the patient and order events, for analytics.
+    Analytics,
 }
 
 impl Topic {
-    /// Every topic.
+    /// The topics of the full event log (every event, in full).
     pub const ALL: [Topic; 3] = [Topic::Patients, Topic::Orders, Topic::Reference];
+
+    /// Topics derived from the log: its signed chain checkpoints and the
+    /// de-identified analytics stream.
+    pub const DERIVED: [Topic; 2] = [Topic::Chain, Topic::Analytics];
 
     /// The topic's base name (before the configured prefix).
     pub fn base_name(self) -> &'static str {
@@ -36,6 +45,8 @@ impl Topic {
             Topic::Patients => "lis.patients.v1",
             Topic::Orders => "lis.orders.v1",
             Topic::Reference => "lis.reference.v1",
+            Topic::Chain => "lis.chain.v1",
+            Topic::Analytics => "lis.analytics.v1",
         }
     }
 
@@ -59,8 +70,8 @@ impl Topic {
     /// How many partitions the topic has.
     pub fn partitions(self, cfg: &Config) -> i32 {
         match self {
-            Topic::Patients | Topic::Orders => cfg.kafka_partitions.max(1),
-            Topic::Reference => 1,
+            Topic::Patients | Topic::Orders | Topic::Analytics => cfg.kafka_partitions.max(1),
+            Topic::Reference | Topic::Chain => 1,
         }
     }
 }
@@ -125,7 +136,8 @@ pub fn consumer_config(cfg: &Config, group: &str) -> ClientConfig {
     c
 }
 
-/// Creates every topic with unlimited retention; existing topics are kept.
+/// Creates every topic (the log's and the derived ones) with unlimited
+/// retention; existing topics are kept.
 ///
 /// `cleanup.policy` is deliberately left at the broker default (`delete`
 /// on Kafka, where `retention.ms=-1` then means "never"): tansu 0.6's
@@ -137,6 +149,7 @@ pub async fn ensure_topics(cfg: &Config) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = base_config(cfg).create()?;
     let names: Vec<(String, i32)> = Topic::ALL
         .iter()
+        .chain(Topic::DERIVED.iter())
         .map(|t| (t.name(&cfg.topic_prefix), t.partitions(cfg)))
         .collect();
     let topics: Vec<NewTopic> = names

@@ -8,6 +8,10 @@
 //! - [`problem`]: the one HTTP error type, rendered as problem+json.
 //! - [`fields`]: JSON body field extraction that names every bad field.
 //! - [`auth`]: partner secrets, access tokens and per-request access checks.
+//! - [`keyfile`]: an installation's secret key files.
+//! - [`pseudonym`]: keyed pseudonyms of the analytics stream.
+//! - [`chain`]: tamper evidence: the hash chain over the log and its signed
+//!   checkpoints.
 //! - [`views`], [`order_view`]: the partner-facing representations shared
 //!   by both sides.
 //! - [`consistency`]: read-your-writes tokens.
@@ -15,14 +19,17 @@
 //! - [`telemetry`]: logging setup.
 
 pub mod auth;
+pub mod chain;
 pub mod config;
 pub mod consistency;
 pub mod db;
 pub mod envelope;
 pub mod fields;
 pub mod kafka;
+pub mod keyfile;
 pub mod metrics;
 pub mod order_view;
 pub mod problem;
+pub mod pseudonym;
 pub mod telemetry;
 pub mod views;

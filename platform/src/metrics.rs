@@ -6,8 +6,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The process's registry.
@@ -84,11 +84,36 @@ pub static PROJECTOR_LAG: LazyLock<Gauge> = LazyLock::new(|| {
     )
 });
 
+/// Events the analytics publisher has copied (re-deliveries included).
+pub static ANALYTICS_PUBLISHED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "lis_analytics_events_total",
+            "Events read by the analytics publisher",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Invitations mailed.
 pub static MAILS_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
     register(
         IntCounter::new("lis_mailer_sent_total", "Account invitations mailed")
             .expect("valid metric"),
+    )
+});
+
+/// Reads committed together by one access log write (group commit).
+pub static ACCESS_LOG_BATCH: LazyLock<Histogram> = LazyLock::new(|| {
+    register(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "lis_access_log_batch_reads",
+                "Reads whose access log entries one commit wrote",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )
+        .expect("valid metric"),
     )
 });
 
@@ -106,6 +131,8 @@ pub fn init() {
     LazyLock::force(&PROJECTOR_APPLIED);
     LazyLock::force(&PROJECTOR_LAG);
     LazyLock::force(&MAILS_SENT);
+    LazyLock::force(&ACCESS_LOG_BATCH);
+    LazyLock::force(&ANALYTICS_PUBLISHED);
 }
 
 /// The text exposition of every metric.

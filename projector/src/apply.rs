@@ -14,7 +14,11 @@ use domain::patient::{self, Address, Patient, PatientEvent, Sex};
 use domain::reference::{self, ClientEvent, LocationEvent, Partner, PartnerEvent};
 use platform::db::Cached;
 use platform::envelope::Envelope;
+use platform::order_view::OrderView;
+use platform::views::PatientView;
 use uuid::Uuid;
+
+use crate::history::History;
 
 /// The applied version of every stream a batch touches: read once before
 /// the batch, written once after it (instead of a read and a write per
@@ -61,10 +65,12 @@ impl Versions {
     }
 }
 
-/// Applies one event inside the batch's transaction.
+/// Applies one event inside the batch's transaction; a patient or order
+/// event also adds its row to `history`.
 pub async fn apply(
     tx: &Transaction<'_>,
     versions: &mut Versions,
+    history: &mut History,
     env: &Envelope,
 ) -> anyhow::Result<()> {
     let applied: Option<i64> = versions.applied.get(&env.stream_id).copied();
@@ -83,7 +89,7 @@ pub async fn apply(
     match StreamKind::parse(&env.stream_type) {
         Some(StreamKind::Patient) => {
             let event = PatientEvent::from_parts(&env.event_type, data)?;
-            if !patient_event(tx, env, event, applied.is_some()).await? {
+            if !patient_event(tx, history, env, event, applied.is_some()).await? {
                 // Leave the stream's version alone so that the missing
                 // registration still applies when it arrives.
                 return Ok(());
@@ -98,6 +104,11 @@ pub async fn apply(
                 &[&e.account_id, &e.patient_id, &env.version, &env.occurred_at],
             )
             .await?;
+            history.record(
+                env,
+                None,
+                serde_json::json!({"accountID": e.account_id, "patientID": e.patient_id, "status": "invited"}),
+            );
         }
         Some(StreamKind::Client) => {
             let ClientEvent::ClientRegistered(e) = ClientEvent::from_parts(&env.event_type, data)?;
@@ -121,7 +132,7 @@ pub async fn apply(
         }
         Some(StreamKind::Order) => {
             let event = OrderEvent::from_parts(&env.event_type, data)?;
-            if !order_event(tx, env, event, applied.is_some()).await? {
+            if !order_event(tx, history, env, event, applied.is_some()).await? {
                 return Ok(());
             }
         }
@@ -149,6 +160,7 @@ pub async fn apply(
 /// patient whose registration has not been applied).
 async fn patient_event(
     tx: &Transaction<'_>,
+    history: &mut History,
     env: &Envelope,
     event: PatientEvent,
     known: bool,
@@ -160,7 +172,19 @@ async fn patient_event(
     } else {
         None
     };
-    let Some(next) = patient::apply(current, &event) else {
+    let (before, created_at) = match &current {
+        Some(c) => (
+            Some(serde_json::to_value(PatientView::from_state(
+                &c.state,
+                None,
+                c.created_at,
+                c.updated_at,
+            ))?),
+            c.created_at,
+        ),
+        None => (None, env.occurred_at),
+    };
+    let Some(next) = patient::apply(current.map(|c| c.state), &event) else {
         tracing::error!(
             stream = %env.stream_id,
             version = env.version,
@@ -199,14 +223,27 @@ async fn patient_event(
         ],
     )
     .await?;
+    let after = PatientView::from_state(&next, None, created_at, env.occurred_at);
+    history.record(env, before.as_ref(), serde_json::to_value(after)?);
     Ok(true)
 }
 
-async fn load_patient(tx: &Transaction<'_>, id: uuid::Uuid) -> anyhow::Result<Option<Patient>> {
+/// A record's state as its read model row holds it, with the row's times.
+struct Loaded<T> {
+    state: T,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+async fn load_patient(
+    tx: &Transaction<'_>,
+    id: uuid::Uuid,
+) -> anyhow::Result<Option<Loaded<Patient>>> {
     let Some(r) = tx
         .query_opt_cached(
             "SELECT patient_id, client_id, location_id, external_patient_id, first_name, last_name, \
-             date_of_birth, sex, email, phone, address, version FROM patients WHERE patient_id = $1",
+             date_of_birth, sex, email, phone, address, version, created_at, updated_at \
+             FROM patients WHERE patient_id = $1",
             &[&id],
         )
         .await?
@@ -214,7 +251,7 @@ async fn load_patient(tx: &Transaction<'_>, id: uuid::Uuid) -> anyhow::Result<Op
         return Ok(None);
     };
     let address: Option<serde_json::Value> = r.get(10);
-    Ok(Some(Patient {
+    let state = Patient {
         id: r.get(0),
         client_id: r.get(1),
         location_id: r.get(2),
@@ -227,6 +264,11 @@ async fn load_patient(tx: &Transaction<'_>, id: uuid::Uuid) -> anyhow::Result<Op
         phone: r.get(9),
         address: address.map(serde_json::from_value::<Address>).transpose()?,
         version: r.get(11),
+    };
+    Ok(Some(Loaded {
+        state,
+        created_at: r.get(12),
+        updated_at: r.get(13),
     }))
 }
 
@@ -282,6 +324,7 @@ async fn partner_event(
 /// order whose placement has not been applied).
 async fn order_event(
     tx: &Transaction<'_>,
+    history: &mut History,
     env: &Envelope,
     event: OrderEvent,
     known: bool,
@@ -291,7 +334,19 @@ async fn order_event(
     } else {
         None
     };
-    let Some(next) = order::apply(current, &event) else {
+    let (before, created_at) = match &current {
+        Some(c) => (
+            Some(serde_json::to_value(OrderView::from_state(
+                &c.state,
+                None,
+                c.created_at,
+                c.updated_at,
+            ))?),
+            c.created_at,
+        ),
+        None => (None, env.occurred_at),
+    };
+    let Some(next) = order::apply(current.map(|c| c.state), &event) else {
         tracing::error!(stream = %env.stream_id, version = env.version, "order change before placement; skipped");
         return Ok(false);
     };
@@ -335,14 +390,17 @@ async fn order_event(
         ],
     )
     .await?;
+    let after = OrderView::from_state(&next, None, created_at, env.occurred_at);
+    history.record(env, before.as_ref(), serde_json::to_value(after)?);
     Ok(true)
 }
 
-async fn load_order(tx: &Transaction<'_>, id: uuid::Uuid) -> anyhow::Result<Option<Order>> {
+async fn load_order(tx: &Transaction<'_>, id: uuid::Uuid) -> anyhow::Result<Option<Loaded<Order>>> {
     let Some(r) = tx
         .query_opt_cached(
             "SELECT order_id, patient_id, client_id, location_id, accession_number, external_order_id, tests, \
-             specimen, priority, status, results, cancel_reason, version FROM orders WHERE order_id = $1",
+             specimen, priority, status, results, cancel_reason, version, created_at, updated_at \
+             FROM orders WHERE order_id = $1",
             &[&id],
         )
         .await?
@@ -351,7 +409,7 @@ async fn load_order(tx: &Transaction<'_>, id: uuid::Uuid) -> anyhow::Result<Opti
     };
     let priority: &str = r.get(8);
     let status: &str = r.get(9);
-    Ok(Some(Order {
+    let state = Order {
         id: r.get(0),
         patient_id: r.get(1),
         client_id: r.get(2),
@@ -367,5 +425,10 @@ async fn load_order(tx: &Transaction<'_>, id: uuid::Uuid) -> anyhow::Result<Opti
         results: serde_json::from_value(r.get(10))?,
         cancel_reason: r.get(11),
         version: r.get(12),
+    };
+    Ok(Some(Loaded {
+        state,
+        created_at: r.get(13),
+        updated_at: r.get(14),
     }))
 }

@@ -13,6 +13,8 @@
 //! - [`catch_up`]: apply everything up to the current end of the log (used
 //!   to rebuild a read model into a fresh schema).
 //! - [`apply`]: what each event type does to the rows.
+//! - [`history`]: the row each patient or order event adds to `history`
+//!   (what it changed, the record after it), for history and as-of reads.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,6 +30,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 pub mod apply;
+pub mod history;
 
 /// Messages applied per transaction at most.
 const BATCH: usize = 500;
@@ -100,11 +103,13 @@ async fn apply_batch(read: &Pool, batch: &[BorrowedMessage<'_>]) -> anyhow::Resu
     }
     let streams: Vec<uuid::Uuid> = envelopes.iter().map(|e| e.stream_id).collect();
     let mut versions = apply::Versions::load(&tx, &streams).await?;
+    let mut history = history::History::default();
     for env in &envelopes {
-        apply::apply(&tx, &mut versions, env).await?;
+        apply::apply(&tx, &mut versions, &mut history, env).await?;
         newest = Some(env.occurred_at);
     }
     versions.save(&tx).await?;
+    history.save(&tx).await?;
     let (mut topics, mut partitions, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
     for ((topic, partition), offset) in next {
         topics.push(topic);

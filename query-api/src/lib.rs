@@ -10,6 +10,10 @@
 //!   `POST /v1/patients/search`.
 //! - [`orders`]: `GET /v1/orders/{id}`, `GET /v1/orders`,
 //!   `POST /v1/orders/search`, `GET /v1/catalog`.
+//! - [`history`]: `GET /v1/patients/{id}/history`,
+//!   `GET /v1/orders/{id}/history`, and `?asOf=` on both record reads.
+//! - [`access_log`]: every read of a patient or order logged before its
+//!   answer leaves (group commit), and `GET /v1/access-log`.
 
 use std::sync::Arc;
 
@@ -19,7 +23,9 @@ use deadpool_postgres::Pool;
 use platform::auth::TokenKeys;
 use platform::config::Config;
 
+pub mod access_log;
 mod conditions;
+pub mod history;
 pub mod orders;
 pub mod patients;
 
@@ -34,6 +40,21 @@ pub struct QueryState {
     pub write: Pool,
     /// Token signing key.
     pub keys: TokenKeys,
+    /// Where every record read is logged.
+    pub access_log: access_log::AccessLog,
+}
+
+impl QueryState {
+    /// The read side's state; starts the access log's writers on `write`.
+    pub fn new(cfg: Arc<Config>, read: Pool, write: Pool, keys: TokenKeys) -> Self {
+        QueryState {
+            access_log: access_log::AccessLog::start(write.clone()),
+            cfg,
+            read,
+            write,
+            keys,
+        }
+    }
 }
 
 /// The read side's routes.
@@ -42,9 +63,15 @@ pub fn router(state: QueryState) -> Router {
         .route("/v1/patients", get(patients::list))
         .route("/v1/patients/search", post(patients::search))
         .route("/v1/patients/{patient_id}", get(patients::get_one))
+        .route(
+            "/v1/patients/{patient_id}/history",
+            get(history::patient_history),
+        )
         .route("/v1/orders", get(orders::list))
         .route("/v1/orders/search", post(orders::search))
         .route("/v1/orders/{order_id}", get(orders::get_one))
+        .route("/v1/orders/{order_id}/history", get(history::order_history))
+        .route("/v1/access-log", get(access_log::list))
         .route("/v1/catalog", get(orders::catalog))
         .layer(axum::extract::DefaultBodyLimit::max(
             platform::fields::MAX_BODY,

@@ -21,7 +21,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::access_log::{Access, Endpoint};
 use crate::conditions::Conditions;
+use crate::history;
 use crate::patients::{
     decode_cursor, encode_cursor, json_response, prepare, scope_list, search_body,
 };
@@ -84,25 +86,33 @@ fn view_of(caller: &Caller, r: &tokio_postgres::Row) -> Result<OrderView, ApiErr
         `patients:read` with the patient in scope, and null otherwise. Requires `tests:read`.",
     params(
         ("orderID" = uuid::Uuid, Path, description = "The order's id."),
+        ("asOf" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "An instant (RFC 3339), not in the future: \
+            the order as it stood then, from the history the read side keeps (`audit:read` instead of `tests:read`). \
+            404 when the order did not exist yet."),
     ),
-    security(("bearer" = []), ("oauth2" = ["tests:read"])),
+    security(("bearer" = []), ("oauth2" = ["tests:read"]), ("oauth2" = ["audit:read"])),
     responses(
         (status = 200, description = "The order.", body = OrderView,
             headers(("ETag" = String, description = "The version in quotes; send it as `If-Match` with a change or an action."))),
-        (status = 403, description = "The partner lacks `tests:read`.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The partner lacks `tests:read` (`audit:read` with `asOf`).", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "/problems/not-found", "title": "Not Found", "status": 404, "detail": "No such record."})),
-        (status = 422, description = "The `Consistency-Token` is not one this API issued.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The `Consistency-Token` is not one this API issued, or `asOf` is not an RFC 3339 instant or lies in the future.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all)]
 pub async fn get_one(
     State(app): State<QueryState>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    if let Some(at) = history::as_of_param(query.as_deref()) {
+        return history::as_of(app, Endpoint::OrderAsOf, id, at, headers).await;
+    }
+    let mut access = Access::naming(Endpoint::GetOrder, &id);
     let result = async {
-        let caller = prepare(&app, &headers, Permission::TestsRead).await?;
+        let caller = prepare(&app, &headers, &[Permission::TestsRead], &mut access).await?;
         let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
         let db = app.read.get().await?;
         let row = db
@@ -113,13 +123,14 @@ pub async fn get_one(
             .await?
             .ok_or(ApiError::NotFound)?;
         let view = view_of(&caller, &row)?;
+        access.found(&view.client_id, &view.location_id);
         if !caller.sees(&view.client_id, &view.location_id) {
             return Err(ApiError::NotFound);
         }
         Ok(json_response(StatusCode::OK, &view, Some(view.etag())))
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    app.access_log.answer(access, result).await
 }
 
 // Describes the query in the OpenAPI document; `parse_filters` checks the
@@ -394,7 +405,12 @@ fn parse_filters(raw: Vec<(String, String)>) -> Result<Filters, Vec<FieldError>>
     }
 }
 
-async fn page(app: &QueryState, caller: &Caller, f: Filters) -> Result<Response, ApiError> {
+async fn page(
+    app: &QueryState,
+    caller: &Caller,
+    access: &mut Access,
+    f: Filters,
+) -> Result<Response, ApiError> {
     let clients = scope_list(&caller.scope.clients);
     let locations = scope_list(&caller.scope.locations);
     let rows_wanted = f.limit + 1;
@@ -427,6 +443,9 @@ async fn page(app: &QueryState, caller: &Caller, f: Filters) -> Result<Response,
         .take(f.limit as usize)
         .map(|r| view_of(caller, r))
         .collect::<Result<Vec<_>, _>>()?;
+    for v in &items {
+        access.listed(v.order_id, &v.client_id, &v.location_id);
+    }
     let next = if more {
         rows.get(f.limit as usize - 1)
             .map(|r| encode_cursor(&r.get(13), &r.get(0)))
@@ -467,16 +486,17 @@ pub async fn list(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let mut access = Access::new(Endpoint::ListOrders);
     let result = async {
-        let caller = prepare(&app, &headers, Permission::TestsRead).await?;
+        let caller = prepare(&app, &headers, &[Permission::TestsRead], &mut access).await?;
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
                 .map_err(|_| ApiError::malformed("The query string is malformed."))?;
         let filters = parse_filters(pairs).map_err(ApiError::unprocessable)?;
-        page(&app, &caller, filters).await
+        page(&app, &caller, &mut access, filters).await
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    app.access_log.answer(access, result).await
 }
 
 /// `POST /v1/orders/search`: the list's filters in a JSON body.
@@ -504,8 +524,9 @@ pub async fn search(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let mut access = Access::new(Endpoint::SearchOrders);
     let result = async {
-        let caller = prepare(&app, &headers, Permission::TestsRead).await?;
+        let caller = prepare(&app, &headers, &[Permission::TestsRead], &mut access).await?;
         let names: Vec<&str> = FILTERS.iter().copied().filter(|n| *n != "limit").collect();
         let (raw, mut errors) = search_body(&headers, body, &names)?;
         let filters = match parse_filters(raw) {
@@ -516,10 +537,10 @@ pub async fn search(
             }
         };
         fields::check(errors)?;
-        page(&app, &caller, filters).await
+        page(&app, &caller, &mut access, filters).await
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    app.access_log.answer(access, result).await
 }
 
 /// `GET /v1/catalog`: the lab's test catalog (any `tests:*` permission).

@@ -22,8 +22,9 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::access_log::{Access, Endpoint};
 use crate::conditions::Conditions;
-use crate::QueryState;
+use crate::{history, QueryState};
 
 const COLUMNS: &str =
     "p.patient_id, p.external_patient_id, p.client_id, p.location_id, p.first_name, \
@@ -59,14 +60,31 @@ fn view_of(r: &tokio_postgres::Row) -> Result<PatientView, ApiError> {
     })
 }
 
-/// Authenticates, checks the permission, and waits for a consistency token.
+/// Authenticates (noting the caller in the access log entry), checks that
+/// the caller holds one of `permissions`, and waits for a consistency token.
 pub(crate) async fn prepare(
     app: &QueryState,
     headers: &HeaderMap,
-    permission: Permission,
+    permissions: &[Permission],
+    access: &mut Access,
 ) -> Result<Caller, ApiError> {
     let caller = authenticate(headers, &app.keys, &app.write).await?;
-    caller.require(permission)?;
+    access.caller(&caller);
+    if !permissions.iter().any(|p| caller.has(*p)) {
+        // The refusal is logged with the record's client and location, so
+        // the auditors of that client see who tried.
+        if let Some(id) = access.target() {
+            let kind = access.endpoint().record_kind();
+            if let Some((client, location)) = crate::access_log::placed(app, kind, id).await? {
+                access.found(&client, &location);
+            }
+        }
+        let names: Vec<&str> = permissions.iter().map(|p| p.as_str()).collect();
+        return Err(ApiError::Forbidden(format!(
+            "This call needs the {} permission.",
+            names.join(" or ")
+        )));
+    }
     if let Some(raw) = headers.get(consistency::HEADER) {
         let token = raw
             .to_str()
@@ -111,25 +129,33 @@ pub(crate) fn json_response(
     description = "The patient, when it is in the caller's scope. Requires `patients:read`.",
     params(
         ("patientID" = uuid::Uuid, Path, description = "The patient's id."),
+        ("asOf" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "An instant (RFC 3339), not in the future: \
+            the patient as it stood then, from the history the read side keeps (`audit:read` instead of `patients:read`). \
+            404 when the patient did not exist yet."),
     ),
-    security(("bearer" = []), ("oauth2" = ["patients:read"])),
+    security(("bearer" = []), ("oauth2" = ["patients:read"]), ("oauth2" = ["audit:read"])),
     responses(
         (status = 200, description = "The patient.", body = PatientView,
             headers(("ETag" = String, description = "The version in quotes; send it as `If-Match` with a change."))),
-        (status = 403, description = "The partner lacks `patients:read`.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The partner lacks `patients:read` (`audit:read` with `asOf`).", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such patient, or the patient is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "/problems/not-found", "title": "Not Found", "status": 404, "detail": "No such record."})),
-        (status = 422, description = "The `Consistency-Token` is not one this API issued.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The `Consistency-Token` is not one this API issued, or `asOf` is not an RFC 3339 instant or lies in the future.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all)]
 pub async fn get_one(
     State(app): State<QueryState>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    if let Some(at) = history::as_of_param(query.as_deref()) {
+        return history::as_of(app, Endpoint::PatientAsOf, id, at, headers).await;
+    }
+    let mut access = Access::naming(Endpoint::GetPatient, &id);
     let result = async {
-        let caller = prepare(&app, &headers, Permission::PatientsRead).await?;
+        let caller = prepare(&app, &headers, &[Permission::PatientsRead], &mut access).await?;
         let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
         let db = app.read.get().await?;
         let row = db
@@ -140,13 +166,14 @@ pub async fn get_one(
             .await?
             .ok_or(ApiError::NotFound)?;
         let view = view_of(&row)?;
+        access.found(&view.client_id, &view.location_id);
         if !caller.sees(&view.client_id, &view.location_id) {
             return Err(ApiError::NotFound);
         }
         Ok(json_response(StatusCode::OK, &view, Some(view.etag())))
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    app.access_log.answer(access, result).await
 }
 
 /// The filters of a patient list or search.
@@ -318,7 +345,12 @@ pub(crate) fn scope_list(set: &IdSet) -> Option<Vec<String>> {
     }
 }
 
-async fn page(app: &QueryState, caller: &Caller, f: Filters) -> Result<Response, ApiError> {
+async fn page(
+    app: &QueryState,
+    caller: &Caller,
+    access: &mut Access,
+    f: Filters,
+) -> Result<Response, ApiError> {
     let clients = scope_list(&caller.scope.clients);
     let locations = scope_list(&caller.scope.locations);
     let rows_wanted = f.limit + 1;
@@ -351,6 +383,9 @@ async fn page(app: &QueryState, caller: &Caller, f: Filters) -> Result<Response,
         .take(f.limit as usize)
         .map(view_of)
         .collect::<Result<Vec<_>, _>>()?;
+    for v in &items {
+        access.listed(v.patient_id, &v.client_id, &v.location_id);
+    }
     let next = if more {
         rows.get(f.limit as usize - 1)
             .map(|r| encode_cursor(&r.get(12), &r.get(0)))
@@ -395,16 +430,17 @@ pub async fn list(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let mut access = Access::new(Endpoint::ListPatients);
     let result = async {
-        let caller = prepare(&app, &headers, Permission::PatientsRead).await?;
+        let caller = prepare(&app, &headers, &[Permission::PatientsRead], &mut access).await?;
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
                 .map_err(|_| ApiError::malformed("The query string is malformed."))?;
         let filters = parse_filters(pairs.into_iter().map(|(k, v)| (k, Some(v))).collect())?;
-        page(&app, &caller, filters).await
+        page(&app, &caller, &mut access, filters).await
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    app.access_log.answer(access, result).await
 }
 
 /// `POST /v1/patients/search`: the list's filters in a JSON body, so that
@@ -433,8 +469,9 @@ pub async fn search(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let mut access = Access::new(Endpoint::SearchPatients);
     let result = async {
-        let caller = prepare(&app, &headers, Permission::PatientsRead).await?;
+        let caller = prepare(&app, &headers, &[Permission::PatientsRead], &mut access).await?;
         let (raw, mut errors) = search_body(
             &headers,
             body,
@@ -457,10 +494,10 @@ pub async fn search(
             Err(e) => return Err(e),
         };
         fields::check(errors)?;
-        page(&app, &caller, filters).await
+        page(&app, &caller, &mut access, filters).await
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    app.access_log.answer(access, result).await
 }
 
 /// A search body's filters as `(name, value)` pairs, and its own field errors.

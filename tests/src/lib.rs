@@ -83,6 +83,9 @@ pub fn test_config() -> Config {
     cfg.kafka_partitions = 3;
     cfg.token_rate_per_minute = 10_000;
     cfg.http_addr = "127.0.0.1:0".parse().expect("addr");
+    let keys = std::env::temp_dir().join(format!("lis-test-keys-{id}"));
+    cfg.chain_key_file = keys.join("chain-signing.key");
+    cfg.analytics_key_file = keys.join("analytics-pseudonym.key");
     cfg
 }
 
@@ -115,6 +118,9 @@ impl TestStack {
         platform::kafka::ensure_topics(&cfg)
             .await
             .expect("topics (is LIS_KAFKA_BROKERS up?)");
+        platform::chain::ChainKey::create_file(&cfg.chain_key_file).expect("chain key");
+        platform::keyfile::create(&cfg.analytics_key_file, platform::pseudonym::ANALYTICS_KEY)
+            .expect("analytics key");
         let mut key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut key);
         let keys = TokenKeys::from_bytes(&key);
@@ -392,6 +398,13 @@ impl LisProcess {
         out
     }
 
+    /// Kills the process with SIGKILL (no chance to finish anything) and
+    /// waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the process with SIGTERM and waits for it to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: a plain signal to the child this struct owns.
@@ -457,6 +470,8 @@ impl TestStack {
             )
             .env("LIS_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("LIS_TOKEN_KEY_FILE", &key_file)
+            .env("LIS_CHAIN_KEY_FILE", &self.cfg.chain_key_file)
+            .env("LIS_ANALYTICS_KEY_FILE", &self.cfg.analytics_key_file)
             .env("LIS_TOKEN_RATE_PER_MINUTE", "10000")
             .env("LIS_DATA_DIR", &dir)
             .env("LIS_LOG", "warn")

@@ -14,12 +14,16 @@ use tests::{test_config, TestStack};
 const ROUTES: &[(&str, &str, &[&str])] = &[
     ("post", "/oauth/token", &[]),
     ("post", "/v1/patients", &["patients:create"]),
-    ("get", "/v1/patients/{patientID}", &["patients:read"]),
+    (
+        "get",
+        "/v1/patients/{patientID}",
+        &["patients:read", "audit:read"],
+    ),
     ("patch", "/v1/patients/{patientID}", &["patients:update"]),
     ("get", "/v1/patients", &["patients:read"]),
     ("post", "/v1/patients/search", &["patients:read"]),
     ("post", "/v1/orders", &["tests:create"]),
-    ("get", "/v1/orders/{orderID}", &["tests:read"]),
+    ("get", "/v1/orders/{orderID}", &["tests:read", "audit:read"]),
     ("patch", "/v1/orders/{orderID}", &["tests:update"]),
     ("get", "/v1/orders", &["tests:read"]),
     ("post", "/v1/orders/search", &["tests:read"]),
@@ -35,13 +39,25 @@ const ROUTES: &[(&str, &str, &[&str])] = &[
         "/v1/catalog",
         &["tests:create", "tests:read", "tests:update"],
     ),
+    (
+        "get",
+        "/v1/patients/{patientID}/history",
+        &["audit:read", "patients:read"],
+    ),
+    (
+        "get",
+        "/v1/orders/{orderID}/history",
+        &["audit:read", "tests:read"],
+    ),
+    ("get", "/v1/access-log", &["audit:read"]),
 ];
 
 /// The routes that create a record (`201` with `Location`).
 const CREATES: &[&str] = &["/v1/patients", "/v1/orders"];
 
-/// Reads of reference data, which take no `Consistency-Token`.
-const REFERENCE_READS: &[&str] = &["/v1/catalog"];
+/// Reads that take no `Consistency-Token`: reference data, and the access
+/// log (written before each read's answer, never behind a write).
+const REFERENCE_READS: &[&str] = &["/v1/catalog", "/v1/access-log"];
 
 /// The order actions' bodies: (action, schema, its required members).
 const ACTION_BODIES: &[(&str, &str, &[&str])] = &[

@@ -665,6 +665,42 @@ async fn every_event_validates_against_its_schema() {
         failures.len(),
         failures.join("\n")
     );
+
+    // A consumer outside Rust sees the same: Python's confluent-kafka reads
+    // every topic from the beginning, validates each event against its
+    // schema with a standard JSON Schema validator, and checks the headers.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/consume_events.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args([
+            "--brokers",
+            &s.cfg.kafka_brokers,
+            "--prefix",
+            &s.cfg.topic_prefix,
+        ])
+        .output()
+        .expect("python3 (with confluent-kafka and jsonschema: .ci/run installs them)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the Python consumer failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let distinct: BTreeSet<String> = records
+        .iter()
+        .map(|r| r.envelope.event_id.to_string())
+        .collect();
+    assert!(
+        summary["events"].as_u64().unwrap() >= distinct.len() as u64,
+        "{summary}"
+    );
+    for t in EVENT_TYPES {
+        assert!(
+            summary["types"][t].as_u64().unwrap_or(0) > 0,
+            "Python saw no {t}: {summary}"
+        );
+    }
     drop(db);
     s.stop().await;
 }

@@ -17,6 +17,7 @@ const WRITE_SIDE: Roles = Roles {
     relay: true,
     projector: false,
     mailer: false,
+    analytics: false,
 };
 
 const PROJECTOR: Roles = Roles {
@@ -25,10 +26,12 @@ const PROJECTOR: Roles = Roles {
     relay: false,
     projector: true,
     mailer: false,
+    analytics: false,
 };
 
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 11] = [
     "patients",
+    "history",
     "accounts",
     "clients",
     "locations",
@@ -157,9 +160,10 @@ async fn survives_restarts_and_redelivery_and_rebuilds_identically() {
     assert_eq!(count(&db, &read, "locations").await, 3);
     assert_eq!(count(&db, &read, "partners").await, 1);
 
-    // Re-delivery of everything changes nothing.
+    // Re-delivery of everything changes nothing, and adds no history.
     db.batch_execute(&format!(
         "DROP TABLE IF EXISTS snapshot_patients; CREATE TABLE snapshot_patients AS SELECT * FROM {read}.patients; \
+         DROP TABLE IF EXISTS snapshot_history; CREATE TABLE snapshot_history AS SELECT * FROM {read}.history; \
          UPDATE {read}.consumer_offsets SET next_offset = 0;"
     ))
     .await
@@ -196,6 +200,21 @@ async fn survives_restarts_and_redelivery_and_rebuilds_identically() {
         .unwrap()
         .get(0);
     assert_eq!(changed, 0, "re-delivered events change nothing");
+    let history_changed: i64 = db
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM (SELECT * FROM {read}.history EXCEPT ALL SELECT * FROM public.snapshot_history) x) + \
+                        (SELECT count(*) FROM (SELECT * FROM public.snapshot_history EXCEPT ALL SELECT * FROM {read}.history) y)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        history_changed, 0,
+        "history is append-only: one row per event"
+    );
 
     // A rebuild from offset 0 into a fresh schema gives the same rows.
     let mut fresh = cfg.clone();

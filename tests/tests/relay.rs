@@ -21,6 +21,7 @@ const RELAY_ONLY: Roles = Roles {
     relay: true,
     projector: false,
     mailer: false,
+    analytics: false,
 };
 
 fn event(n: u64) -> ClientEvent {

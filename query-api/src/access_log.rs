@@ -1,0 +1,527 @@
+//! The access log: every read and every refused read of a patient or an
+//! order, durable before its answer leaves.
+//!
+//! Handlers note what they read in an [`Access`]; [`AccessLog::answer`]
+//! writes it and only then lets the answer go. Reads that arrive together
+//! are committed together: writer tasks take every entry waiting in the
+//! queue and insert them in one statement and one commit (group commit), so
+//! a point read costs a queue hop, not a transaction of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use domain::access::Permission;
+use domain::event::StreamKind;
+use domain::validation::FieldError;
+use platform::auth::{authenticate, Caller};
+use platform::db::Cached;
+use platform::envelope::format_time;
+use platform::problem::{ApiError, Problem};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use uuid::Uuid;
+
+use crate::conditions::Conditions;
+use crate::patients::{json_response, scope_list};
+use crate::QueryState;
+
+/// Entries written in one statement at most.
+const BATCH: usize = 2000;
+/// Writer tasks: while one commits, the next gathers what arrived meanwhile.
+const WRITERS: usize = 2;
+
+/// A logged read endpoint, by its route template (never a raw path or a
+/// query string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /v1/patients/{patientID}`.
+    GetPatient,
+    /// `GET /v1/patients/{patientID}?asOf=`.
+    PatientAsOf,
+    /// `GET /v1/patients/{patientID}/history`.
+    PatientHistory,
+    /// `GET /v1/patients`.
+    ListPatients,
+    /// `POST /v1/patients/search`.
+    SearchPatients,
+    /// `GET /v1/orders/{orderID}`.
+    GetOrder,
+    /// `GET /v1/orders/{orderID}?asOf=`.
+    OrderAsOf,
+    /// `GET /v1/orders/{orderID}/history`.
+    OrderHistory,
+    /// `GET /v1/orders`.
+    ListOrders,
+    /// `POST /v1/orders/search`.
+    SearchOrders,
+}
+
+impl Endpoint {
+    /// The endpoint as the access log names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::GetPatient => "GET /v1/patients/{patientID}",
+            Endpoint::PatientAsOf => "GET /v1/patients/{patientID}?asOf",
+            Endpoint::PatientHistory => "GET /v1/patients/{patientID}/history",
+            Endpoint::ListPatients => "GET /v1/patients",
+            Endpoint::SearchPatients => "POST /v1/patients/search",
+            Endpoint::GetOrder => "GET /v1/orders/{orderID}",
+            Endpoint::OrderAsOf => "GET /v1/orders/{orderID}?asOf",
+            Endpoint::OrderHistory => "GET /v1/orders/{orderID}/history",
+            Endpoint::ListOrders => "GET /v1/orders",
+            Endpoint::SearchOrders => "POST /v1/orders/search",
+        }
+    }
+
+    /// The kind of record the endpoint reads.
+    pub fn record_kind(self) -> StreamKind {
+        match self {
+            Endpoint::GetPatient
+            | Endpoint::PatientAsOf
+            | Endpoint::PatientHistory
+            | Endpoint::ListPatients
+            | Endpoint::SearchPatients => StreamKind::Patient,
+            _ => StreamKind::Order,
+        }
+    }
+}
+
+/// A record one read touched: its id and, when the read found it, its
+/// client and location (which decide which auditors see the entry).
+#[derive(Debug, Clone)]
+struct Touched {
+    id: Uuid,
+    client_id: Option<String>,
+    location_id: Option<String>,
+}
+
+/// What one request read or tried to read, noted by its handler.
+#[derive(Debug)]
+pub struct Access {
+    endpoint: Endpoint,
+    partner: Option<Uuid>,
+    records: Vec<Touched>,
+}
+
+impl Access {
+    /// Nothing noted yet.
+    pub fn new(endpoint: Endpoint) -> Self {
+        Access {
+            endpoint,
+            partner: None,
+            records: Vec::new(),
+        }
+    }
+
+    /// The endpoint being served.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// The record the request names, if it names one by a valid id.
+    pub fn target(&self) -> Option<Uuid> {
+        self.records.first().map(|t| t.id)
+    }
+
+    /// The authenticated caller (requests that never authenticate are not
+    /// logged: they name no partner).
+    pub fn caller(&mut self, caller: &Caller) {
+        self.partner = Some(caller.partner_id);
+    }
+
+    /// Nothing noted yet, for a request that names a record by the id in
+    /// its path (noted even when the request is refused before the record
+    /// is looked up; an id that is no UUID names no record).
+    pub fn naming(endpoint: Endpoint, id: &str) -> Self {
+        let mut access = Access::new(endpoint);
+        if let Ok(id) = id.parse() {
+            access.records.push(Touched {
+                id,
+                client_id: None,
+                location_id: None,
+            });
+        }
+        access
+    }
+
+    /// The named record was found at `client`/`location`.
+    pub fn found(&mut self, client: &str, location: &str) {
+        if let Some(t) = self.records.first_mut() {
+            t.client_id = Some(client.to_string());
+            t.location_id = Some(location.to_string());
+        }
+    }
+
+    /// A record a list or search answered with.
+    pub fn listed(&mut self, id: Uuid, client: &str, location: &str) {
+        self.records.push(Touched {
+            id,
+            client_id: Some(client.to_string()),
+            location_id: Some(location.to_string()),
+        });
+    }
+}
+
+struct Pending {
+    at: DateTime<Utc>,
+    access: Access,
+    status: i16,
+    done: oneshot::Sender<bool>,
+}
+
+/// The access log's writer: a handle to its queue.
+#[derive(Clone)]
+pub struct AccessLog {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl AccessLog {
+    /// Starts the writer tasks on `write` (the pool of the write schema,
+    /// where the log lives). They end when the last handle is dropped.
+    pub fn start(write: Pool) -> AccessLog {
+        let (queue, rx) = mpsc::channel::<Pending>(16 * BATCH);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..WRITERS {
+            tokio::spawn(writer(write.clone(), rx.clone()));
+        }
+        AccessLog { queue }
+    }
+
+    /// Logs what `access` read with the answer `result` gives, then returns
+    /// that answer; if the entry cannot be made durable, the answer is a 503
+    /// instead (a read is never served unlogged).
+    pub async fn answer(&self, access: Access, result: Result<Response, ApiError>) -> Response {
+        let response = result.unwrap_or_else(IntoResponse::into_response);
+        if access.partner.is_none() || access.records.is_empty() {
+            return response;
+        }
+        let (done, written) = oneshot::channel();
+        let pending = Pending {
+            at: Utc::now(),
+            access,
+            status: response.status().as_u16() as i16,
+            done,
+        };
+        let durable = self.queue.send(pending).await.is_ok() && written.await.unwrap_or(false);
+        if durable {
+            response
+        } else {
+            ApiError::Unavailable(
+                "The access log could not be written.",
+                Duration::from_secs(1),
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn writer(pool: Pool, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(p) => batch.push(p),
+                None => return,
+            }
+            let mut rows = batch[0].access.records.len();
+            while rows < BATCH {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        rows += p.access.records.len();
+                        batch.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let ok = match insert(&pool, &batch).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, entries = batch.len(), "access log write failed");
+                false
+            }
+        };
+        platform::metrics::ACCESS_LOG_BATCH.observe(batch.len() as f64);
+        for p in batch {
+            let _ = p.done.send(ok);
+        }
+    }
+}
+
+async fn insert(pool: &Pool, batch: &[Pending]) -> anyhow::Result<()> {
+    let rows: usize = batch.iter().map(|p| p.access.records.len()).sum();
+    let mut at = Vec::with_capacity(rows);
+    let mut partner = Vec::with_capacity(rows);
+    let mut kind = Vec::with_capacity(rows);
+    let mut record = Vec::with_capacity(rows);
+    let mut client = Vec::with_capacity(rows);
+    let mut location = Vec::with_capacity(rows);
+    let mut endpoint = Vec::with_capacity(rows);
+    let mut status = Vec::with_capacity(rows);
+    for p in batch {
+        let Some(partner_id) = p.access.partner else {
+            continue;
+        };
+        for t in &p.access.records {
+            at.push(p.at);
+            partner.push(partner_id);
+            kind.push(p.access.endpoint.record_kind().as_str());
+            record.push(t.id);
+            client.push(t.client_id.as_deref());
+            location.push(t.location_id.as_deref());
+            endpoint.push(p.access.endpoint.as_str());
+            status.push(p.status);
+        }
+    }
+    let db = pool.get().await?;
+    db.execute_cached(
+        "INSERT INTO access_log (at, partner_id, record_type, record_id, client_id, location_id, endpoint, status) \
+         SELECT * FROM unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], \
+         $6::text[], $7::text[], $8::int2[])",
+        &[&at, &partner, &kind, &record, &client, &location, &endpoint, &status],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The current client and location of a record, as the read model has it.
+pub(crate) async fn placed(
+    app: &QueryState,
+    kind: StreamKind,
+    id: Uuid,
+) -> Result<Option<(String, String)>, ApiError> {
+    let sql = match kind {
+        StreamKind::Patient => "SELECT client_id, location_id FROM patients WHERE patient_id = $1",
+        _ => "SELECT client_id, location_id FROM orders WHERE order_id = $1",
+    };
+    let db = app.read.get().await?;
+    Ok(db
+        .query_opt_cached(sql, &[&id])
+        .await?
+        .map(|r| (r.get(0), r.get(1))))
+}
+
+/// One entry of the access log.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessEntry {
+    /// When the answer was given (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// The partner that read or tried to read.
+    #[serde(rename = "partnerID")]
+    pub partner_id: Uuid,
+    /// `patient` or `order`.
+    pub record_type: String,
+    /// The record read, or named by a refused read.
+    #[serde(rename = "recordID")]
+    pub record_id: Uuid,
+    /// The record's client, when the read found the record.
+    #[serde(rename = "clientID")]
+    pub client_id: Option<String>,
+    /// The record's location, when the read found the record.
+    #[serde(rename = "locationID")]
+    pub location_id: Option<String>,
+    /// The endpoint, as a route template (never a query string).
+    pub endpoint: String,
+    /// The answer's HTTP status.
+    pub status: u16,
+}
+
+/// A page of the access log, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPage {
+    /// The entries of this page.
+    pub items: Vec<AccessEntry>,
+    /// Pass it as `cursor` to get the next page; null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// The query parameters of `GET /v1/access-log`.
+#[derive(Debug, Default, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessQuery {
+    /// Only reads of this patient or order.
+    #[serde(rename = "recordID")]
+    pub record_id: Option<Uuid>,
+    /// Only reads by this partner.
+    #[serde(rename = "partnerID")]
+    pub partner_id: Option<Uuid>,
+    /// Only reads at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Only reads before this time (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// Page size, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    pub limit: Option<i64>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Filters {
+    record_id: Option<Uuid>,
+    partner_id: Option<Uuid>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    limit: i64,
+    after: Option<i64>,
+}
+
+fn parse_filters(query: Option<&str>) -> Result<Filters, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|_| ApiError::malformed("The query string is malformed."))?;
+    let mut f = Filters {
+        limit: 50,
+        ..Filters::default()
+    };
+    let mut errors = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (name, value) in pairs {
+        if !seen.insert(name.clone()) {
+            errors.push(FieldError::new(name, "repeated", "give this filter once"));
+            continue;
+        }
+        let bad = |code: &'static str, msg: &str| FieldError::new(name.clone(), code, msg);
+        let time = |v: &str| {
+            DateTime::parse_from_rfc3339(v)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        };
+        match name.as_str() {
+            "recordID" => match value.parse() {
+                Ok(id) => f.record_id = Some(id),
+                Err(_) => errors.push(bad("invalid", "must be a UUID")),
+            },
+            "partnerID" => match value.parse() {
+                Ok(id) => f.partner_id = Some(id),
+                Err(_) => errors.push(bad("invalid", "must be a UUID")),
+            },
+            "since" => match time(&value) {
+                Some(t) => f.since = Some(t),
+                None => errors.push(bad("invalid", "must be an RFC 3339 timestamp")),
+            },
+            "until" => match time(&value) {
+                Some(t) => f.until = Some(t),
+                None => errors.push(bad("invalid", "must be an RFC 3339 timestamp")),
+            },
+            "limit" => match value.parse::<i64>() {
+                Ok(n) if (1..=500).contains(&n) => f.limit = n,
+                _ => errors.push(bad("out_of_range", "must be an integer from 1 to 500")),
+            },
+            "cursor" => match decode_cursor(&value) {
+                Some(id) => f.after = Some(id),
+                None => errors.push(bad("invalid", "not a cursor this API issued")),
+            },
+            _ => errors.push(bad("unknown_field", "this filter is not recognised")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(f)
+    } else {
+        Err(ApiError::unprocessable(errors))
+    }
+}
+
+fn encode_cursor(id: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("a{id}"))
+}
+
+fn decode_cursor(s: &str) -> Option<i64> {
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
+    raw.strip_prefix('a')?.parse().ok()
+}
+
+/// `GET /v1/access-log`.
+#[utoipa::path(
+    get,
+    path = "/v1/access-log",
+    operation_id = "getAccessLog",
+    tag = "history",
+    summary = "Who read which record",
+    description = "Every read and every refused read of a patient or an order: who (the \
+        partner), which record, when, through which endpoint and with what answer, oldest \
+        first, a page at a time. Lists and searches log one entry per record they answered \
+        with. Only entries of records in the caller's scope are shown; a refused read of a \
+        record that does not exist belongs to no client and is shown only to callers whose \
+        scope is every client and location. Query strings are never logged. Requires \
+        `audit:read`.",
+    params(AccessQuery),
+    security(("bearer" = []), ("oauth2" = ["audit:read"])),
+    responses(
+        (status = 200, description = "A page of the access log.", body = AccessPage),
+        (status = 400, description = "The query string is malformed.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The partner lacks `audit:read`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad filter, every one listed in `errors`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    State(app): State<QueryState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let caller = authenticate(&headers, &app.keys, &app.write).await?;
+        caller.require(Permission::AuditRead)?;
+        let f = parse_filters(query.as_deref())?;
+        let clients = scope_list(&caller.scope.clients);
+        let locations = scope_list(&caller.scope.locations);
+        let wanted = f.limit + 1;
+        let mut w = Conditions::default();
+        w.when(&clients, |p| format!("client_id = ANY({p})"))
+            .when(&locations, |p| format!("location_id = ANY({p})"))
+            .when(&f.record_id, |p| format!("record_id = {p}"))
+            .when(&f.partner_id, |p| format!("partner_id = {p}"))
+            .when(&f.since, |p| format!("at >= {p}"))
+            .when(&f.until, |p| format!("at < {p}"))
+            .when(&f.after, |p| format!("id > {p}"));
+        let limit = w.bind(&wanted);
+        let sql = format!(
+            "SELECT id, at, partner_id, record_type, record_id, client_id, location_id, endpoint, status \
+             FROM access_log {} ORDER BY id LIMIT {limit}",
+            w.clause()
+        );
+        let db = app.write.get().await?;
+        let rows = db.query_cached(&sql, w.params()).await?;
+        let more = rows.len() as i64 > f.limit;
+        let items: Vec<AccessEntry> = rows
+            .iter()
+            .take(f.limit as usize)
+            .map(|r| AccessEntry {
+                at: format_time(&r.get::<_, DateTime<Utc>>(1)),
+                partner_id: r.get(2),
+                record_type: r.get(3),
+                record_id: r.get(4),
+                client_id: r.get(5),
+                location_id: r.get(6),
+                endpoint: r.get(7),
+                status: r.get::<_, i16>(8) as u16,
+            })
+            .collect();
+        let next_cursor = if more {
+            rows.get(f.limit as usize - 1)
+                .map(|r| encode_cursor(r.get(0)))
+        } else {
+            None
+        };
+        Ok::<_, ApiError>(json_response(
+            StatusCode::OK,
+            &AccessPage { items, next_cursor },
+            None,
+        ))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}

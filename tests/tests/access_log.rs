@@ -1,0 +1,269 @@
+//! The access log: every read and refused read of a patient or order is
+//! recorded before its answer leaves, and auditors read it back within
+//! their scope.
+
+use serde_json::Value;
+use tests::{header, patient_body, TestStack, SIX};
+
+async fn json_of(r: reqwest::Response, status: u16) -> Value {
+    let got = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert_eq!(got, status, "{text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+async fn logged(s: &TestStack, record: &str) -> i64 {
+    let id: uuid::Uuid = record.parse().unwrap();
+    s.write
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM access_log WHERE record_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn entries(page: &Value) -> Vec<(String, String, u64)> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["partnerID"].as_str().unwrap().to_string(),
+                e["endpoint"].as_str().unwrap().to_string(),
+                e["status"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_read_and_refused_read_is_logged_before_it_is_answered() {
+    let s = TestStack::start().await;
+    let (ehr, token) = s.standard().await;
+    let r = s.create_patient(&token, &patient_body("MRN-AL-1")).await;
+    let ct = header(&r, "consistency-token");
+    let id = json_of(r, 201).await["patientID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/v1/patients/{id}");
+
+    // A read's entry is there as soon as its answer is.
+    assert_eq!(logged(&s, &id).await, 0);
+    json_of(s.get_consistent(&token, &path, &ct).await, 200).await;
+    assert_eq!(logged(&s, &id).await, 1, "logged before the answer left");
+
+    // Refused reads: out of scope (404), without the permission (403).
+    let outsider = s.partner(SIX, "C2", "*").await;
+    let outsider_token = s.token(&outsider).await;
+    json_of(s.get(&outsider_token, &path).await, 404).await;
+    let no_read = s.partner("patients:create", "*", "*").await;
+    let no_read_token = s.token(&no_read).await;
+    json_of(s.get(&no_read_token, &path).await, 403).await;
+    // A list logs each record it answered with; an unauthenticated read
+    // names no partner and is not logged.
+    let list = json_of(
+        s.get(&token, "/v1/patients?externalPatientID=MRN-AL-1")
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(s.get_public(&path).await.status(), 401);
+    assert_eq!(logged(&s, &id).await, 4);
+
+    let auditor = s.partner("audit:read", "*", "*").await;
+    let audit_token = s.token(&auditor).await;
+    let page = json_of(
+        s.get(&audit_token, &format!("/v1/access-log?recordID={id}"))
+            .await,
+        200,
+    )
+    .await;
+    let (e, o, n) = (
+        ehr.id.to_string(),
+        outsider.id.to_string(),
+        no_read.id.to_string(),
+    );
+    assert_eq!(
+        entries(&page),
+        [
+            (e.clone(), "GET /v1/patients/{patientID}".into(), 200),
+            (o.clone(), "GET /v1/patients/{patientID}".into(), 404),
+            (n.clone(), "GET /v1/patients/{patientID}".into(), 403),
+            (e.clone(), "GET /v1/patients".into(), 200),
+        ]
+    );
+    let first = &page["items"][0];
+    assert_eq!(first["recordType"], "patient");
+    assert_eq!(first["clientID"], "C1");
+    assert_eq!(first["locationID"], "L1");
+    let text = page.to_string();
+    assert!(
+        !text.contains("MRN-AL-1") && !text.contains("externalPatientID="),
+        "query strings are never logged: {text}"
+    );
+
+    // Filters: partner, time, paging.
+    let by_partner = json_of(
+        s.get(
+            &audit_token,
+            &format!("/v1/access-log?recordID={id}&partnerID={o}"),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(entries(&by_partner).len(), 1);
+    let at = first["at"].as_str().unwrap().replace('+', "%2B");
+    let until = json_of(
+        s.get(
+            &audit_token,
+            &format!("/v1/access-log?recordID={id}&until={at}"),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(entries(&until).len(), 0, "until is exclusive");
+    let since = json_of(
+        s.get(
+            &audit_token,
+            &format!("/v1/access-log?recordID={id}&since={at}"),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(entries(&since).len(), 4, "since is inclusive");
+    let p1 = json_of(
+        s.get(
+            &audit_token,
+            &format!("/v1/access-log?recordID={id}&limit=3"),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(entries(&p1).len(), 3);
+    let cursor = p1["nextCursor"].as_str().unwrap();
+    let p2 = json_of(
+        s.get(
+            &audit_token,
+            &format!("/v1/access-log?recordID={id}&limit=3&cursor={cursor}"),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(entries(&p2), entries(&page)[3..]);
+    assert_eq!(p2["nextCursor"], Value::Null);
+
+    // A refused read of a record that does not exist belongs to no client:
+    // only an auditor of every client sees it.
+    let ghost = uuid::Uuid::new_v4();
+    json_of(s.get(&token, &format!("/v1/orders/{ghost}")).await, 404).await;
+    let all = json_of(
+        s.get(&audit_token, &format!("/v1/access-log?recordID={ghost}"))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(all["items"][0]["recordType"], "order");
+    assert_eq!(all["items"][0]["clientID"], Value::Null);
+    let scoped = s.partner("audit:read", "C1", "*").await;
+    let scoped_token = s.token(&scoped).await;
+    for record in [ghost.to_string(), id.clone()] {
+        let page = json_of(
+            s.get(&scoped_token, &format!("/v1/access-log?recordID={record}"))
+                .await,
+            200,
+        )
+        .await;
+        let expected = if record == id { 4 } else { 0 };
+        assert_eq!(entries(&page).len(), expected, "{record}");
+    }
+    let c2 = s.partner("audit:read", "C2", "*").await;
+    let c2_token = s.token(&c2).await;
+    let page = json_of(
+        s.get(&c2_token, &format!("/v1/access-log?recordID={id}"))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        entries(&page).len(),
+        0,
+        "another client's auditor sees none"
+    );
+
+    // Permission and validation.
+    json_of(s.get(&token, "/v1/access-log").await, 403).await;
+    let bad = json_of(
+        s.get(
+            &audit_token,
+            "/v1/access-log?recordID=x&since=yesterday&limit=501&color=red",
+        )
+        .await,
+        422,
+    )
+    .await;
+    let fields: Vec<&str> = bad["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["recordID", "since", "limit", "color"]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_that_cannot_be_logged_is_not_served() {
+    let s = TestStack::start().await;
+    let (_, token) = s.standard().await;
+    let r = s.create_patient(&token, &patient_body("MRN-AL-2")).await;
+    let ct = header(&r, "consistency-token");
+    let id = json_of(r, 201).await["patientID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/v1/patients/{id}");
+    json_of(s.get_consistent(&token, &path, &ct).await, 200).await;
+
+    // The log refuses every new entry: the read answers 503, with no record
+    // data, and serves again once the log takes entries.
+    let db = s.write.get().await.unwrap();
+    db.batch_execute("ALTER TABLE access_log ADD CONSTRAINT refuse CHECK (false) NOT VALID")
+        .await
+        .unwrap();
+    let r = s.get(&token, &path).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("Lovelace"), "{text}");
+    db.batch_execute("ALTER TABLE access_log DROP CONSTRAINT refuse")
+        .await
+        .unwrap();
+    json_of(s.get(&token, &path).await, 200).await;
+
+    // Append-only: the table refuses changes and removals.
+    for sql in [
+        "UPDATE access_log SET status = 200",
+        "DELETE FROM access_log",
+        "TRUNCATE access_log",
+    ] {
+        let e = db.batch_execute(sql).await.unwrap_err();
+        assert!(
+            e.to_string().contains("append-only") || format!("{e:?}").contains("append-only"),
+            "{sql}: {e:?}"
+        );
+    }
+    s.stop().await;
+}
