@@ -13,7 +13,10 @@
 //! - no event exists for a refused write;
 //! - every stored event is on Kafka, each stream in order (a repeated record
 //!   after a broker failure is counted, and allowed only as an exact copy);
-//! - the read models equal a fresh replay of the log;
+//! - the read models and their history equal a fresh replay of the log,
+//!   and the event store matches its signed hash chain (`lis verify`);
+//! - every patient, account and order event reached the de-identified
+//!   analytics topic, each record's first copies in order;
 //! - the same write sent again with its `Idempotency-Key` gets the first
 //!   answer and adds no event;
 //! - during the outage partners got prompt, clear answers: no 5xx other
@@ -84,16 +87,18 @@ enum Part {
     QueryApi,
     Relay,
     Projector,
+    Analytics,
     Broker,
     Postgres,
 }
 
 impl Part {
-    const ALL: [Part; 6] = [
+    const ALL: [Part; 7] = [
         Part::CommandHandler,
         Part::QueryApi,
         Part::Relay,
         Part::Projector,
+        Part::Analytics,
         Part::Broker,
         Part::Postgres,
     ];
@@ -114,17 +119,19 @@ impl Part {
             Part::QueryApi => "query-api",
             Part::Relay => "relay",
             Part::Projector => "projector",
+            Part::Analytics => "analytics",
             Part::Broker => "broker",
             Part::Postgres => "postgres",
         }
     }
 }
 
-const SERVICES: [Part; 4] = [
+const SERVICES: [Part; 5] = [
     Part::CommandHandler,
     Part::QueryApi,
     Part::Relay,
     Part::Projector,
+    Part::Analytics,
 ];
 
 /// The faults, one row each: every part alone, then combinations.
@@ -138,6 +145,7 @@ fn schedule(short: bool) -> Vec<Vec<Part>> {
     let mut s = vec![
         vec![Relay],
         vec![Projector],
+        vec![Analytics],
         vec![CommandHandler],
         vec![QueryApi],
         vec![Postgres],
@@ -149,7 +157,7 @@ fn schedule(short: bool) -> Vec<Vec<Part>> {
             vec![Postgres, CommandHandler],
             vec![Broker, Relay],
             vec![Broker, Postgres],
-            vec![CommandHandler, QueryApi, Relay, Projector],
+            vec![CommandHandler, QueryApi, Relay, Projector, Analytics],
         ]);
     }
     s
@@ -738,6 +746,7 @@ struct Row {
     refused_events: usize,
     replay_differences: usize,
     kafka_repeats: usize,
+    analytics: usize,
     differences: usize,
     server_errors: usize,
     hangs: usize,
@@ -750,6 +759,7 @@ impl Row {
             || self.duplicates > 0
             || self.refused_events > 0
             || self.replay_differences > 0
+            || self.analytics > 0
             || self.differences > 0
             || self.server_errors > 0
             || self.hangs > 0
@@ -814,7 +824,18 @@ async fn converge(
                 .iter()
                 .filter(|(s, v)| applied.get(s) != Some(v))
                 .count();
-            anyhow::Ok(!unpublished && lagging == 0)
+            // The analytics publisher has copied every record the relay
+            // wrote to the patient and order topics.
+            let analytics_behind: bool = db
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM relay_partitions r WHERE r.topic IN ('lis.patients.v1', 'lis.orders.v1') \
+                     AND r.next_offset > COALESCE((SELECT a.next_offset FROM reactor_offsets a WHERE a.reactor = 'analytics' \
+                     AND a.topic = r.topic AND a.partition = r.partition), 0))",
+                    &[],
+                )
+                .await?
+                .get(0);
+            anyhow::Ok(!unpublished && lagging == 0 && !analytics_behind)
         };
         if let Ok(true) = check.await {
             return Ok(());
@@ -830,6 +851,7 @@ async fn converge(
 /// columns.
 async fn check(
     cfg: &Config,
+    keys: &Keys,
     write: &deadpool_postgres::Pool,
     token: &str,
     record: &Record,
@@ -961,44 +983,71 @@ async fn check(
     }
     row.lost += stored.difference(&on_kafka).count();
     row.duplicates += on_kafka.difference(&stored).count() + out_of_order;
-    // Read models: equal to a fresh replay of the log.
-    let mut fresh = cfg.clone();
-    fresh.read_schema = format!("replay_{}", Uuid::new_v4().simple());
-    platform::db::migrate(
-        &fresh.database_url,
-        &fresh.read_schema,
-        platform::db::Side::Read,
-    )
-    .await?;
-    let pool = platform::db::pool(&fresh.database_url, &fresh.read_schema, 4)?;
-    projector::catch_up(&fresh, &pool, Duration::from_secs(120)).await?;
-    let mut differences = 0i64;
-    for table in [
-        "patients",
-        "accounts",
-        "clients",
-        "locations",
-        "partners",
-        "stream_versions",
-        "orders",
-        "catalog_tests",
-    ] {
-        let (a, b) = (&cfg.read_schema, &fresh.read_schema);
-        differences += db
-            .query_one(
-                &format!(
-                    "SELECT (SELECT count(*) FROM (SELECT * FROM {a}.{table} EXCEPT ALL SELECT * FROM {b}.{table}) x) + \
-                     (SELECT count(*) FROM (SELECT * FROM {b}.{table} EXCEPT ALL SELECT * FROM {a}.{table}) y)"
-                ),
-                &[],
-            )
-            .await?
-            .get::<_, i64>(0);
+    row.analytics = check_analytics(cfg, keys, &db).await?;
+    // `lis verify`: the store against its signed hash chain and the log,
+    // the read models and history against a fresh replay of the log.
+    let report = lis::verify::verify(cfg, &keys.chain, true).await?;
+    for line in report.differences.iter().take(5) {
+        eprintln!("  verify: {line}");
     }
-    db.batch_execute(&format!("DROP SCHEMA {} CASCADE", fresh.read_schema))
-        .await?;
-    row.differences = differences as usize;
+    row.differences = report.differences.len();
     Ok(())
+}
+
+/// The installation's keys, as the suite's services hold them.
+struct Keys {
+    /// Verifies the relay's signed checkpoints.
+    chain: platform::chain::PublicKey,
+    /// Makes the analytics stream's pseudonyms.
+    analytics: platform::pseudonym::Pseudonyms,
+}
+
+/// Events of patients, accounts and orders with no copy on the analytics
+/// topic, plus records whose first copies there are out of order.
+async fn check_analytics(
+    cfg: &Config,
+    keys: &Keys,
+    db: &deadpool_postgres::Object,
+) -> anyhow::Result<usize> {
+    use platform::pseudonym::IdKind;
+    let expected: HashSet<Uuid> = db
+        .query(
+            "SELECT event_id FROM events WHERE stream_type IN ('patient', 'account', 'order')",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| keys.analytics.of(IdKind::Event, r.get(0)))
+        .collect();
+    let c = cfg.clone();
+    let records = tokio::task::spawn_blocking(move || {
+        platform::kafka::read_from_start(&c, &[Topic::Analytics], Duration::from_secs(120))
+    })
+    .await??;
+    let mut seen = HashSet::new();
+    let mut last: HashMap<String, i64> = HashMap::new();
+    let mut out_of_order = 0;
+    let mut ordered: Vec<_> = records.iter().collect();
+    ordered.sort_by_key(|r| (r.partition, r.offset));
+    for r in ordered {
+        let v: Value = serde_json::from_slice(&r.payload)?;
+        let Some(id) = v["eventID"].as_str().and_then(|s| s.parse::<Uuid>().ok()) else {
+            continue;
+        };
+        if !seen.insert(id) {
+            continue;
+        }
+        let version = v["version"].as_i64().unwrap_or(0);
+        if last.get(&r.key).is_some_and(|prev| *prev >= version) {
+            out_of_order += 1;
+        }
+        last.insert(r.key.clone(), version);
+    }
+    let missing = expected.difference(&seen).count();
+    if missing > 0 || out_of_order > 0 {
+        eprintln!("  analytics: {missing} events missing, {out_of_order} out of order");
+    }
+    Ok(missing + out_of_order)
 }
 
 /// Waits until a fresh write is acknowledged and readable through the API.
@@ -1051,9 +1100,9 @@ async fn recovered(stack: &Stack, token: &str, n: usize) -> Option<Duration> {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| fault | requests | answers by status | lost acked writes | duplicate events | events of refused writes | key replays answered differently | kafka repeats | read-model differences | unclear 5xx | hangs | recovery |"
+        "| fault | requests | answers by status | lost acked writes | duplicate events | events of refused writes | key replays answered differently | kafka repeats | analytics missing or out of order | lis verify differences | unclear 5xx | hangs | recovery |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in rows {
         let statuses = r
             .statuses
@@ -1068,7 +1117,7 @@ fn print_table(rows: &[Row]) {
             .collect::<Vec<_>>()
             .join(" ");
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.fault,
             r.requests,
             statuses,
@@ -1077,6 +1126,7 @@ fn print_table(rows: &[Row]) {
             r.refused_events,
             r.replay_differences,
             r.kafka_repeats,
+            r.analytics,
             r.differences,
             r.server_errors,
             r.hangs,
@@ -1109,6 +1159,10 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
     let key_file = dir.join("token.key");
     platform::auth::TokenKeys::create_file(&key_file)?;
     crate::up::create_service_keys(&dir)?;
+    let keys = Keys {
+        chain: platform::chain::ChainKey::load(&dir.join("chain-signing.key"))?.public(),
+        analytics: platform::pseudonym::Pseudonyms::load(&dir.join("analytics-pseudonym.key"))?,
+    };
     let mut stack = Stack {
         broker_port: free_port()?,
         broker: None,
@@ -1227,7 +1281,7 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
                 row.hangs += usize::from(a.hang);
             }
         }
-        check(&cfg, &write, &token, &rec, &mut row).await?;
+        check(&cfg, &keys, &write, &token, &rec, &mut row).await?;
         println!(
             "  {} creates, {} changes acknowledged; {} writes refused; recovered in {}",
             rec.created.len(),
