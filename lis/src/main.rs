@@ -39,6 +39,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the fault suite: kill and restart each part under load.
     Faults(faults::FaultArgs),
+    /// Rebuild every read model from offset 0 of the log beside the live
+    /// ones, then switch readers to the new copy (`--drop-old` removes the
+    /// copy they left).
+    Replay(lis::replay::ReplayArgs),
     /// Check the event store against its signed hash chain and the log, and
     /// the read models against the log; print every difference.
     Verify(lis::verify::VerifyArgs),
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
             Command::Bench(a) => bench::run(&cfg, a).await,
             Command::Faults(a) => faults::run(&cfg, a).await,
             Command::Verify(a) => lis::verify::run(&cfg, a).await,
+            Command::Replay(a) => lis::replay::run(&cfg, a).await,
         }
     });
     match result {

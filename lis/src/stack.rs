@@ -182,7 +182,6 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let write = platform::db::pool(&cfg.database_url, &cfg.write_schema, 16)?;
-    let read = platform::db::pool(&cfg.database_url, &cfg.read_schema, 16)?;
     let mut tasks = tokio::task::JoinSet::new();
     if roles.relay {
         let key = Arc::new(platform::chain::ChainKey::load(&cfg.chain_key_file)?);
@@ -190,7 +189,7 @@ pub async fn serve(
         tasks.spawn(async move { command_handler::relay::run(c, key, s.wait()).await });
     }
     if roles.projector {
-        let (c, p, s) = ((*cfg).clone(), read.clone(), shutdown.clone());
+        let (c, p, s) = ((*cfg).clone(), write.clone(), shutdown.clone());
         tasks.spawn(async move { projector::run(c, p, s.wait()).await });
     }
     if roles.analytics {
@@ -226,9 +225,16 @@ pub async fn serve(
             )));
         }
         if roles.queries {
+            let read = platform::read_models::ReadModels::following(
+                &cfg.database_url,
+                &cfg.read_schema,
+                write.clone(),
+                16,
+            )
+            .await?;
             app = app.merge(query_api::router(query_api::QueryState::new(
                 cfg.clone(),
-                read.clone(),
+                read,
                 write.clone(),
                 keys.clone(),
             )));

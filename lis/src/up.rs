@@ -170,7 +170,10 @@ pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
         .await
         .context("cannot reach Postgres (LIS_DATABASE_URL)")?;
     db::migrate(&cfg.database_url, &cfg.write_schema, Side::Write).await?;
-    db::migrate(&cfg.database_url, &cfg.read_schema, Side::Read).await?;
+    let write = db::pool(&cfg.database_url, &cfg.write_schema, 1)?;
+    for schema in lis::replay::schemas_in_use(cfg, &write).await? {
+        db::migrate(&cfg.database_url, &schema, Side::Read).await?;
+    }
     platform::kafka::ensure_topics(cfg)
         .await
         .context("cannot create the topics (is the broker at LIS_KAFKA_BROKERS up?)")?;

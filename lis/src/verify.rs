@@ -376,7 +376,9 @@ async fn read_models(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
         let pool = platform::db::pool(&fresh.database_url, &fresh.read_schema, 2)?;
         let ends = projector::log_ends(&fresh).await?;
         projector::catch_up(&fresh, &pool, Duration::from_secs(1800)).await?;
-        let live = platform::db::pool(&cfg.database_url, &cfg.read_schema, 2)?;
+        let write = platform::db::pool(&cfg.database_url, &cfg.write_schema, 1)?;
+        let live_schema = platform::read_models::active(&write, &cfg.read_schema).await?;
+        let live = platform::db::pool(&cfg.database_url, &live_schema, 2)?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while !projector::reached(&live, &ends).await? {
             anyhow::ensure!(
@@ -400,7 +402,7 @@ async fn read_models(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
                 }
             };
             let expected = rows(scratch.clone()).await?;
-            let actual = rows(cfg.read_schema.clone()).await?;
+            let actual = rows(live_schema.clone()).await?;
             report.rows += expected.len();
             let d = &mut report.differences;
             for (k, want) in &expected {

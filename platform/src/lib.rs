@@ -9,6 +9,8 @@
 //! - [`fields`]: JSON body field extraction that names every bad field.
 //! - [`auth`]: partner secrets, access tokens and per-request access checks.
 //! - [`keyfile`]: an installation's secret key files.
+//! - [`read_models`]: which copy of the read models readers use (`lis
+//!   replay` switches it).
 //! - [`pseudonym`]: keyed pseudonyms of the analytics stream.
 //! - [`chain`]: tamper evidence: the hash chain over the log and its signed
 //!   checkpoints.
@@ -31,5 +33,6 @@ pub mod metrics;
 pub mod order_view;
 pub mod problem;
 pub mod pseudonym;
+pub mod read_models;
 pub mod telemetry;
 pub mod views;

@@ -9,9 +9,11 @@
 //! nothing.
 //!
 //! # Layout
-//! - [`run`]: the long-running loop.
-//! - [`catch_up`]: apply everything up to the current end of the log (used
-//!   to rebuild a read model into a fresh schema).
+//! - [`run`]: the long-running loop: one projection per copy of the read
+//!   models that must stay current (the active one, and one `lis replay`
+//!   rebuilt until readers switch to it).
+//! - [`catch_up`], [`catch_up_to`]: apply everything up to the end of the
+//!   log (used to rebuild a read model into a fresh schema).
 //! - [`apply`]: what each event type does to the rows.
 //! - [`history`]: the row each patient or order event adds to `history`
 //!   (what it changed, the record after it), for history and as-of reads.
@@ -131,18 +133,19 @@ async fn apply_batch(read: &Pool, batch: &[BorrowedMessage<'_>]) -> anyhow::Resu
     Ok(())
 }
 
-/// Receives up to [`BATCH`] messages: waits for the first, then takes what
-/// is already there.
+/// Receives up to `max` messages: waits for the first, then takes what is
+/// already there.
 async fn next_batch(
     consumer: &StreamConsumer,
     wait: Duration,
+    max: usize,
 ) -> anyhow::Result<Vec<BorrowedMessage<'_>>> {
     let mut batch = Vec::new();
     match tokio::time::timeout(wait, consumer.recv()).await {
         Err(_) => return Ok(batch),
         Ok(first) => batch.push(first?),
     }
-    while batch.len() < BATCH {
+    while batch.len() < max {
         match tokio::time::timeout(Duration::from_millis(1), consumer.recv()).await {
             Ok(Ok(m)) => batch.push(m),
             Ok(Err(e)) => return Err(e.into()),
@@ -172,17 +175,16 @@ async fn warn_without_autovacuum(read: &Pool) {
     }
 }
 
-/// Runs the projector until `shutdown` resolves, restarting after failures
-/// from the offsets stored with the rows.
-pub async fn run(cfg: Config, read: Pool, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    warn_without_autovacuum(&read).await;
+/// Keeps one copy of the read models current, restarting after failures
+/// from the offsets stored with the rows; runs until aborted (a batch is one
+/// transaction, so an abort leaves nothing half applied).
+async fn project(cfg: Config, read: Pool) {
     loop {
         let term = async {
             let consumer = consumer(&cfg, &read).await?;
             tracing::info!(schema = %cfg.read_schema, "projector is running");
             loop {
-                let batch = next_batch(&consumer, Duration::from_millis(500)).await?;
+                let batch = next_batch(&consumer, Duration::from_millis(500), BATCH).await?;
                 if !batch.is_empty() {
                     apply_batch(&read, &batch).await?;
                 }
@@ -190,16 +192,57 @@ pub async fn run(cfg: Config, read: Pool, shutdown: impl Future<Output = ()>) {
             #[allow(unreachable_code)]
             Ok::<(), anyhow::Error>(())
         };
-        tokio::select! {
-            _ = &mut shutdown => return,
-            r = term => if let Err(e) = r {
-                tracing::warn!(error = %e, "projector failed; restarting");
+        if let Err(e) = term.await {
+            tracing::warn!(schema = %cfg.read_schema, error = %e, "projector failed; restarting");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Runs the projector until `shutdown` resolves: keeps the active copy of
+/// the read models current, and a copy `lis replay` rebuilt (state
+/// `ready`) too until readers switch to it; follows the `read_schemas`
+/// registry on the write side (`write`).
+pub async fn run(cfg: Config, write: Pool, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut warned = false;
+    loop {
+        match platform::read_models::projected(&write, &cfg.read_schema).await {
+            Ok(wanted) => {
+                running.retain(|schema, task| {
+                    let keep = wanted.contains(schema);
+                    if !keep {
+                        tracing::info!(%schema, "projector stops keeping a copy current");
+                        task.abort();
+                    }
+                    keep
+                });
+                for schema in wanted {
+                    if running.contains_key(&schema) {
+                        continue;
+                    }
+                    let Ok(pool) = platform::db::pool(&cfg.database_url, &schema, 4) else {
+                        continue;
+                    };
+                    if !warned {
+                        warn_without_autovacuum(&pool).await;
+                        warned = true;
+                    }
+                    let mut c = cfg.clone();
+                    c.read_schema = schema.clone();
+                    running.insert(schema, tokio::spawn(project(c, pool)));
+                }
             }
+            Err(e) => tracing::warn!(error = %e, "projector cannot read the read_schemas registry"),
         }
         tokio::select! {
-            _ = &mut shutdown => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(platform::read_models::FOLLOW_EVERY) => {}
         }
+    }
+    for (_, task) in running {
+        task.abort();
     }
 }
 
@@ -236,20 +279,51 @@ pub async fn reached(read: &Pool, ends: &HashMap<(String, i32), i64>) -> anyhow:
 /// model from offset 0 into a fresh schema.
 pub async fn catch_up(cfg: &Config, read: &Pool, timeout: Duration) -> anyhow::Result<u64> {
     let ends = log_ends(cfg).await?;
+    catch_up_to(cfg, read, &ends, BATCH, timeout, |_| {}).await
+}
+
+/// How far a copy of the read models is from the ends of the log, in
+/// messages: `(applied, total)`, by the offsets stored with its rows.
+pub async fn progress(
+    read: &Pool,
+    ends: &HashMap<(String, i32), i64>,
+) -> anyhow::Result<(u64, u64)> {
+    let done = stored_offsets(read).await?;
+    let total: i64 = ends.values().sum();
+    let applied: i64 = ends
+        .iter()
+        .map(|(k, end)| done.get(k).copied().unwrap_or(0).min(*end))
+        .sum();
+    Ok((applied as u64, total as u64))
+}
+
+/// Applies the log into the read schema of `read` until it reaches `ends`,
+/// in transactions of at most `batch` messages, calling `on_batch` with the
+/// number of messages applied so far after each; returns that number.
+/// Resumable: it starts from the offsets stored with the rows.
+pub async fn catch_up_to(
+    cfg: &Config,
+    read: &Pool,
+    ends: &HashMap<(String, i32), i64>,
+    batch: usize,
+    timeout: Duration,
+    mut on_batch: impl FnMut(u64),
+) -> anyhow::Result<u64> {
     let consumer = consumer(cfg, read).await?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut applied = 0u64;
     loop {
-        if reached(read, &ends).await? {
+        if reached(read, ends).await? {
             return Ok(applied);
         }
         if tokio::time::Instant::now() > deadline {
             anyhow::bail!("catch-up did not reach the end of the log in {timeout:?}");
         }
-        let batch = next_batch(&consumer, Duration::from_millis(200)).await?;
-        if !batch.is_empty() {
-            applied += batch.len() as u64;
-            apply_batch(read, &batch).await?;
+        let msgs = next_batch(&consumer, Duration::from_millis(200), batch.max(1)).await?;
+        if !msgs.is_empty() {
+            applied += msgs.len() as u64;
+            apply_batch(read, &msgs).await?;
+            on_batch(applied);
         }
     }
 }

@@ -302,7 +302,7 @@ pub(crate) async fn placed(
         StreamKind::Patient => "SELECT client_id, location_id FROM patients WHERE patient_id = $1",
         _ => "SELECT client_id, location_id FROM orders WHERE order_id = $1",
     };
-    let db = app.read.get().await?;
+    let db = app.read().get().await?;
     Ok(db
         .query_opt_cached(sql, &[&id])
         .await?

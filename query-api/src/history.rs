@@ -196,7 +196,7 @@ async fn history(
         let caller = prepare(&app, &headers, &[Permission::AuditRead, read], &mut access).await?;
         let id = find_in_scope(&app, &caller, &mut access, &id).await?;
         let (limit, after) = parse_page(query.as_deref())?;
-        let db = app.read.get().await?;
+        let db = app.read().get().await?;
         let rows = db
             .query_cached(
                 "SELECT event_id, event_type, version, occurred_at, actor, command_id, idempotency_key, changes \
@@ -361,7 +361,7 @@ pub(crate) async fn as_of(
         let caller = prepare(&app, &headers, &[Permission::AuditRead], &mut access).await?;
         let id = find_in_scope(&app, &caller, &mut access, &id).await?;
         let at = parse_as_of(&raw)?;
-        let db = app.read.get().await?;
+        let db = app.read().get().await?;
         let mut state = state_at(&db, id, &at).await?.ok_or(ApiError::NotFound)?;
         if !in_scope(&caller, &state) {
             return Err(ApiError::NotFound);

@@ -22,6 +22,7 @@ use axum::Router;
 use deadpool_postgres::Pool;
 use platform::auth::TokenKeys;
 use platform::config::Config;
+use platform::read_models::ReadModels;
 
 pub mod access_log;
 mod conditions;
@@ -34,8 +35,8 @@ pub mod patients;
 pub struct QueryState {
     /// Configuration.
     pub cfg: Arc<Config>,
-    /// Pool on the read schema.
-    pub read: Pool,
+    /// The read models (the copy readers use, which `lis replay` switches).
+    pub read_models: ReadModels,
     /// Pool on the write schema (access checks only).
     pub write: Pool,
     /// Token signing key.
@@ -46,14 +47,19 @@ pub struct QueryState {
 
 impl QueryState {
     /// The read side's state; starts the access log's writers on `write`.
-    pub fn new(cfg: Arc<Config>, read: Pool, write: Pool, keys: TokenKeys) -> Self {
+    pub fn new(cfg: Arc<Config>, read_models: ReadModels, write: Pool, keys: TokenKeys) -> Self {
         QueryState {
             access_log: access_log::AccessLog::start(write.clone()),
             cfg,
-            read,
+            read_models,
             write,
             keys,
         }
+    }
+
+    /// A pool on the copy of the read models in use now.
+    pub fn read(&self) -> Pool {
+        self.read_models.pool()
     }
 }
 

@@ -114,7 +114,7 @@ pub async fn get_one(
     let result = async {
         let caller = prepare(&app, &headers, &[Permission::TestsRead], &mut access).await?;
         let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
-        let db = app.read.get().await?;
+        let db = app.read().get().await?;
         let row = db
             .query_opt_cached(
                 &format!("SELECT {COLUMNS} {FROM} WHERE o.order_id = $1"),
@@ -435,7 +435,7 @@ async fn page(
         "SELECT {COLUMNS} {FROM} {} ORDER BY o.created_at, o.order_id LIMIT {limit}",
         w.clause()
     );
-    let db = app.read.get().await?;
+    let db = app.read().get().await?;
     let rows = db.query_cached(&sql, w.params()).await?;
     let more = rows.len() as i64 > f.limit;
     let items = rows
@@ -575,7 +575,7 @@ pub async fn catalog(State(app): State<QueryState>, headers: HeaderMap) -> Respo
                 "This call needs a tests:* permission.".into(),
             ));
         }
-        let db = app.read.get().await?;
+        let db = app.read().get().await?;
         let tests: Vec<Value> = db
             .query_cached("SELECT definition FROM catalog_tests ORDER BY code", &[])
             .await?

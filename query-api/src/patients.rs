@@ -97,7 +97,7 @@ pub(crate) async fn prepare(
                     "not a token this API issued",
                 )])
             })?;
-        consistency::wait_for(&app.read, &token, app.cfg.consistency_wait).await?;
+        consistency::wait_for(&app.read(), &token, app.cfg.consistency_wait).await?;
     }
     Ok(caller)
 }
@@ -157,7 +157,7 @@ pub async fn get_one(
     let result = async {
         let caller = prepare(&app, &headers, &[Permission::PatientsRead], &mut access).await?;
         let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
-        let db = app.read.get().await?;
+        let db = app.read().get().await?;
         let row = db
             .query_opt_cached(
                 &format!("SELECT {COLUMNS} FROM patients p LEFT JOIN accounts a ON a.patient_id = p.patient_id WHERE p.patient_id = $1"),
@@ -375,7 +375,7 @@ async fn page(
          {} ORDER BY p.created_at, p.patient_id LIMIT {limit}",
         w.clause()
     );
-    let db = app.read.get().await?;
+    let db = app.read().get().await?;
     let rows = db.query_cached(&sql, w.params()).await?;
     let more = rows.len() as i64 > f.limit;
     let items = rows
