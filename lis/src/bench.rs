@@ -10,6 +10,7 @@
 //! | patient creates, closed model at 1/16/64 connections | Postgres single-row insert + commit at the same concurrency |
 //! | patient creates, open model at fixed arrival rates | (chart) |
 //! | point reads at 1/16/64 | Postgres primary-key select at the same concurrency |
+//! | point reads with the access log, at 16/64 | the same reads with the log off (both served by the bench process) |
 //! | filtered list pages | the same filter in SQL |
 //! | mixed partner-like workload | Postgres inserts/selects in the same write share |
 //! | relay throughput (draining a bulk seeding) | raw produce of same-size records, relay producer settings |
@@ -73,6 +74,51 @@ pub struct BenchArgs {
 const CLIENT: &str = "BENCH";
 /// The replay's fresh read schema.
 const REPLAY_SCHEMA: &str = "lis_bench_replay";
+
+/// The query API served by the bench process itself (`Bench::access_log`).
+struct QueryServer {
+    base: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl QueryServer {
+    /// Serves the query API on a free loopback port, with the access log on
+    /// or off, on small pools (the stack holds most of Postgres's
+    /// connections).
+    async fn start(
+        cfg: &Arc<Config>,
+        keys: platform::auth::TokenKeys,
+        logged: bool,
+    ) -> anyhow::Result<QueryServer> {
+        let write = platform::db::pool(&cfg.database_url, &cfg.write_schema, 4)?;
+        let schema = platform::read_models::active(&write, &cfg.read_schema).await?;
+        let read = platform::read_models::ReadModels::fixed(
+            &schema,
+            platform::db::pool(&cfg.database_url, &schema, 6)?,
+        );
+        let mut state = query_api::QueryState::new(cfg.clone(), read, write, keys);
+        if !logged {
+            state = state.with_access_log(query_api::access_log::AccessLog::off());
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, query_api::router(state))
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+        Ok(QueryServer { base, stop, task })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
 
 /// Sizes and durations of a run.
 struct Plan {
@@ -311,6 +357,7 @@ pub async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
         .await;
     }
     b.section("reads", Bench::reads).await;
+    b.section("access log", Bench::access_log).await;
     b.section("mixed", Bench::mixed).await;
     if let Some(max) = max_create {
         b.section("freshness and lag", async |b| {
@@ -666,6 +713,42 @@ impl Bench {
         Ok(())
     }
 
+    /// Point reads with and without the access log: the query API served in
+    /// this process, one server at a time on a port of its own, over the
+    /// stack's database; the two differ only in the log.
+    async fn access_log(&mut self) -> anyhow::Result<()> {
+        let ids = sample_ids(&self.read, 10_000).await?;
+        let keys = platform::auth::TokenKeys::load(&self.cfg.token_key_file)?;
+        let cfg = Arc::new(self.cfg.clone());
+        for c in [16, 64] {
+            let mut measured = Vec::new();
+            for logged in [false, true] {
+                let server = QueryServer::start(&cfg, keys.clone(), logged).await?;
+                let (api, ids) = (Arc::new(self.api.at(&server.base).await), ids.clone());
+                let (m, res) = self
+                    .probe(load::closed(c, self.plan.window, move |_| {
+                        read_one(api.clone(), ids.clone())
+                    }))
+                    .await;
+                server.stop().await;
+                measured.push((m, res));
+            }
+            let (with, res) = measured.pop().expect("two runs");
+            let (without, _) = measured.pop().expect("two runs");
+            let row = Row::new(
+                "access log",
+                "point reads, access log on",
+                &with,
+                Some(c),
+                ok_read,
+                res,
+            )
+            .against("the same reads, access log off", &without);
+            self.push(row);
+        }
+        Ok(())
+    }
+
     /// A partner-like mix over patients and orders.
     async fn mixed(&mut self) -> anyhow::Result<()> {
         const WRITE_SHARE: f64 = 0.50;
@@ -1009,6 +1092,20 @@ impl Bench {
                 met: (!r.is_empty()).then(|| r.iter().all(|(_, x)| *x >= 0.5)),
             });
         }
+        let r = ratios("access log");
+        t.push(Target {
+            name: "point reads with the access log vs without".into(),
+            goal: "≥ 80% of the rate without the log".into(),
+            measured: if r.is_empty() {
+                "—".into()
+            } else {
+                r.iter()
+                    .map(|(c, x)| format!("{:.0}% at {c}", x * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            met: (!r.is_empty()).then(|| r.iter().all(|(_, x)| *x >= 0.8)),
+        });
         t.push(match &self.report.replay {
             Some(r) => Target {
                 name: "replay vs its raw parts".into(),

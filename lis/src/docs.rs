@@ -632,7 +632,7 @@ pub fn page(doc: &Value, guide_markdown: &str) -> String {
 </head>
 <body>
 <header><strong>{title} <span class=\"muted\">v{version}</span></strong>
-<nav><a href=\"#operations\">Operations</a><a href=\"/openapi.json\">OpenAPI document</a><a href=\"/docs/partner-guide.md\">Guide as Markdown</a></nav></header>
+<nav><a href=\"#operations\">Operations</a><a href=\"/openapi.json\">OpenAPI document</a><a href=\"/docs/partner-guide.md\">Guide as Markdown</a><a href=\"/docs/auditors.md\">Auditors</a><a href=\"/docs/analytics.md\">Analytics</a></nav></header>
 <main>
 {intro}{operations}{rest}</main>
 </body>

@@ -179,7 +179,7 @@ struct Pending {
 /// The access log's writer: a handle to its queue.
 #[derive(Clone)]
 pub struct AccessLog {
-    queue: mpsc::Sender<Pending>,
+    queue: Option<mpsc::Sender<Pending>>,
 }
 
 impl AccessLog {
@@ -191,7 +191,13 @@ impl AccessLog {
         for _ in 0..WRITERS {
             tokio::spawn(writer(write.clone(), rx.clone()));
         }
-        AccessLog { queue }
+        AccessLog { queue: Some(queue) }
+    }
+
+    /// A log that writes nothing: only `lis bench` builds one, to measure
+    /// what the log costs a read; a serving process never does.
+    pub fn off() -> AccessLog {
+        AccessLog { queue: None }
     }
 
     /// Logs what `access` read with the answer `result` gives, then returns
@@ -199,6 +205,9 @@ impl AccessLog {
     /// instead (a read is never served unlogged).
     pub async fn answer(&self, access: Access, result: Result<Response, ApiError>) -> Response {
         let response = result.unwrap_or_else(IntoResponse::into_response);
+        let Some(queue) = &self.queue else {
+            return response;
+        };
         if access.partner.is_none() || access.records.is_empty() {
             return response;
         }
@@ -209,7 +218,7 @@ impl AccessLog {
             status: response.status().as_u16() as i16,
             done,
         };
-        let durable = self.queue.send(pending).await.is_ok() && written.await.unwrap_or(false);
+        let durable = queue.send(pending).await.is_ok() && written.await.unwrap_or(false);
         if durable {
             response
         } else {

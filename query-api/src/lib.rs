@@ -57,6 +57,12 @@ impl QueryState {
         }
     }
 
+    /// The same state with another access log (`lis bench` measures reads
+    /// with [`access_log::AccessLog::off`]).
+    pub fn with_access_log(self, access_log: access_log::AccessLog) -> Self {
+        QueryState { access_log, ..self }
+    }
+
     /// A pool on the copy of the read models in use now.
     pub fn read(&self) -> Pool {
         self.read_models.pool()

@@ -308,5 +308,32 @@ async fn no_personal_field_reaches_the_analytics_stream() {
         .unwrap();
     assert_eq!(recorded.json["data"]["results"][0]["value"], "11.2");
     assert_eq!(recorded.json["data"]["results"][1].get("value"), None);
+
+    // The analytics page's Python example reads the same stream.
+    let page = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/analytics.md"),
+    )
+    .unwrap();
+    let example = page
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("a ```python block in docs/analytics.md");
+    let out = std::process::Command::new("python3")
+        .args(["-c", example])
+        .env("LIS_KAFKA_BROKERS", &s.cfg.kafka_brokers)
+        .env("LIS_TOPIC_PREFIX", &s.cfg.topic_prefix)
+        .output()
+        .expect("python3 with confluent-kafka");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["events"], ids.len());
+    assert_eq!(summary["records"], per_record.len());
+    assert_eq!(summary["types"]["OrderPlaced"], 2);
     s.stop().await;
 }

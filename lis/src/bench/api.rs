@@ -91,6 +91,20 @@ impl Api {
         })
     }
 
+    /// The same session against another server of the same installation
+    /// (its token stays valid there; it is not renewed, so keep the use
+    /// shorter than [`TOKEN_AGE`]).
+    pub async fn at(&self, base: &str) -> Api {
+        let token = self.token.read().await.clone();
+        Api {
+            http: self.http.clone(),
+            base: base.to_string(),
+            client_id: self.client_id.clone(),
+            secret: self.secret.clone(),
+            token: RwLock::new(token),
+        }
+    }
+
     async fn auth(&self) -> HeaderValue {
         {
             let t = self.token.read().await;
