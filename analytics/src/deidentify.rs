@@ -63,25 +63,6 @@ fn birth_year(date_of_birth: &Value, at: NaiveDate) -> Value {
     }
 }
 
-/// A result value: kept when it is a number (or a decimal with an optional
-/// comparator, as numeric analytes have), dropped when it is text, which
-/// may be anything a partner typed.
-fn numeric_value(v: &Value) -> Option<Value> {
-    match v {
-        Value::Number(_) => Some(v.clone()),
-        Value::String(s) => {
-            let digits = s.trim_start_matches(['<', '>', '=']);
-            let ok = !digits.is_empty()
-                && digits.parse::<f64>().is_ok()
-                && digits
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-');
-            ok.then(|| v.clone())
-        }
-        _ => None,
-    }
-}
-
 fn results(v: &Value) -> Value {
     let Some(list) = v.as_array() else {
         return Value::Null;
@@ -95,8 +76,13 @@ fn results(v: &Value) -> Value {
                         out.insert(name.into(), x.clone());
                     }
                 }
-                if let Some(value) = r.get("value").and_then(numeric_value) {
-                    out.insert("value".into(), value);
+                // A result with a unit is of a numeric analyte, whose value
+                // the domain checked to be a decimal; a text analyte's value
+                // may be anything a partner typed, digits included.
+                if r.get("unit").is_some() {
+                    if let Some(value) = r.get("value") {
+                        out.insert("value".into(), value.clone());
+                    }
                 }
                 Value::Object(out)
             })
@@ -130,7 +116,7 @@ impl Data<'_> {
 /// The `changes` of an update, reduced the same way.
 fn changes(from: &Value, at: NaiveDate) -> Value {
     let mut out = Map::new();
-    for name in ["locationID", "sex", "priority", "specimenType"] {
+    for name in ["locationID", "sex", "priority"] {
         if let Some(v) = from.get(name) {
             out.insert(name.into(), v.clone());
         }
@@ -164,13 +150,11 @@ pub fn deidentify(env: &Envelope, ids: &Pseudonyms) -> Option<Deidentified> {
             d.out.insert("birthYear".into(), b);
         }
         "OrderPlaced" => {
+            // The specimen's type is free text (a partner may write a name
+            // in it): only its collection year passes.
             d.copy(&["clientID", "locationID", "tests", "priority"]);
-            let specimen = &env.data["specimen"];
             let mut s = Map::new();
-            if let Some(t) = specimen.get("type") {
-                s.insert("type".into(), t.clone());
-            }
-            if let Some(c) = specimen.get("collectedAt") {
+            if let Some(c) = env.data["specimen"].get("collectedAt") {
                 s.insert("collectedYear".into(), year(c));
             }
             d.out.insert("specimen".into(), Value::Object(s));
@@ -215,6 +199,8 @@ pub fn deidentify(env: &Envelope, ids: &Pseudonyms) -> Option<Deidentified> {
     let headers = vec![
         ("ce_specversion", "1.0".to_string()),
         ("ce_id", event_id.to_string()),
+        // The first instant of the event's year: times are cut to the year.
+        ("ce_time", format!("{}-01-01T00:00:00Z", at.year())),
         (
             "ce_type",
             format!("lis.analytics.{}.v{}", env.event_type, env.schema_version),
@@ -315,6 +301,17 @@ mod tests {
         assert_eq!(data.get("reason"), None);
         assert_eq!(data["results"][0]["value"], "<0.5");
         assert_eq!(data["results"][1], json!({"code": "NOTE", "flag": "A"}));
+        let e = env(
+            "order",
+            "ResultsRecorded",
+            json!({"orderID": Uuid::new_v4(), "results": [{"code": "NOTE", "value": "0612345678"}]}),
+        );
+        let d = deidentify(&e, &ids).unwrap();
+        assert_eq!(
+            d.body["data"]["results"][0],
+            json!({"code": "NOTE"}),
+            "a text value stays out even when it looks like a number"
+        );
         assert_eq!(data["previous"][0]["value"], 11.2);
         let e = env(
             "order",

@@ -14,7 +14,6 @@
 //! - [`deidentify`]: what of one event the stream carries.
 //! - [`run`]: the long-running loop.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,72 +22,30 @@ use deadpool_postgres::Pool;
 use platform::config::Config;
 use platform::envelope::Envelope;
 use platform::kafka::{partition_for, Topic};
+use platform::offsets::{self, Owner};
 use platform::pseudonym::Pseudonyms;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 pub mod deidentify;
 
-const REACTOR: &str = "analytics";
+/// Where it keeps its offsets.
+const OWNER: Owner<'static> = Owner::Reactor("analytics");
 /// The topics whose events the analytics stream copies.
 const SOURCES: [Topic; 2] = [Topic::Patients, Topic::Orders];
 /// Messages per batch at most.
 const BATCH: usize = 1000;
-
-async fn consumer(cfg: &Config, write: &Pool) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer =
-        platform::kafka::consumer_config(cfg, "lis-analytics").create()?;
-    let stored: HashMap<(String, i32), i64> = write
-        .get()
-        .await?
-        .query(
-            "SELECT topic, partition, next_offset FROM reactor_offsets WHERE reactor = $1",
-            &[&REACTOR],
-        )
-        .await?
-        .iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-        .collect();
-    let mut tpl = TopicPartitionList::new();
-    for topic in SOURCES {
-        let name = topic.name(&cfg.topic_prefix);
-        for p in 0..topic.partitions(cfg) {
-            let offset = stored
-                .get(&(name.clone(), p))
-                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-            tpl.add_partition_offset(&name, p, offset)?;
-        }
-    }
-    consumer.assign(&tpl)?;
-    Ok(consumer)
-}
-
-/// Waits for one message, then takes what is already there.
-async fn next_batch(consumer: &StreamConsumer) -> anyhow::Result<Vec<BorrowedMessage<'_>>> {
-    let mut batch = vec![consumer.recv().await?];
-    while batch.len() < BATCH {
-        match tokio::time::timeout(Duration::from_millis(1), consumer.recv()).await {
-            Ok(m) => batch.push(m?),
-            Err(_) => break,
-        }
-    }
-    Ok(batch)
-}
 
 async fn publish(
     cfg: &Config,
     ids: &Pseudonyms,
     producer: &FutureProducer,
     batch: &[BorrowedMessage<'_>],
-) -> anyhow::Result<HashMap<(String, i32), i64>> {
+) -> anyhow::Result<()> {
     let topic = Topic::Analytics.name(&cfg.topic_prefix);
     let partitions = Topic::Analytics.partitions(cfg);
-    let mut next = HashMap::new();
     let mut deliveries = Vec::with_capacity(batch.len());
     for msg in batch {
-        next.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
         let Some(env) = msg
             .payload()
             .and_then(|p| serde_json::from_slice::<Envelope>(p).ok())
@@ -130,26 +87,6 @@ async fn publish(
             Err(_) => anyhow::bail!("delivery canceled"),
         }
     }
-    Ok(next)
-}
-
-async fn store_offsets(write: &Pool, next: HashMap<(String, i32), i64>) -> anyhow::Result<()> {
-    let (mut topics, mut partitions, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
-    for ((topic, partition), offset) in next {
-        topics.push(topic);
-        partitions.push(partition);
-        offsets.push(offset);
-    }
-    write
-        .get()
-        .await?
-        .execute(
-            "INSERT INTO reactor_offsets (reactor, topic, partition, next_offset) \
-             SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[]) \
-             ON CONFLICT (reactor, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
-            &[&REACTOR, &topics, &partitions, &offsets],
-        )
-        .await?;
     Ok(())
 }
 
@@ -165,12 +102,14 @@ pub async fn run(
     loop {
         let term = async {
             let producer: FutureProducer = platform::kafka::producer_config(&cfg).create()?;
-            let consumer = consumer(&cfg, &write).await?;
+            let stored = offsets::load(&write.get().await?, OWNER).await?;
+            let consumer = offsets::assigned_consumer(&cfg, "lis-analytics", &SOURCES, &stored)?;
             tracing::info!("analytics publisher is running");
             loop {
-                let batch = next_batch(&consumer).await?;
-                let next = publish(&cfg, &ids, &producer, &batch).await?;
-                store_offsets(&write, next).await?;
+                let batch =
+                    offsets::next_batch(&consumer, Duration::from_secs(3600), BATCH).await?;
+                publish(&cfg, &ids, &producer, &batch).await?;
+                offsets::store(&write.get().await?, OWNER, &offsets::after(&batch)).await?;
                 platform::metrics::ANALYTICS_PUBLISHED.inc_by(batch.len() as u64);
             }
             #[allow(unreachable_code)]

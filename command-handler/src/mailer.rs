@@ -9,7 +9,6 @@
 //! works); a mark already present means the mail went out, so a re-delivered
 //! event sends nothing.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -25,13 +24,13 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message as Mail, Tokio1Executor
 use platform::config::Config;
 use platform::envelope::Envelope;
 use platform::kafka::Topic;
+use platform::offsets::{self, Offsets, Owner};
 use rand::RngCore;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 
-const REACTOR: &str = "invitation-mailer";
+/// Where it keeps its offsets.
+const OWNER: Owner<'static> = Owner::Reactor("invitation-mailer");
 /// How long an activation link works.
 pub const ACTIVATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -76,41 +75,9 @@ fn invitation(cfg: &Config, to: &str, token: &str) -> anyhow::Result<Mail> {
         )?)
 }
 
-async fn consumer(cfg: &Config, write: &Pool) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = platform::kafka::consumer_config(cfg, "lis-mailer").create()?;
-    let db = write.get().await?;
-    let stored: HashMap<(String, i32), i64> = db
-        .query(
-            "SELECT topic, partition, next_offset FROM reactor_offsets WHERE reactor = $1",
-            &[&REACTOR],
-        )
-        .await?
-        .iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-        .collect();
-    let mut tpl = TopicPartitionList::new();
-    let topic = Topic::Patients;
-    let name = topic.name(&cfg.topic_prefix);
-    for p in 0..topic.partitions(cfg) {
-        let offset = stored
-            .get(&(name.clone(), p))
-            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-        tpl.add_partition_offset(&name, p, offset)?;
-    }
-    consumer.assign(&tpl)?;
-    Ok(consumer)
-}
-
 async fn store_offset(write: &Pool, topic: &str, partition: i32, next: i64) -> anyhow::Result<()> {
-    write
-        .get()
-        .await?
-        .execute(
-            "INSERT INTO reactor_offsets (reactor, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (reactor, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
-            &[&REACTOR, &topic, &partition, &next],
-        )
-        .await?;
+    let next = Offsets::from([((topic.to_string(), partition), next)]);
+    offsets::store(&write.get().await?, OWNER, &next).await?;
     Ok(())
 }
 
@@ -150,12 +117,8 @@ async fn handle(
             &[&env.event_id],
         )
         .await?;
-        tx.execute(
-            "INSERT INTO reactor_offsets (reactor, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (reactor, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
-            &[&REACTOR, &topic, &partition, &next],
-        )
-        .await?;
+        let next = Offsets::from([((topic.to_string(), partition), next)]);
+        offsets::store(&tx, OWNER, &next).await?;
         tx.commit().await?;
         platform::metrics::MAILS_SENT.inc();
         tracing::info!(account = %invited.account_id, "invitation sent");
@@ -176,7 +139,9 @@ pub async fn run(cfg: Config, write: Pool, shutdown: impl Future<Output = ()>) {
     loop {
         let term = async {
             let smtp = transport(&url)?;
-            let consumer = consumer(&cfg, &write).await?;
+            let stored = offsets::load(&write.get().await?, OWNER).await?;
+            let consumer =
+                offsets::assigned_consumer(&cfg, "lis-mailer", &[Topic::Patients], &stored)?;
             loop {
                 let msg = consumer.recv().await?;
                 let next = msg.offset() + 1;

@@ -29,7 +29,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use domain::event::StreamKind;
-use platform::chain::{self, ChainKey, Hash};
+use platform::chain::{self, ChainKey, Hash, Linker};
 use platform::config::Config;
 use platform::envelope::{Envelope, CHAIN_HASH_HEADER, CHAIN_SEQ_HEADER, POSITION_HEADER};
 use platform::kafka::{partition_for, Topic};
@@ -64,7 +64,8 @@ impl Position {
         format!("{}:{}", self.txid, self.position)
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// Parses the `txid:position` form.
+    pub fn parse(s: &str) -> Option<Self> {
         let (t, p) = s.split_once(':')?;
         Some(Position {
             txid: t.parse().ok()?,
@@ -155,7 +156,7 @@ async fn run_once(cfg: &Config, key: &ChainKey) -> anyhow::Result<()> {
     let producer: FutureProducer = platform::kafka::producer_config(cfg).create()?;
     let mut checkpoint = load_checkpoint(&client).await?;
     let mut next_offsets = load_partition_offsets(&client).await?;
-    let mut head = backfill_chain(&mut client, &next_batch, checkpoint).await?;
+    let mut linker = backfill_chain(&mut client, &next_batch, checkpoint).await?;
     let mut signed = Signed::default();
     let mut relay = Relay {
         cfg: cfg.clone(),
@@ -176,7 +177,7 @@ async fn run_once(cfg: &Config, key: &ChainKey) -> anyhow::Result<()> {
             )
             .await?;
         if rows.is_empty() {
-            signed.sign(&relay, key, &head, true).await?;
+            signed.sign(&relay, key, &linker, true).await?;
             tokio::select! {
                 _ = crate::store::COMMITTED.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
@@ -187,7 +188,7 @@ async fn run_once(cfg: &Config, key: &ChainKey) -> anyhow::Result<()> {
             .iter()
             .map(Stored::from_row)
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let links = Links::build(&client, &mut head, &batch).await?;
+        let links = Links::build(&client, &mut linker, &batch).await?;
         let mut deliveries = Vec::with_capacity(batch.len());
         let mut newest: Option<chrono::DateTime<chrono::Utc>> = None;
         for (i, event) in batch.iter().enumerate() {
@@ -281,7 +282,7 @@ async fn run_once(cfg: &Config, key: &ChainKey) -> anyhow::Result<()> {
         if let Some(t) = newest {
             platform::metrics::RELAY_LAG.set(platform::metrics::seconds_since(&t));
         }
-        signed.sign(&relay, key, &head, false).await?;
+        signed.sign(&relay, key, &linker, false).await?;
     }
 }
 
@@ -336,13 +337,6 @@ impl Stored {
     }
 }
 
-/// The head of the whole-log chain: how many events it holds and its hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ChainHead {
-    seq: i64,
-    hash: Hash,
-}
-
 /// The chain links of one batch, saved with its checkpoint.
 #[derive(Debug, Default)]
 struct Links {
@@ -357,15 +351,15 @@ struct Links {
 }
 
 impl Links {
-    /// Links `batch` after `head` (which it advances), each event also
-    /// after its stream's previous link.
+    /// Links `batch` after what `linker` holds (which it advances), each
+    /// event also after its stream's previous link.
     async fn build(
         client: &tokio_postgres::Client,
-        head: &mut ChainHead,
+        linker: &mut Linker,
         batch: &[Stored],
     ) -> anyhow::Result<Links> {
         let streams: Vec<uuid::Uuid> = batch.iter().map(|e| e.envelope.stream_id).collect();
-        let mut stream_heads: HashMap<uuid::Uuid, Hash> = HashMap::new();
+        linker.forget_streams();
         for r in client
             .query(
                 "SELECT DISTINCT ON (stream_id) stream_id, stream_hash FROM event_chain \
@@ -375,7 +369,7 @@ impl Links {
             .await?
         {
             let hash: Vec<u8> = r.get(1);
-            stream_heads.insert(
+            linker.knows(
                 r.get(0),
                 hash.try_into()
                     .map_err(|_| anyhow::anyhow!("bad stream hash"))?,
@@ -383,23 +377,15 @@ impl Links {
         }
         let mut links = Links::default();
         for e in batch {
-            let event = chain::event_hash(&e.payload);
-            let stream_prev = stream_heads
-                .get(&e.envelope.stream_id)
-                .copied()
-                .unwrap_or(chain::GENESIS);
-            let stream = chain::link(&stream_prev, &event);
-            stream_heads.insert(e.envelope.stream_id, stream);
-            head.seq += 1;
-            head.hash = chain::link(&head.hash, &event);
-            links.seq.push(head.seq);
+            let l = linker.link(e.envelope.stream_id, &e.payload);
+            links.seq.push(l.seq);
             links.position.push(e.position.position);
             links.event_id.push(e.envelope.event_id);
             links.stream_id.push(e.envelope.stream_id);
             links.version.push(e.envelope.version);
-            links.event_hash.push(event);
-            links.stream_hash.push(stream);
-            links.log_hash.push(head.hash);
+            links.event_hash.push(l.event);
+            links.stream_hash.push(l.stream);
+            links.log_hash.push(l.log);
         }
         Ok(links)
     }
@@ -426,14 +412,14 @@ impl Links {
     }
 }
 
-/// The chain's head as committed, linking first (for a store whose events
-/// were published before the chain existed) every event up to the
-/// checkpoint that has no link yet.
+/// The chain as committed, linking first (for a store whose events were
+/// published before the chain existed) every event up to the checkpoint
+/// that has no link yet.
 async fn backfill_chain(
     client: &mut tokio_postgres::Client,
     next_batch: &tokio_postgres::Statement,
     checkpoint: Position,
-) -> anyhow::Result<ChainHead> {
+) -> anyhow::Result<Linker> {
     let row = client
         .query_opt(
             "SELECT c.seq, c.log_hash, e.txid::text, e.position FROM event_chain c \
@@ -441,29 +427,19 @@ async fn backfill_chain(
             &[],
         )
         .await?;
-    let (mut head, mut linked) = match row {
-        None => (
-            ChainHead {
-                seq: 0,
-                hash: chain::GENESIS,
-            },
-            Position::default(),
-        ),
+    let (mut linker, mut linked) = match row {
+        None => (Linker::new(0, chain::GENESIS), Position::default()),
         Some(r) => {
             let hash: Vec<u8> = r.get(1);
             let txid: String = r.get(2);
-            (
-                ChainHead {
-                    seq: r.get(0),
-                    hash: hash
-                        .try_into()
-                        .map_err(|_| anyhow::anyhow!("bad chain hash"))?,
-                },
-                Position {
-                    txid: txid.parse()?,
-                    position: r.get(3),
-                },
-            )
+            let hash: Hash = hash
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("bad chain hash"))?;
+            let position = Position {
+                txid: txid.parse()?,
+                position: r.get(3),
+            };
+            (Linker::new(r.get(0), hash), position)
         }
     };
     while linked < checkpoint {
@@ -481,7 +457,7 @@ async fn backfill_chain(
         let Some(last) = batch.last().map(|e| e.position) else {
             break;
         };
-        let links = Links::build(client, &mut head, &batch).await?;
+        let links = Links::build(client, &mut linker, &batch).await?;
         let tx = client.transaction().await?;
         links.save(&tx).await?;
         tx.commit().await?;
@@ -491,7 +467,7 @@ async fn backfill_chain(
         );
         linked = last;
     }
-    Ok(head)
+    Ok(linker)
 }
 
 /// The newest chain head this relay signed, and when.
@@ -502,20 +478,22 @@ struct Signed {
 }
 
 impl Signed {
-    /// Signs `head` and publishes the checkpoint, when it is new and either
-    /// the relay is `idle` or the last signature is [`SIGN_EVERY`] old.
+    /// Signs the chain's head and publishes the checkpoint, when it is new
+    /// and either the relay is `idle` or the last signature is
+    /// [`SIGN_EVERY`] old.
     async fn sign(
         &mut self,
         relay: &Relay,
         key: &ChainKey,
-        head: &ChainHead,
+        linker: &Linker,
         idle: bool,
     ) -> anyhow::Result<()> {
         let due = idle || self.at.is_none_or(|t| t.elapsed() >= SIGN_EVERY);
-        if head.seq <= self.seq || !due {
+        let (seq, head) = linker.head();
+        if seq <= self.seq || !due {
             return Ok(());
         }
-        let signed = key.sign(head.seq, &head.hash);
+        let signed = key.sign(seq, &head);
         let payload = serde_json::to_vec(&signed)?;
         let topic = Topic::Chain.name(&relay.cfg.topic_prefix);
         let record = FutureRecord::to(&topic)
@@ -530,14 +508,16 @@ impl Signed {
             },
             Err((e, _)) => anyhow::bail!("enqueue checkpoint: {e}"),
         }
-        self.seq = head.seq;
+        self.seq = seq;
         self.at = Some(std::time::Instant::now());
         Ok(())
     }
 }
 
 /// How far the relay has published.
-pub async fn load_checkpoint(client: &tokio_postgres::Client) -> anyhow::Result<Position> {
+pub async fn load_checkpoint(
+    client: &impl tokio_postgres::GenericClient,
+) -> anyhow::Result<Position> {
     let row = client
         .query_opt(
             "SELECT txid::text, position FROM relay_checkpoint WHERE id = 1",

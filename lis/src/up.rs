@@ -174,6 +174,25 @@ pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
     for schema in lis::replay::schemas_in_use(cfg, &write).await? {
         db::migrate(&cfg.database_url, &schema, Side::Read).await?;
     }
+    let active = platform::read_models::active(&write, &cfg.read_schema).await?;
+    let read = db::pool(&cfg.database_url, &active, 1)?;
+    let without_history: bool = read
+        .get()
+        .await?
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM patients UNION ALL SELECT 1 FROM orders) \
+             AND NOT EXISTS (SELECT 1 FROM history)",
+            &[],
+        )
+        .await?
+        .get(0);
+    if without_history {
+        eprintln!(
+            "lis: the read models in {active} were built before they kept history: run \
+             `lis replay` to rebuild them with it (history and as-of reads of records \
+             projected before then answer from nothing until you do)"
+        );
+    }
     platform::kafka::ensure_topics(cfg)
         .await
         .context("cannot create the topics (is the broker at LIS_KAFKA_BROKERS up?)")?;

@@ -16,10 +16,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use command_handler::relay::{self, Stored, EVENT_COLUMNS};
-use platform::chain::{self, Hash, PublicKey, SignedCheckpoint};
+use command_handler::relay::{self, Position, Stored, EVENT_COLUMNS};
+use platform::chain::{self, Hash, Linker, PublicKey, SignedCheckpoint};
 use platform::config::Config;
-use platform::envelope::Envelope;
+use platform::envelope::{Envelope, POSITION_HEADER};
 use platform::kafka::Topic;
 use serde_json::Value;
 use uuid::Uuid;
@@ -120,7 +120,21 @@ fn differing_fields(a: &Value, b: &Value) -> Vec<String> {
 
 /// Checks the store against the chain, the signed checkpoints and the log.
 async fn tamper_evidence(cfg: &Config, key: &PublicKey, report: &mut Report) -> anyhow::Result<()> {
-    let db = platform::db::connect(&cfg.database_url, &cfg.write_schema).await?;
+    // The signed checkpoints first: each was signed before the snapshot
+    // below was taken, so the chain in it must reach every one of them.
+    let chain_cfg = cfg.clone();
+    let signed = tokio::task::spawn_blocking(move || {
+        platform::kafka::read_from_start(&chain_cfg, &[Topic::Chain], Duration::from_secs(120))
+    })
+    .await??;
+    // One snapshot of the store, the relay's progress and the chain.
+    let mut client = platform::db::connect(&cfg.database_url, &cfg.write_schema).await?;
+    let db = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
     let checkpoint = relay::load_checkpoint(&db).await?;
     let store: Vec<Stored> = db
         .query(
@@ -149,20 +163,27 @@ async fn tamper_evidence(cfg: &Config, key: &PublicKey, report: &mut Report) -> 
             log_hash: hash_of(r.get(6)),
         })
         .collect();
+    db.commit().await?;
     report.events = store.len();
     report.links = links.len();
     let log_cfg = cfg.clone();
-    let (records, signed) = tokio::task::spawn_blocking(move || {
-        let records =
-            platform::kafka::read_from_start(&log_cfg, &Topic::ALL, Duration::from_secs(600))?;
-        let signed =
-            platform::kafka::read_from_start(&log_cfg, &[Topic::Chain], Duration::from_secs(120))?;
-        anyhow::Ok((records, signed))
+    let records = tokio::task::spawn_blocking(move || {
+        platform::kafka::read_from_start(&log_cfg, &Topic::ALL, Duration::from_secs(600))
     })
     .await??;
-    // The first copy of each event on the log.
+    // The first copy of each event on the log, of those the relay had
+    // published when the snapshot was taken.
     let mut on_log: HashMap<Uuid, (Vec<u8>, Envelope)> = HashMap::new();
     for r in records {
+        let published = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == POSITION_HEADER)
+            .and_then(|(_, v)| Position::parse(v))
+            .is_some_and(|p| p <= checkpoint);
+        if !published {
+            continue;
+        }
         if let Ok(env) = serde_json::from_slice::<Envelope>(&r.payload) {
             on_log.entry(env.event_id).or_insert((r.payload, env));
         }
@@ -171,8 +192,8 @@ async fn tamper_evidence(cfg: &Config, key: &PublicKey, report: &mut Report) -> 
 
     // The chain by itself: contiguous, each link following from the one
     // before, per log and per stream.
-    let mut head = chain::GENESIS;
-    let mut stream_heads: HashMap<Uuid, (i64, Hash)> = HashMap::new();
+    let mut relinked = Linker::new(0, chain::GENESIS);
+    let mut versions: HashMap<Uuid, i64> = HashMap::new();
     for (i, l) in links.iter().enumerate() {
         if l.seq != i as i64 + 1 {
             d.push(format!(
@@ -182,41 +203,41 @@ async fn tamper_evidence(cfg: &Config, key: &PublicKey, report: &mut Report) -> 
             ));
             break;
         }
-        head = chain::link(&head, &l.event_hash);
-        if head != l.log_hash {
+        let again = relinked.link_hash(l.stream_id, l.event_hash);
+        if again.log != l.log_hash {
             d.push(format!(
                 "chain: link {} (stream {} version {}) does not follow from the link before it",
                 l.seq, l.stream_id, l.version
             ));
-            head = l.log_hash;
         }
-        let (prev_version, prev) = stream_heads
-            .get(&l.stream_id)
-            .copied()
-            .unwrap_or((0, chain::GENESIS));
-        if l.version != prev_version + 1 || chain::link(&prev, &l.event_hash) != l.stream_hash {
+        let prev_version = versions.insert(l.stream_id, l.version).unwrap_or(0);
+        if l.version != prev_version + 1 || again.stream != l.stream_hash {
             d.push(format!(
                 "chain: stream {} version {} does not follow from the stream's link before it",
                 l.stream_id, l.version
             ));
         }
-        stream_heads.insert(l.stream_id, (l.version, l.stream_hash));
+        // Go on from the link as stored, so that one bad link is named once.
+        relinked.set_head(l.seq, l.log_hash);
+        relinked.knows(l.stream_id, l.stream_hash);
     }
 
     // What the store gives, linked in its own order, for the checkpoints.
-    let mut store_heads: HashMap<i64, Hash> = HashMap::new();
-    let mut h = chain::GENESIS;
-    for (i, e) in store
+    let mut from_store = Linker::new(0, chain::GENESIS);
+    let store_heads: HashMap<i64, Hash> = store
         .iter()
         .filter(|e| e.position <= checkpoint)
-        .enumerate()
-    {
-        h = chain::link(&h, &chain::event_hash(&e.payload));
-        store_heads.insert(i as i64 + 1, h);
-    }
+        .map(|e| {
+            let l = from_store.link(e.envelope.stream_id, &e.payload);
+            (l.seq, l.log)
+        })
+        .collect();
 
     // The signed checkpoints: made with this installation's key, and
     // matched by the chain and by the store.
+    if signed.is_empty() && !links.is_empty() {
+        d.push("chain: no signed checkpoint covers it (lis.chain.v1 is empty)".into());
+    }
     let by_seq: HashMap<i64, &Link> = links.iter().map(|l| (l.seq, l)).collect();
     for r in signed {
         let Ok(s) = serde_json::from_slice::<SignedCheckpoint>(&r.payload) else {

@@ -47,6 +47,81 @@ pub fn link(prev: &Hash, event: &Hash) -> Hash {
     h.finalize().into()
 }
 
+/// One event's place in the chains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linked {
+    /// Its sequence number in the log chain, from 1.
+    pub seq: i64,
+    /// The event's own hash.
+    pub event: Hash,
+    /// Its stream's chain after it.
+    pub stream: Hash,
+    /// The log chain after it.
+    pub log: Hash,
+}
+
+/// Links events into the log chain and into their streams' chains.
+#[derive(Debug, Clone)]
+pub struct Linker {
+    seq: i64,
+    head: Hash,
+    streams: std::collections::HashMap<uuid::Uuid, Hash>,
+}
+
+impl Linker {
+    /// A chain holding `seq` events, whose hash after the last is `head`
+    /// (`0` and [`GENESIS`] for an empty one).
+    pub fn new(seq: i64, head: Hash) -> Self {
+        Linker {
+            seq,
+            head,
+            streams: Default::default(),
+        }
+    }
+
+    /// How many events the log chain holds, and its hash.
+    pub fn head(&self) -> (i64, Hash) {
+        (self.seq, self.head)
+    }
+
+    /// Goes on from another head (a verifier following a stored chain).
+    pub fn set_head(&mut self, seq: i64, head: Hash) {
+        self.seq = seq;
+        self.head = head;
+    }
+
+    /// Tells the linker where `stream`'s chain stands (a stream it has not
+    /// linked or been told of starts at [`GENESIS`]).
+    pub fn knows(&mut self, stream: uuid::Uuid, hash: Hash) {
+        self.streams.insert(stream, hash);
+    }
+
+    /// Forgets the streams' chains (the relay reloads those of each batch).
+    pub fn forget_streams(&mut self) {
+        self.streams.clear();
+    }
+
+    /// Links the event of `stream` whose hash is `event`.
+    pub fn link_hash(&mut self, stream: uuid::Uuid, event: Hash) -> Linked {
+        let prev = self.streams.get(&stream).copied().unwrap_or(GENESIS);
+        let stream_hash = link(&prev, &event);
+        self.streams.insert(stream, stream_hash);
+        self.seq += 1;
+        self.head = link(&self.head, &event);
+        Linked {
+            seq: self.seq,
+            event,
+            stream: stream_hash,
+            log: self.head,
+        }
+    }
+
+    /// Links the event of `stream` whose published body is `payload`.
+    pub fn link(&mut self, stream: uuid::Uuid, payload: &[u8]) -> Linked {
+        self.link_hash(stream, event_hash(payload))
+    }
+}
+
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -197,6 +272,21 @@ mod tests {
         let mut rehashed = signed;
         rehashed.checkpoint.log_hash = hex(&GENESIS);
         assert!(!key.public().verifies(&rehashed));
+    }
+
+    #[test]
+    fn the_linker_chains_the_log_and_each_stream() {
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let mut l = Linker::new(0, GENESIS);
+        let first = l.link(a, b"1");
+        let other = l.link(b, b"2");
+        let second = l.link(a, b"3");
+        assert_eq!((first.seq, other.seq, second.seq), (1, 2, 3));
+        assert_eq!(first.stream, link(&GENESIS, &event_hash(b"1")));
+        assert_eq!(second.stream, link(&first.stream, &event_hash(b"3")));
+        assert_eq!(other.stream, link(&GENESIS, &event_hash(b"2")));
+        assert_eq!(second.log, link(&other.log, &event_hash(b"3")));
+        assert_eq!(l.head(), (3, second.log));
     }
 
     #[test]

@@ -77,8 +77,23 @@ pub fn create(path: &Path, kind: KeyKind) -> std::io::Result<bool> {
     }
     let mut key = vec![0u8; kind.len];
     rand::thread_rng().fill_bytes(&mut key);
-    write_private(path, STANDARD.encode(key).as_bytes())?;
-    Ok(true)
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // create_new: of two processes creating the key at once, one writes it
+    // and the other keeps it (a second key would replace the first).
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut f) => {
+            f.write_all(STANDARD.encode(key).as_bytes())?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes a file readable and writable only by its owner.

@@ -4,6 +4,8 @@
 //! - [`config`]: typed configuration from `LIS_*` environment variables.
 //! - [`db`]: Postgres pools (write side and read side) and migrations.
 //! - [`kafka`]: topic names, partitioning, producer/consumer settings.
+//! - [`offsets`]: Kafka offsets kept in Postgres, and consumers assigned
+//!   from them.
 //! - [`envelope`]: the published event envelope and its CloudEvents headers.
 //! - [`problem`]: the one HTTP error type, rendered as problem+json.
 //! - [`fields`]: JSON body field extraction that names every bad field.
@@ -30,6 +32,7 @@ pub mod fields;
 pub mod kafka;
 pub mod keyfile;
 pub mod metrics;
+pub mod offsets;
 pub mod order_view;
 pub mod problem;
 pub mod pseudonym;

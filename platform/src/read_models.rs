@@ -49,14 +49,21 @@ pub async fn active(write: &Pool, default: &str) -> Result<String, DbError> {
     Ok(row.map_or_else(|| default.to_string(), |r| r.get(0)))
 }
 
-/// The schemas the projectors keep current: the active one (or `default`)
-/// and a rebuilt one waiting for readers to switch to it.
+/// How long the projectors keep a copy current after readers were told to
+/// leave it: every query API process switches within this.
+pub const OLD_KEPT_CURRENT: Duration = Duration::from_secs(30);
+
+/// The schemas the projectors keep current: the active one (or `default`),
+/// a rebuilt one waiting for readers to switch to it, and one readers were
+/// told to leave less than [`OLD_KEPT_CURRENT`] ago (some may still read it).
 pub async fn projected(write: &Pool, default: &str) -> Result<Vec<String>, DbError> {
     let db = write.get().await?;
+    let kept = OLD_KEPT_CURRENT.as_secs_f64();
     let rows = db
         .query(
-            "SELECT name, state FROM read_schemas WHERE state IN ('active', 'ready') ORDER BY state",
-            &[],
+            "SELECT name, state FROM read_schemas WHERE state IN ('active', 'ready') \
+             OR (state = 'old' AND switched_at > now() - make_interval(secs => $1)) ORDER BY state",
+            &[&kept],
         )
         .await?;
     let mut out: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
@@ -66,24 +73,12 @@ pub async fn projected(write: &Pool, default: &str) -> Result<Vec<String>, DbErr
     Ok(out)
 }
 
-/// The Kafka offsets a copy of the read models has applied.
-async fn applied(pool: &Pool) -> Result<std::collections::HashMap<(String, i32), i64>, DbError> {
-    let db = pool.get().await?;
-    Ok(db
-        .query(
-            "SELECT topic, partition, next_offset FROM consumer_offsets",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-        .collect())
-}
-
 /// Whether the copy behind `new` has applied everything the one behind
 /// `old` has.
 pub async fn holds_all_of(new: &Pool, old: &Pool) -> Result<bool, DbError> {
-    let (n, o) = (applied(new).await?, applied(old).await?);
+    use crate::offsets::{load, Owner};
+    let n = load(&new.get().await?, Owner::ReadModels).await?;
+    let o = load(&old.get().await?, Owner::ReadModels).await?;
     Ok(o.iter().all(|(k, v)| n.get(k).is_some_and(|x| x >= v)))
 }
 
@@ -132,21 +127,22 @@ impl ReadModels {
                     let c = current.read().expect("lock");
                     (c.schema.clone(), c.pool.clone())
                 };
-                if now != was {
-                    let Ok(pool) = crate::db::pool(&url, &now, size) else {
-                        continue;
-                    };
-                    // Never show a partner something older than it just saw:
-                    // switch once the new copy holds what the old one does.
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                    while !matches!(holds_all_of(&pool, &old_pool).await, Ok(true))
-                        && tokio::time::Instant::now() < deadline
-                    {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    tracing::info!(from = %was, to = %now, "readers switched to another copy of the read models");
-                    *current.write().expect("lock") = Current { schema: now, pool };
+                if now == was {
+                    continue;
                 }
+                let Ok(pool) = crate::db::pool(&url, &now, size) else {
+                    continue;
+                };
+                // Never show a partner something older than it just saw:
+                // switch only once the new copy holds what the old one does
+                // (the projectors keep the old copy current for a while
+                // after the switch, see `projected`); until then, look again
+                // at the next tick.
+                if !matches!(holds_all_of(&pool, &old_pool).await, Ok(true)) {
+                    continue;
+                }
+                tracing::info!(from = %was, to = %now, "readers switched to another copy of the read models");
+                *current.write().expect("lock") = Current { schema: now, pool };
             }
         });
         Ok(me)

@@ -24,12 +24,11 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use platform::config::Config;
-use platform::db::Cached;
 use platform::envelope::Envelope;
 use platform::kafka::Topic;
+use platform::offsets::{self, Offsets, Owner};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{Offset, TopicPartitionList};
 
 pub mod apply;
 pub mod history;
@@ -38,41 +37,14 @@ pub mod history;
 const BATCH: usize = 500;
 
 /// The next offset of every partition, as stored with the rows it produced.
-async fn stored_offsets(read: &Pool) -> anyhow::Result<HashMap<(String, i32), i64>> {
-    Ok(read
-        .get()
-        .await?
-        .query(
-            "SELECT topic, partition, next_offset FROM consumer_offsets",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-        .collect())
+async fn stored_offsets(read: &Pool) -> anyhow::Result<Offsets> {
+    Ok(offsets::load(&read.get().await?, Owner::ReadModels).await?)
 }
 
-fn consumer(cfg: &Config, read: &Pool) -> impl Future<Output = anyhow::Result<StreamConsumer>> {
-    let cfg = cfg.clone();
-    let read = read.clone();
-    async move {
-        let consumer: StreamConsumer =
-            platform::kafka::consumer_config(&cfg, &format!("lis-projector-{}", cfg.read_schema))
-                .create()?;
-        let stored = stored_offsets(&read).await?;
-        let mut tpl = TopicPartitionList::new();
-        for topic in Topic::ALL {
-            let name = topic.name(&cfg.topic_prefix);
-            for p in 0..topic.partitions(&cfg) {
-                let offset = stored
-                    .get(&(name.clone(), p))
-                    .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-                tpl.add_partition_offset(&name, p, offset)?;
-            }
-        }
-        consumer.assign(&tpl)?;
-        Ok(consumer)
-    }
+async fn consumer(cfg: &Config, read: &Pool) -> anyhow::Result<StreamConsumer> {
+    let stored = stored_offsets(read).await?;
+    let group = format!("lis-projector-{}", cfg.read_schema);
+    offsets::assigned_consumer(cfg, &group, &Topic::ALL, &stored)
 }
 
 /// Applies one batch of messages and their offsets in one transaction.
@@ -84,11 +56,9 @@ async fn apply_batch(read: &Pool, batch: &[BorrowedMessage<'_>]) -> anyhow::Resu
     // for the WAL flush.
     tx.batch_execute("SET LOCAL synchronous_commit = off")
         .await?;
-    let mut next: HashMap<(String, i32), i64> = HashMap::new();
     let mut newest = None;
     let mut envelopes = Vec::with_capacity(batch.len());
     for msg in batch {
-        next.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
         let Some(payload) = msg.payload() else {
             continue;
         };
@@ -112,47 +82,13 @@ async fn apply_batch(read: &Pool, batch: &[BorrowedMessage<'_>]) -> anyhow::Resu
     }
     versions.save(&tx).await?;
     history.save(&tx).await?;
-    let (mut topics, mut partitions, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
-    for ((topic, partition), offset) in next {
-        topics.push(topic);
-        partitions.push(partition);
-        offsets.push(offset);
-    }
-    tx.execute_cached(
-        "INSERT INTO consumer_offsets (topic, partition, next_offset) \
-         SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) \
-         ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
-        &[&topics, &partitions, &offsets],
-    )
-    .await?;
+    offsets::store(&tx, Owner::ReadModels, &offsets::after(batch)).await?;
     tx.commit().await?;
     platform::metrics::PROJECTOR_APPLIED.inc_by(batch.len() as u64);
     if let Some(t) = newest {
         platform::metrics::PROJECTOR_LAG.set(platform::metrics::seconds_since(&t));
     }
     Ok(())
-}
-
-/// Receives up to `max` messages: waits for the first, then takes what is
-/// already there.
-async fn next_batch(
-    consumer: &StreamConsumer,
-    wait: Duration,
-    max: usize,
-) -> anyhow::Result<Vec<BorrowedMessage<'_>>> {
-    let mut batch = Vec::new();
-    match tokio::time::timeout(wait, consumer.recv()).await {
-        Err(_) => return Ok(batch),
-        Ok(first) => batch.push(first?),
-    }
-    while batch.len() < max {
-        match tokio::time::timeout(Duration::from_millis(1), consumer.recv()).await {
-            Ok(Ok(m)) => batch.push(m),
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => break,
-        }
-    }
-    Ok(batch)
 }
 
 /// Says so when the database runs without autovacuum: the read models then
@@ -184,7 +120,8 @@ async fn project(cfg: Config, read: Pool) {
             let consumer = consumer(&cfg, &read).await?;
             tracing::info!(schema = %cfg.read_schema, "projector is running");
             loop {
-                let batch = next_batch(&consumer, Duration::from_millis(500), BATCH).await?;
+                let batch =
+                    offsets::next_batch(&consumer, Duration::from_millis(500), BATCH).await?;
                 if !batch.is_empty() {
                     apply_batch(&read, &batch).await?;
                 }
@@ -211,7 +148,7 @@ pub async fn run(cfg: Config, write: Pool, shutdown: impl Future<Output = ()>) {
         match platform::read_models::projected(&write, &cfg.read_schema).await {
             Ok(wanted) => {
                 running.retain(|schema, task| {
-                    let keep = wanted.contains(schema);
+                    let keep = wanted.contains(schema) && !task.is_finished();
                     if !keep {
                         tracing::info!(%schema, "projector stops keeping a copy current");
                         task.abort();
@@ -319,7 +256,7 @@ pub async fn catch_up_to(
         if tokio::time::Instant::now() > deadline {
             anyhow::bail!("catch-up did not reach the end of the log in {timeout:?}");
         }
-        let msgs = next_batch(&consumer, Duration::from_millis(200), batch.max(1)).await?;
+        let msgs = offsets::next_batch(&consumer, Duration::from_millis(200), batch.max(1)).await?;
         if !msgs.is_empty() {
             applied += msgs.len() as u64;
             apply_batch(read, &msgs).await?;

@@ -13,8 +13,6 @@ use std::time::Duration;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use domain::access::Permission;
@@ -30,12 +28,14 @@ use uuid::Uuid;
 
 use crate::conditions::Conditions;
 use crate::patients::{json_response, scope_list};
-use crate::QueryState;
+use crate::{paging, QueryState};
 
 /// Entries written in one statement at most.
 const BATCH: usize = 2000;
 /// Writer tasks: while one commits, the next gathers what arrived meanwhile.
 const WRITERS: usize = 2;
+/// Advisory lock that orders access log commits.
+const ACCESS_LOG_LOCK: i64 = 0x6c69_735f_6163_6365;
 
 /// A logged read endpoint, by its route template (never a raw path or a
 /// query string).
@@ -290,14 +290,21 @@ async fn insert(pool: &Pool, batch: &[Pending]) -> anyhow::Result<()> {
             status.push(p.status);
         }
     }
-    let db = pool.get().await?;
-    db.execute_cached(
+    let mut db = pool.get().await?;
+    let tx = db.transaction().await?;
+    // Entries take their ids in commit order (one writer at a time, across
+    // processes), so paging by id never passes over an entry that commits
+    // later with a smaller id.
+    tx.execute_cached("SELECT pg_advisory_xact_lock($1)", &[&ACCESS_LOG_LOCK])
+        .await?;
+    tx.execute_cached(
         "INSERT INTO access_log (at, partner_id, record_type, record_id, client_id, location_id, endpoint, status) \
          SELECT * FROM unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], \
          $6::text[], $7::text[], $8::int2[])",
         &[&at, &partner, &kind, &record, &client, &location, &endpoint, &status],
     )
     .await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -392,7 +399,7 @@ fn parse_filters(query: Option<&str>) -> Result<Filters, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
         .map_err(|_| ApiError::malformed("The query string is malformed."))?;
     let mut f = Filters {
-        limit: 50,
+        limit: paging::DEFAULT_LIMIT,
         ..Filters::default()
     };
     let mut errors = Vec::new();
@@ -425,14 +432,7 @@ fn parse_filters(query: Option<&str>) -> Result<Filters, ApiError> {
                 Some(t) => f.until = Some(t),
                 None => errors.push(bad("invalid", "must be an RFC 3339 timestamp")),
             },
-            "limit" => match value.parse::<i64>() {
-                Ok(n) if (1..=500).contains(&n) => f.limit = n,
-                _ => errors.push(bad("out_of_range", "must be an integer from 1 to 500")),
-            },
-            "cursor" => match decode_cursor(&value) {
-                Some(id) => f.after = Some(id),
-                None => errors.push(bad("invalid", "not a cursor this API issued")),
-            },
+            _ if paging::param(&name, &value, &mut f.limit, &mut f.after, &mut errors) => {}
             _ => errors.push(bad("unknown_field", "this filter is not recognised")),
         }
     }
@@ -441,15 +441,6 @@ fn parse_filters(query: Option<&str>) -> Result<Filters, ApiError> {
     } else {
         Err(ApiError::unprocessable(errors))
     }
-}
-
-fn encode_cursor(id: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("a{id}"))
-}
-
-fn decode_cursor(s: &str) -> Option<i64> {
-    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
-    raw.strip_prefix('a')?.parse().ok()
 }
 
 /// `GET /v1/access-log`.
@@ -521,7 +512,7 @@ pub async fn list(
             .collect();
         let next_cursor = if more {
             rows.get(f.limit as usize - 1)
-                .map(|r| encode_cursor(r.get(0)))
+                .map(|r| paging::encode(&r.get::<_, i64>(0)))
         } else {
             None
         };

@@ -5,8 +5,6 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use domain::access::Permission;
 use domain::event::StreamKind;
@@ -21,7 +19,7 @@ use uuid::Uuid;
 
 use crate::access_log::{Access, Endpoint};
 use crate::patients::{json_response, prepare};
-use crate::QueryState;
+use crate::{paging, QueryState};
 
 /// One thing an event changed.
 #[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -109,20 +107,11 @@ pub(crate) async fn find_in_scope(
     Ok(id)
 }
 
-fn encode_cursor(version: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("h{version}"))
-}
-
-fn decode_cursor(s: &str) -> Option<i64> {
-    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
-    raw.strip_prefix('h')?.parse().ok()
-}
-
 /// Reads `limit` and `cursor`, naming every bad parameter.
 fn parse_page(query: Option<&str>) -> Result<(i64, i64), ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
         .map_err(|_| ApiError::malformed("The query string is malformed."))?;
-    let (mut limit, mut after) = (50, 0);
+    let (mut limit, mut after) = (paging::DEFAULT_LIMIT, None);
     let mut errors = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (name, value) in pairs {
@@ -132,34 +121,16 @@ fn parse_page(query: Option<&str>) -> Result<(i64, i64), ApiError> {
                 "repeated",
                 "give this parameter once",
             ));
-            continue;
-        }
-        match name.as_str() {
-            "limit" => match value.parse::<i64>() {
-                Ok(n) if (1..=500).contains(&n) => limit = n,
-                _ => errors.push(FieldError::new(
-                    name,
-                    "out_of_range",
-                    "must be an integer from 1 to 500",
-                )),
-            },
-            "cursor" => match decode_cursor(&value) {
-                Some(v) => after = v,
-                None => errors.push(FieldError::new(
-                    name,
-                    "invalid",
-                    "not a cursor this API issued",
-                )),
-            },
-            _ => errors.push(FieldError::new(
+        } else if !paging::param(&name, &value, &mut limit, &mut after, &mut errors) {
+            errors.push(FieldError::new(
                 name,
                 "unknown_field",
                 "this parameter is not recognised",
-            )),
+            ));
         }
     }
     if errors.is_empty() {
-        Ok((limit, after))
+        Ok((limit, after.unwrap_or(0)))
     } else {
         Err(ApiError::unprocessable(errors))
     }
@@ -193,8 +164,11 @@ async fn history(
         _ => Permission::TestsRead,
     };
     let result = async {
-        let caller = prepare(&app, &headers, &[Permission::AuditRead, read], &mut access).await?;
-        let id = find_in_scope(&app, &caller, &mut access, &id).await?;
+        let prepared =
+            prepare(&app, &headers, &[Permission::AuditRead, read], &mut access).await?;
+        let caller = &prepared.caller;
+        let id = find_in_scope(&app, caller, &mut access, &id).await?;
+        prepared.validated()?;
         let (limit, after) = parse_page(query.as_deref())?;
         let db = app.read().get().await?;
         let rows = db
@@ -207,7 +181,7 @@ async fn history(
         let more = rows.len() as i64 > limit;
         let mut items = Vec::with_capacity(rows.len());
         for r in rows.iter().take(limit as usize) {
-            let (actor, idempotency_key) = shown_actor(&caller, r.get(4), r.get(6));
+            let (actor, idempotency_key) = shown_actor(caller, r.get(4), r.get(6));
             items.push(HistoryEntry {
                 event_id: r.get(0),
                 event_type: r.get(1),
@@ -221,7 +195,7 @@ async fn history(
             });
         }
         let next_cursor = if more {
-            items.last().map(|e| encode_cursor(e.version))
+            items.last().map(|e| paging::encode(&e.version))
         } else {
             None
         };
@@ -358,12 +332,14 @@ pub(crate) async fn as_of(
 ) -> Response {
     let mut access = Access::naming(endpoint, &id);
     let result = async {
-        let caller = prepare(&app, &headers, &[Permission::AuditRead], &mut access).await?;
-        let id = find_in_scope(&app, &caller, &mut access, &id).await?;
+        let prepared = prepare(&app, &headers, &[Permission::AuditRead], &mut access).await?;
+        let caller = &prepared.caller;
+        let id = find_in_scope(&app, caller, &mut access, &id).await?;
+        prepared.validated()?;
         let at = parse_as_of(&raw)?;
         let db = app.read().get().await?;
         let mut state = state_at(&db, id, &at).await?.ok_or(ApiError::NotFound)?;
-        if !in_scope(&caller, &state) {
+        if !in_scope(caller, &state) {
             return Err(ApiError::NotFound);
         }
         match endpoint.record_kind() {
@@ -385,8 +361,10 @@ pub(crate) async fn as_of(
                     Some(p) => state_at(&db, p, &at).await?,
                     None => None,
                 };
+                // As on a current read: only for a caller that may read the
+                // patient itself.
                 state["patient"] = match patient {
-                    Some(p) if in_scope(&caller, &p) => json!({
+                    Some(p) if caller.has(Permission::PatientsRead) && in_scope(caller, &p) => json!({
                         "firstName": p["firstName"],
                         "lastName": p["lastName"],
                         "dateOfBirth": p["dateOfBirth"],

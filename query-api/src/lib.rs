@@ -28,6 +28,7 @@ pub mod access_log;
 mod conditions;
 pub mod history;
 pub mod orders;
+mod paging;
 pub mod patients;
 
 /// What every read handler needs.

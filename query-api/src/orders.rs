@@ -23,11 +23,9 @@ use uuid::Uuid;
 
 use crate::access_log::{Access, Endpoint};
 use crate::conditions::Conditions;
-use crate::history;
-use crate::patients::{
-    decode_cursor, encode_cursor, json_response, prepare, scope_list, search_body,
-};
+use crate::patients::{json_response, prepare, scope_list, search_body};
 use crate::QueryState;
+use crate::{history, paging};
 
 const COLUMNS: &str = "o.order_id, o.patient_id, o.client_id, o.location_id, o.accession_number, \
      o.external_order_id, o.tests, o.specimen, o.priority, o.status, o.results, o.cancel_reason, o.version, \
@@ -112,7 +110,8 @@ pub async fn get_one(
     }
     let mut access = Access::naming(Endpoint::GetOrder, &id);
     let result = async {
-        let caller = prepare(&app, &headers, &[Permission::TestsRead], &mut access).await?;
+        let prepared = prepare(&app, &headers, &[Permission::TestsRead], &mut access).await?;
+        let caller = &prepared.caller;
         let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
         let db = app.read().get().await?;
         let row = db
@@ -122,11 +121,12 @@ pub async fn get_one(
             )
             .await?
             .ok_or(ApiError::NotFound)?;
-        let view = view_of(&caller, &row)?;
+        let view = view_of(caller, &row)?;
         access.found(&view.client_id, &view.location_id);
         if !caller.sees(&view.client_id, &view.location_id) {
             return Err(ApiError::NotFound);
         }
+        prepared.validated()?;
         Ok(json_response(StatusCode::OK, &view, Some(view.etag())))
     }
     .await;
@@ -356,7 +356,7 @@ pub const FILTERS: [&str; 9] = [
 
 fn parse_filters(raw: Vec<(String, String)>) -> Result<Filters, Vec<FieldError>> {
     let mut f = Filters {
-        limit: 50,
+        limit: paging::DEFAULT_LIMIT,
         ..Filters::default()
     };
     let mut errors = Vec::new();
@@ -387,14 +387,7 @@ fn parse_filters(raw: Vec<(String, String)>) -> Result<Filters, Vec<FieldError>>
                 Ok(t) => f.updated_since = Some(t.with_timezone(&Utc)),
                 Err(_) => errors.push(bad("invalid", "must be an RFC 3339 timestamp")),
             },
-            "limit" => match value.parse::<i64>() {
-                Ok(n) if (1..=500).contains(&n) => f.limit = n,
-                _ => errors.push(bad("out_of_range", "must be an integer from 1 to 500")),
-            },
-            "cursor" => match decode_cursor(&value) {
-                Some(c) => f.cursor = Some(c),
-                None => errors.push(bad("invalid", "not a cursor this API issued")),
-            },
+            _ if paging::param(&name, &value, &mut f.limit, &mut f.cursor, &mut errors) => {}
             _ => errors.push(bad("unknown_field", "this filter is not recognised")),
         }
     }
@@ -448,7 +441,7 @@ async fn page(
     }
     let next = if more {
         rows.get(f.limit as usize - 1)
-            .map(|r| encode_cursor(&r.get(13), &r.get(0)))
+            .map(|r| paging::encode(&(r.get(13), r.get(0))))
     } else {
         None
     };
@@ -488,7 +481,9 @@ pub async fn list(
 ) -> Response {
     let mut access = Access::new(Endpoint::ListOrders);
     let result = async {
-        let caller = prepare(&app, &headers, &[Permission::TestsRead], &mut access).await?;
+        let prepared = prepare(&app, &headers, &[Permission::TestsRead], &mut access).await?;
+        prepared.validated()?;
+        let caller = prepared.caller;
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
                 .map_err(|_| ApiError::malformed("The query string is malformed."))?;
@@ -526,7 +521,9 @@ pub async fn search(
 ) -> Response {
     let mut access = Access::new(Endpoint::SearchOrders);
     let result = async {
-        let caller = prepare(&app, &headers, &[Permission::TestsRead], &mut access).await?;
+        let prepared = prepare(&app, &headers, &[Permission::TestsRead], &mut access).await?;
+        prepared.validated()?;
+        let caller = prepared.caller;
         let names: Vec<&str> = FILTERS.iter().copied().filter(|n| *n != "limit").collect();
         let (raw, mut errors) = search_body(&headers, body, &names)?;
         let filters = match parse_filters(raw) {

@@ -5,8 +5,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::access::{IdSet, Permission};
 use domain::patient::{Address, Sex};
@@ -24,7 +22,7 @@ use uuid::Uuid;
 
 use crate::access_log::{Access, Endpoint};
 use crate::conditions::Conditions;
-use crate::{history, QueryState};
+use crate::{history, paging, QueryState};
 
 const COLUMNS: &str =
     "p.patient_id, p.external_patient_id, p.client_id, p.location_id, p.first_name, \
@@ -60,14 +58,39 @@ fn view_of(r: &tokio_postgres::Row) -> Result<PatientView, ApiError> {
     })
 }
 
+/// An authenticated, permitted read, with what is left to check of its
+/// request once its record is found.
+pub(crate) struct Prepared {
+    /// The caller.
+    pub caller: Caller,
+    /// The `Consistency-Token` header was not one this API issued.
+    bad_token: bool,
+}
+
+impl Prepared {
+    /// The request's own validation, which the contract puts after the
+    /// record's scope (a bad token on a missing record is a 404).
+    pub fn validated(&self) -> Result<(), ApiError> {
+        if self.bad_token {
+            return Err(ApiError::unprocessable(vec![FieldError::new(
+                "Consistency-Token",
+                "invalid",
+                "not a token this API issued",
+            )]));
+        }
+        Ok(())
+    }
+}
+
 /// Authenticates (noting the caller in the access log entry), checks that
-/// the caller holds one of `permissions`, and waits for a consistency token.
+/// the caller holds one of `permissions`, and waits for a consistency
+/// token; a malformed token is refused by [`Prepared::validated`].
 pub(crate) async fn prepare(
     app: &QueryState,
     headers: &HeaderMap,
     permissions: &[Permission],
     access: &mut Access,
-) -> Result<Caller, ApiError> {
+) -> Result<Prepared, ApiError> {
     let caller = authenticate(headers, &app.keys, &app.write).await?;
     access.caller(&caller);
     if !permissions.iter().any(|p| caller.has(*p)) {
@@ -85,21 +108,16 @@ pub(crate) async fn prepare(
             names.join(" or ")
         )));
     }
+    let mut bad_token = false;
     if let Some(raw) = headers.get(consistency::HEADER) {
-        let token = raw
-            .to_str()
-            .ok()
-            .and_then(ConsistencyToken::decode)
-            .ok_or_else(|| {
-                ApiError::unprocessable(vec![FieldError::new(
-                    "Consistency-Token",
-                    "invalid",
-                    "not a token this API issued",
-                )])
-            })?;
-        consistency::wait_for(&app.read(), &token, app.cfg.consistency_wait).await?;
+        match raw.to_str().ok().and_then(ConsistencyToken::decode) {
+            Some(token) => {
+                consistency::wait_for(&app.read(), &token, app.cfg.consistency_wait).await?
+            }
+            None => bad_token = true,
+        }
     }
-    Ok(caller)
+    Ok(Prepared { caller, bad_token })
 }
 
 pub(crate) fn json_response(
@@ -155,7 +173,7 @@ pub async fn get_one(
     }
     let mut access = Access::naming(Endpoint::GetPatient, &id);
     let result = async {
-        let caller = prepare(&app, &headers, &[Permission::PatientsRead], &mut access).await?;
+        let prepared = prepare(&app, &headers, &[Permission::PatientsRead], &mut access).await?;
         let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
         let db = app.read().get().await?;
         let row = db
@@ -167,9 +185,10 @@ pub async fn get_one(
             .ok_or(ApiError::NotFound)?;
         let view = view_of(&row)?;
         access.found(&view.client_id, &view.location_id);
-        if !caller.sees(&view.client_id, &view.location_id) {
+        if !prepared.caller.sees(&view.client_id, &view.location_id) {
             return Err(ApiError::NotFound);
         }
+        prepared.validated()?;
         Ok(json_response(StatusCode::OK, &view, Some(view.etag())))
     }
     .await;
@@ -271,23 +290,10 @@ pub struct PatientPage {
     pub next_cursor: Option<String>,
 }
 
-pub(crate) fn decode_cursor(s: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
-    let (micros, id) = raw.split_once('/')?;
-    Some((
-        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        id.parse().ok()?,
-    ))
-}
-
-pub(crate) fn encode_cursor(t: &DateTime<Utc>, id: &Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}/{id}", t.timestamp_micros()))
-}
-
 /// Checks every filter value, naming each bad one.
 fn parse_filters(raw: Vec<(String, Option<String>)>) -> Result<Filters, ApiError> {
     let mut f = Filters {
-        limit: 50,
+        limit: paging::DEFAULT_LIMIT,
         ..Filters::default()
     };
     let mut errors = Vec::new();
@@ -320,14 +326,7 @@ fn parse_filters(raw: Vec<(String, Option<String>)>) -> Result<Filters, ApiError
                 Ok(t) => f.updated_since = Some(t.with_timezone(&Utc)),
                 Err(_) => errors.push(bad("invalid", "must be an RFC 3339 timestamp")),
             },
-            "limit" => match value.parse::<i64>() {
-                Ok(n) if (1..=500).contains(&n) => f.limit = n,
-                _ => errors.push(bad("out_of_range", "must be an integer from 1 to 500")),
-            },
-            "cursor" => match decode_cursor(&value) {
-                Some(c) => f.cursor = Some(c),
-                None => errors.push(bad("invalid", "not a cursor this API issued")),
-            },
+            _ if paging::param(&name, &value, &mut f.limit, &mut f.cursor, &mut errors) => {}
             _ => errors.push(bad("unknown_field", "this filter is not recognised")),
         }
     }
@@ -388,7 +387,7 @@ async fn page(
     }
     let next = if more {
         rows.get(f.limit as usize - 1)
-            .map(|r| encode_cursor(&r.get(12), &r.get(0)))
+            .map(|r| paging::encode(&(r.get(12), r.get(0))))
     } else {
         None
     };
@@ -432,7 +431,9 @@ pub async fn list(
 ) -> Response {
     let mut access = Access::new(Endpoint::ListPatients);
     let result = async {
-        let caller = prepare(&app, &headers, &[Permission::PatientsRead], &mut access).await?;
+        let prepared = prepare(&app, &headers, &[Permission::PatientsRead], &mut access).await?;
+        prepared.validated()?;
+        let caller = prepared.caller;
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
                 .map_err(|_| ApiError::malformed("The query string is malformed."))?;
@@ -471,7 +472,9 @@ pub async fn search(
 ) -> Response {
     let mut access = Access::new(Endpoint::SearchPatients);
     let result = async {
-        let caller = prepare(&app, &headers, &[Permission::PatientsRead], &mut access).await?;
+        let prepared = prepare(&app, &headers, &[Permission::PatientsRead], &mut access).await?;
+        prepared.validated()?;
+        let caller = prepared.caller;
         let (raw, mut errors) = search_body(
             &headers,
             body,

@@ -127,7 +127,7 @@ async fn no_personal_field_reaches_the_analytics_stream() {
             json!({"patientID": pid, "clientID": "C1", "locationID": "L1",
                    "accessionNumber": format!("ZQACC{i}"), "externalOrderID": format!("ZQEXTORDER{i}"),
                    "tests": [{"code": "CBC"}, {"code": "COVID19"}],
-                   "specimen": {"type": "whole blood", "collectedAt": "2026-11-20T08:31:07Z"},
+                   "specimen": {"type": "Zqspecimen of J. Zqdoe", "collectedAt": "2026-11-20T08:31:07Z"},
                    "priority": "routine"}),
         )
         .await;
@@ -167,6 +167,15 @@ async fn no_personal_field_reaches_the_analytics_stream() {
         "ZQKEYRESULTS",
         json!({"results": [{"code": "HGB", "value": "11.2", "unit": "g/dL"},
                            {"code": "SARSCOV2", "value": "Zqfreetext result"}]}),
+    )
+    .await;
+    // A text result that looks like a number (a phone number typed in).
+    post(
+        &s,
+        &lab_token,
+        &format!("/v1/orders/{o1}/results"),
+        "ZQKEYRESULTS2",
+        json!({"results": [{"code": "SARSCOV2", "value": "5551239876"}]}),
     )
     .await;
     post(
@@ -209,7 +218,11 @@ async fn no_personal_field_reaches_the_analytics_stream() {
 
     // The publisher runs as its own process and is killed mid-stream.
     let mut p = s.spawn_process("analytics,query-api").await;
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while analytics(&s).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "nothing published");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     p.kill9();
     let p2 = s.spawn_process("analytics,query-api").await;
     let recs = wait_all(&s, ids.len()).await;
@@ -221,6 +234,7 @@ async fn no_personal_field_reaches_the_analytics_stream() {
         "zq".into(),
         "ZQ".into(),
         "5559876543".into(),
+        "5551239876".into(),
         "5550001234".into(),
         "1931-05".into(),
         "05-17".into(),

@@ -26,11 +26,18 @@ async fn bad_input_is_refused_with_a_problem_and_writes_nothing() {
     // The fixture: one patient of C1 at L1 to patch.
     let r = s.create_patient(&token, &patient_body("MRN-FIXTURE")).await;
     assert_eq!(r.status(), 201, "fixture patient");
+    let fixture_ct = tests::header(&r, "consistency-token");
     let id = r.json::<Value>().await.unwrap()["patientID"]
         .as_str()
         .unwrap()
         .to_string();
     let one = format!("/v1/patients/{id}");
+    // Readable before the rows below run: a read with a malformed token is
+    // refused only once its record is found (404 comes before 422).
+    assert_eq!(
+        s.get_consistent(&token, &one, &fixture_ct).await.status(),
+        200
+    );
     let missing = format!("/v1/patients/{}", uuid::Uuid::new_v4());
     let future = (chrono::Utc::now().date_naive() + chrono::Days::new(2))
         .format("%Y-%m-%d")
@@ -835,6 +842,15 @@ async fn bad_input_is_refused_with_a_problem_and_writes_nothing() {
             M::GET,
             &missing,
             vec![],
+            "",
+            404,
+            None,
+        ),
+        row(
+            "get: malformed Consistency-Token, no such record",
+            M::GET,
+            &missing,
+            vec![("consistency-token", "garbage!".into())],
             "",
             404,
             None,

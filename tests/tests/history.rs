@@ -303,6 +303,18 @@ async fn as_of_shows_a_record_as_it_stood_at_an_instant() {
     assert_eq!(then["version"], 1);
     assert_eq!(then["patient"]["firstName"], "Augusta");
     assert_eq!(then["patient"]["lastName"], "Lovelace");
+    // Only a caller that may read the patient itself sees its details.
+    let audit_only = s.partner("audit:read", "*", "*").await;
+    let audit_only = s.token(&audit_only).await;
+    let bare = read(
+        &s,
+        &audit_only,
+        &format!("/v1/orders/{order}?asOf={}", rfc3339(placed)),
+        &ct,
+    )
+    .await;
+    assert_eq!(bare["patient"], Value::Null);
+    assert_eq!(bare["version"], 1);
     let oh = read(
         &s,
         &audit_token,

@@ -243,15 +243,15 @@ async fn replay_rebuilds_beside_the_live_copy_resumes_and_switches_readers() {
     // The old copy goes only when asked.
     let out = replay(&cfg, &["--drop-old"]).output().unwrap();
     assert!(out.status.success());
-    let old_exists: Option<String> = one(
-        &db,
-        &format!(
-            "SELECT nspname::text FROM pg_namespace WHERE nspname = '{}'",
-            cfg.read_schema
-        ),
-    )
-    .await;
-    assert_eq!(old_exists, None);
+    let old_exists: bool = db
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[&cfg.read_schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!old_exists, "the old copy's schema is gone");
     assert_eq!(
         one::<i64>(&db, "SELECT count(*) FROM read_schemas").await,
         Some(1)

@@ -323,6 +323,11 @@ fn published_schema_versions_stay_compatible() {
         git(&["rev-parse", "--git-dir"]).is_some(),
         "the compatibility check reads the schemas' history: run it in a git checkout"
     );
+    assert_eq!(
+        git(&["rev-parse", "--is-shallow-repository"]).as_deref().map(str::trim),
+        Some("false"),
+        "the compatibility check needs the whole history (a shallow clone hides the first versions)"
+    );
     let mut failures = Vec::new();
     let mut compared = 0;
     for rel in schema_files() {

@@ -61,29 +61,21 @@ async fn rewrite_chain(db: &tokio_postgres::Client) {
         .map(|r| Stored::from_row(r).unwrap())
         .collect();
     db.batch_execute("DELETE FROM event_chain").await.unwrap();
-    let mut head = chain::GENESIS;
-    let mut streams = std::collections::HashMap::new();
-    for (i, e) in store.iter().enumerate() {
-        let h = chain::event_hash(&e.payload);
-        head = chain::link(&head, &h);
-        let prev = streams
-            .get(&e.envelope.stream_id)
-            .copied()
-            .unwrap_or(chain::GENESIS);
-        let sh = chain::link(&prev, &h);
-        streams.insert(e.envelope.stream_id, sh);
+    let mut linker = chain::Linker::new(0, chain::GENESIS);
+    for e in &store {
+        let l = linker.link(e.envelope.stream_id, &e.payload);
         db.execute(
             "INSERT INTO event_chain (seq, position, event_id, stream_id, version, event_hash, stream_hash, log_hash) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
-                &(i as i64 + 1),
+                &l.seq,
                 &e.position.position,
                 &e.envelope.event_id,
                 &e.envelope.stream_id,
                 &e.envelope.version,
-                &h.to_vec(),
-                &sh.to_vec(),
-                &head.to_vec(),
+                &l.event.to_vec(),
+                &l.stream.to_vec(),
+                &l.log.to_vec(),
             ],
         )
         .await

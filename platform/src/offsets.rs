@@ -1,0 +1,143 @@
+//! Kafka offsets kept in Postgres beside what they produced: the read
+//! models' (`consumer_offsets`, in each read schema) and the write side's
+//! reactors' (`reactor_offsets`: the mailer, the analytics publisher).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::Config;
+use crate::db::Cached;
+use crate::kafka::Topic;
+
+/// The next offset of each (topic name, partition).
+pub type Offsets = HashMap<(String, i32), i64>;
+
+/// Whose offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner<'a> {
+    /// A copy of the read models (the schema the client's pool is on).
+    ReadModels,
+    /// A reactor of the write side, by name.
+    Reactor(&'a str),
+}
+
+/// The stored offsets of `owner`.
+pub async fn load(
+    db: &(impl Cached + Sync),
+    owner: Owner<'_>,
+) -> Result<Offsets, tokio_postgres::Error> {
+    let rows = match owner {
+        Owner::ReadModels => {
+            db.query_cached(
+                "SELECT topic, partition, next_offset FROM consumer_offsets",
+                &[],
+            )
+            .await?
+        }
+        Owner::Reactor(name) => {
+            db.query_cached(
+                "SELECT topic, partition, next_offset FROM reactor_offsets WHERE reactor = $1",
+                &[&name],
+            )
+            .await?
+        }
+    };
+    Ok(rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect())
+}
+
+/// Stores `next` for `owner` (in the caller's transaction, when it has one).
+pub async fn store(
+    db: &(impl Cached + Sync),
+    owner: Owner<'_>,
+    next: &Offsets,
+) -> Result<(), tokio_postgres::Error> {
+    let (mut topics, mut partitions, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
+    for ((topic, partition), offset) in next {
+        topics.push(topic.as_str());
+        partitions.push(*partition);
+        offsets.push(*offset);
+    }
+    match owner {
+        Owner::ReadModels => {
+            db.execute_cached(
+                "INSERT INTO consumer_offsets (topic, partition, next_offset) \
+                 SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) \
+                 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+                &[&topics, &partitions, &offsets],
+            )
+            .await?
+        }
+        Owner::Reactor(name) => {
+            db.execute_cached(
+                "INSERT INTO reactor_offsets (reactor, topic, partition, next_offset) \
+                 SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[]) \
+                 ON CONFLICT (reactor, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+                &[&name, &topics, &partitions, &offsets],
+            )
+            .await?
+        }
+    };
+    Ok(())
+}
+
+/// A consumer in `group` assigned every partition of `topics`, each from
+/// its offset in `stored`, or from the beginning.
+pub fn assigned_consumer(
+    cfg: &Config,
+    group: &str,
+    topics: &[Topic],
+    stored: &Offsets,
+) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = crate::kafka::consumer_config(cfg, group).create()?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let name = topic.name(&cfg.topic_prefix);
+        for p in 0..topic.partitions(cfg) {
+            let offset = stored
+                .get(&(name.clone(), p))
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            tpl.add_partition_offset(&name, p, offset)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    Ok(consumer)
+}
+
+/// Receives up to `max` messages: waits up to `wait` for the first, then
+/// takes what is already there.
+pub async fn next_batch(
+    consumer: &StreamConsumer,
+    wait: Duration,
+    max: usize,
+) -> anyhow::Result<Vec<BorrowedMessage<'_>>> {
+    let mut batch = Vec::new();
+    match tokio::time::timeout(wait, consumer.recv()).await {
+        Err(_) => return Ok(batch),
+        Ok(first) => batch.push(first?),
+    }
+    while batch.len() < max {
+        match tokio::time::timeout(Duration::from_millis(1), consumer.recv()).await {
+            Ok(Ok(m)) => batch.push(m),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
+}
+
+/// The offset after each message of `batch`, per partition.
+pub fn after(batch: &[BorrowedMessage<'_>]) -> Offsets {
+    use rdkafka::message::Message;
+    let mut next = Offsets::new();
+    for msg in batch {
+        next.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
+    }
+    next
+}
