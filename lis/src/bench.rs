@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// Seed of the data generator.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Run only these sections (repeatable): growth, writes, open-model
+    /// writes, reads, access log, mixed, freshness and lag, relay, replay.
+    #[arg(long, value_name = "SECTION")]
+    pub only: Vec<String>,
 }
 
 /// The bench's own client.
@@ -97,7 +101,7 @@ impl QueryServer {
             &schema,
             platform::db::pool(&cfg.database_url, &schema, 6)?,
         );
-        let mut state = query_api::QueryState::new(cfg.clone(), read, write, keys);
+        let mut state = query_api::QueryState::new(cfg.clone(), read, write, keys)?;
         if !logged {
             state = state.with_access_log(query_api::access_log::AccessLog::off());
         }
@@ -182,6 +186,8 @@ struct Bench {
     plan: Plan,
     report: Report,
     failures: Vec<String>,
+    /// The sections to run (`--only`; all when empty).
+    only: Vec<String>,
 }
 
 /// The pid on the first line of a pid file.
@@ -260,6 +266,10 @@ pub async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (base, watched, notes) = preflight(cfg).await?;
     let write = platform::db::pool(&cfg.database_url, &cfg.write_schema, 8)?;
+    // The copy of the read models readers use (`lis replay` switches it).
+    let mut cfg = cfg.clone();
+    cfg.read_schema = platform::read_models::active(&write, &cfg.read_schema).await?;
+    let cfg = &cfg;
     let read = platform::db::pool(&cfg.database_url, &cfg.read_schema, 8)?;
     let plan = Plan::new(args.quick);
     let run_id = format!(
@@ -339,6 +349,7 @@ pub async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
         plan,
         report,
         failures: Vec::new(),
+        only: args.only.clone(),
     };
     println!(
         "lis bench{}: {} patients stored; report to {}",
@@ -473,10 +484,18 @@ async fn sample_ids(read: &Pool, n: i64) -> anyhow::Result<Arc<Vec<Uuid>>> {
 }
 
 impl Bench {
+    /// Whether the run includes the section `name` (`--only`).
+    fn runs(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == name)
+    }
+
     async fn section<F>(&mut self, name: &str, f: F)
     where
         F: AsyncFnOnce(&mut Bench) -> anyhow::Result<()>,
     {
+        if !self.runs(name) {
+            return;
+        }
         println!("\n== {name}");
         if let Err(e) = f(self).await {
             println!("  FAILED: {e:#}");
@@ -489,6 +508,9 @@ impl Bench {
     where
         F: AsyncFnOnce(&mut Bench) -> anyhow::Result<T>,
     {
+        if !self.runs(name) {
+            return None;
+        }
         println!("\n== {name}");
         match f(self).await {
             Ok(v) => Some(v),

@@ -222,14 +222,26 @@ async fn switch(cfg: &Config, write: &Pool, schema: &str) -> anyhow::Result<Stri
 
 async fn drop_old(cfg: &Config, write: &Pool) -> anyhow::Result<()> {
     let db = write.get().await?;
-    let old: Vec<String> = db
-        .query("SELECT name FROM read_schemas WHERE state = 'old'", &[])
+    // Readers may still be on a copy for a moment after the switch (each
+    // query API process follows within half a second, once the new copy
+    // holds what the old one did), and the projectors keep it current
+    // meanwhile: drop a copy only once that time has passed.
+    let old: Vec<(String, f64)> = db
+        .query(
+            "SELECT name, GREATEST(0, EXTRACT(EPOCH FROM (switched_at + make_interval(secs => $1) - now())))::float8 \
+             FROM read_schemas WHERE state = 'old'",
+            &[&(platform::read_models::OLD_KEPT_CURRENT.as_secs_f64() + 2.0)],
+        )
         .await?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
     let admin = platform::db::connect(&cfg.database_url, "public").await?;
-    for schema in &old {
+    for (schema, wait) in &old {
+        if *wait > 0.0 {
+            println!("replay: readers left {schema} moments ago; dropping it in {wait:.0} s");
+            tokio::time::sleep(Duration::from_secs_f64(*wait)).await;
+        }
         admin
             .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
             .await?;

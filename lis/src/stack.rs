@@ -237,7 +237,7 @@ pub async fn serve(
                 read,
                 write.clone(),
                 keys.clone(),
-            )));
+            )?));
         }
         let app = app.layer(axum::middleware::from_fn(observe));
         tracing::info!(addr = %listener.local_addr()?, "partner API listening");

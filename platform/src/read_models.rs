@@ -51,7 +51,7 @@ pub async fn active(write: &Pool, default: &str) -> Result<String, DbError> {
 
 /// How long the projectors keep a copy current after readers were told to
 /// leave it: every query API process switches within this.
-pub const OLD_KEPT_CURRENT: Duration = Duration::from_secs(30);
+pub const OLD_KEPT_CURRENT: Duration = Duration::from_secs(10);
 
 /// The schemas the projectors keep current: the active one (or `default`),
 /// a rebuilt one waiting for readers to switch to it, and one readers were
@@ -137,8 +137,9 @@ impl ReadModels {
                 // switch only once the new copy holds what the old one does
                 // (the projectors keep the old copy current for a while
                 // after the switch, see `projected`); until then, look again
-                // at the next tick.
-                if !matches!(holds_all_of(&pool, &old_pool).await, Ok(true)) {
+                // at the next tick. An old copy that cannot be read any more
+                // (dropped) holds nothing to compare.
+                if let Ok(false) = holds_all_of(&pool, &old_pool).await {
                     continue;
                 }
                 tracing::info!(from = %was, to = %now, "readers switched to another copy of the read models");

@@ -32,10 +32,9 @@ use crate::{paging, QueryState};
 
 /// Entries written in one statement at most.
 const BATCH: usize = 2000;
-/// Writer tasks: while one commits, the next gathers what arrived meanwhile.
-const WRITERS: usize = 2;
-/// Advisory lock that orders access log commits.
-const ACCESS_LOG_LOCK: i64 = 0x6c69_735f_6163_6365;
+/// Writer tasks: while one commits, the other gathers what arrived
+/// meanwhile (more writers make smaller batches, and more commits).
+const WRITERS: usize = 1;
 
 /// A logged read endpoint, by its route template (never a raw path or a
 /// query string).
@@ -183,15 +182,18 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// Starts the writer tasks on `write` (the pool of the write schema,
-    /// where the log lives). They end when the last handle is dropped.
-    pub fn start(write: Pool) -> AccessLog {
+    /// Starts the writer tasks, each with a connection of its own to the
+    /// write schema (where the log lives) at `url`, so that they never wait
+    /// behind the reads' access checks for one. They end when the last
+    /// handle is dropped.
+    pub fn start(url: &str, write_schema: &str) -> Result<AccessLog, platform::db::DbError> {
+        let pool = platform::db::pool(url, write_schema, WRITERS)?;
         let (queue, rx) = mpsc::channel::<Pending>(16 * BATCH);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..WRITERS {
-            tokio::spawn(writer(write.clone(), rx.clone()));
+            tokio::spawn(writer(pool.clone(), rx.clone()));
         }
-        AccessLog { queue: Some(queue) }
+        Ok(AccessLog { queue: Some(queue) })
     }
 
     /// A log that writes nothing: only `lis bench` builds one, to measure
@@ -290,21 +292,17 @@ async fn insert(pool: &Pool, batch: &[Pending]) -> anyhow::Result<()> {
             status.push(p.status);
         }
     }
-    let mut db = pool.get().await?;
-    let tx = db.transaction().await?;
-    // Entries take their ids in commit order (one writer at a time, across
-    // processes), so paging by id never passes over an entry that commits
-    // later with a smaller id.
-    tx.execute_cached("SELECT pg_advisory_xact_lock($1)", &[&ACCESS_LOG_LOCK])
+    // One statement, committed on its own: one round trip and one WAL
+    // flush for every read that arrived together.
+    pool.get()
+        .await?
+        .execute_cached(
+            "INSERT INTO access_log (at, partner_id, record_type, record_id, client_id, location_id, endpoint, status) \
+             SELECT * FROM unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], \
+             $6::text[], $7::text[], $8::int2[])",
+            &[&at, &partner, &kind, &record, &client, &location, &endpoint, &status],
+        )
         .await?;
-    tx.execute_cached(
-        "INSERT INTO access_log (at, partner_id, record_type, record_id, client_id, location_id, endpoint, status) \
-         SELECT * FROM unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], \
-         $6::text[], $7::text[], $8::int2[])",
-        &[&at, &partner, &kind, &record, &client, &location, &endpoint, &status],
-    )
-    .await?;
-    tx.commit().await?;
     Ok(())
 }
 
@@ -392,7 +390,8 @@ struct Filters {
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
     limit: i64,
-    after: Option<i64>,
+    /// Where the previous page ended: (transaction id, entry number).
+    after: Option<(u64, i64)>,
 }
 
 fn parse_filters(query: Option<&str>) -> Result<Filters, ApiError> {
@@ -479,18 +478,25 @@ pub async fn list(
         let clients = scope_list(&caller.scope.clients);
         let locations = scope_list(&caller.scope.locations);
         let wanted = f.limit + 1;
+        let after_txid = f.after.map(|(txid, _)| txid.to_string());
         let mut w = Conditions::default();
         w.when(&clients, |p| format!("client_id = ANY({p})"))
             .when(&locations, |p| format!("location_id = ANY({p})"))
             .when(&f.record_id, |p| format!("record_id = {p}"))
             .when(&f.partner_id, |p| format!("partner_id = {p}"))
             .when(&f.since, |p| format!("at >= {p}"))
-            .when(&f.until, |p| format!("at < {p}"))
-            .when(&f.after, |p| format!("id > {p}"));
+            .when(&f.until, |p| format!("at < {p}"));
+        if let (Some(txid), Some((_, id))) = (&after_txid, &f.after) {
+            let (t, i) = (w.bind(txid), w.bind(id));
+            w.and(format!("(txid, id) > ({t}::text::xid8, {i})"));
+        }
+        // In commit order, and only what no running transaction can still
+        // precede: an entry committing late never lands behind a cursor.
+        w.and("txid < pg_snapshot_xmin(pg_current_snapshot())".into());
         let limit = w.bind(&wanted);
         let sql = format!(
-            "SELECT id, at, partner_id, record_type, record_id, client_id, location_id, endpoint, status \
-             FROM access_log {} ORDER BY id LIMIT {limit}",
+            "SELECT txid::text AS txid_text, id, at, partner_id, record_type, record_id, client_id, \
+             location_id, endpoint, status FROM access_log {} ORDER BY txid, id LIMIT {limit}",
             w.clause()
         );
         let db = app.write.get().await?;
@@ -500,19 +506,22 @@ pub async fn list(
             .iter()
             .take(f.limit as usize)
             .map(|r| AccessEntry {
-                at: format_time(&r.get::<_, DateTime<Utc>>(1)),
-                partner_id: r.get(2),
-                record_type: r.get(3),
-                record_id: r.get(4),
-                client_id: r.get(5),
-                location_id: r.get(6),
-                endpoint: r.get(7),
-                status: r.get::<_, i16>(8) as u16,
+                at: format_time(&r.get::<_, DateTime<Utc>>(2)),
+                partner_id: r.get(3),
+                record_type: r.get(4),
+                record_id: r.get(5),
+                client_id: r.get(6),
+                location_id: r.get(7),
+                endpoint: r.get(8),
+                status: r.get::<_, i16>(9) as u16,
             })
             .collect();
         let next_cursor = if more {
             rows.get(f.limit as usize - 1)
-                .map(|r| paging::encode(&r.get::<_, i64>(0)))
+                .and_then(|r| {
+                    let txid: u64 = r.get::<_, String>(0).parse().ok()?;
+                    Some(paging::encode(&(txid, r.get::<_, i64>(1))))
+                })
         } else {
             None
         };

@@ -48,14 +48,19 @@ pub struct QueryState {
 
 impl QueryState {
     /// The read side's state; starts the access log's writers on `write`.
-    pub fn new(cfg: Arc<Config>, read_models: ReadModels, write: Pool, keys: TokenKeys) -> Self {
-        QueryState {
-            access_log: access_log::AccessLog::start(write.clone()),
+    pub fn new(
+        cfg: Arc<Config>,
+        read_models: ReadModels,
+        write: Pool,
+        keys: TokenKeys,
+    ) -> Result<Self, platform::db::DbError> {
+        Ok(QueryState {
+            access_log: access_log::AccessLog::start(&cfg.database_url, &cfg.write_schema)?,
             cfg,
             read_models,
             write,
             keys,
-        }
+        })
     }
 
     /// The same state with another access log (`lis bench` measures reads

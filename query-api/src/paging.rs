@@ -33,7 +33,7 @@ impl Cursor for (DateTime<Utc>, Uuid) {
     }
 }
 
-/// History (a version) and the access log (an entry's number).
+/// History: a version.
 impl Cursor for i64 {
     fn to_text(&self) -> String {
         format!("n{self}")
@@ -41,6 +41,18 @@ impl Cursor for i64 {
 
     fn from_text(s: &str) -> Option<Self> {
         s.strip_prefix('n')?.parse().ok()
+    }
+}
+
+/// The access log: an entry's transaction and number.
+impl Cursor for (u64, i64) {
+    fn to_text(&self) -> String {
+        format!("t{}:{}", self.0, self.1)
+    }
+
+    fn from_text(s: &str) -> Option<Self> {
+        let (txid, id) = s.strip_prefix('t')?.split_once(':')?;
+        Some((txid.parse().ok()?, id.parse().ok()?))
     }
 }
 
@@ -97,6 +109,7 @@ mod tests {
         );
         assert_eq!(decode::<(DateTime<Utc>, Uuid)>(&encode(&at)), Some(at));
         assert_eq!(decode::<i64>(&encode(&42i64)), Some(42));
+        assert_eq!(decode::<(u64, i64)>(&encode(&(7u64, 42i64))), Some((7, 42)));
         assert_eq!(decode::<i64>("not-a-cursor"), None);
         assert_eq!(decode::<(DateTime<Utc>, Uuid)>(&encode(&42i64)), None);
         let (mut limit, mut cursor, mut errors) = (DEFAULT_LIMIT, None::<i64>, Vec::new());

@@ -387,7 +387,7 @@ async fn page(
     }
     let next = if more {
         rows.get(f.limit as usize - 1)
-            .map(|r| paging::encode(&(r.get(12), r.get(0))))
+            .map(|r| paging::encode(&(r.get::<_, DateTime<Utc>>(12), r.get::<_, Uuid>(0))))
     } else {
         None
     };

@@ -27,6 +27,21 @@ async fn logged(s: &TestStack, record: &str) -> i64 {
         .get(0)
 }
 
+/// Waits until the access log shows `n` entries for `query` (an entry shows
+/// once no transaction that began before it is still running, anywhere in
+/// the cluster), then returns that page.
+async fn wait_entries(s: &TestStack, token: &str, query: &str, n: usize) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let page = json_of(s.get(token, &format!("/v1/access-log?{query}")).await, 200).await;
+        if page["items"].as_array().unwrap().len() >= n {
+            return page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{query}: {page}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn entries(page: &Value) -> Vec<(String, String, u64)> {
     page["items"]
         .as_array()
@@ -80,12 +95,7 @@ async fn every_read_and_refused_read_is_logged_before_it_is_answered() {
 
     let auditor = s.partner("audit:read", "*", "*").await;
     let audit_token = s.token(&auditor).await;
-    let page = json_of(
-        s.get(&audit_token, &format!("/v1/access-log?recordID={id}"))
-            .await,
-        200,
-    )
-    .await;
+    let page = wait_entries(&s, &audit_token, &format!("recordID={id}"), 4).await;
     let (e, o, n) = (
         ehr.id.to_string(),
         outsider.id.to_string(),
@@ -190,12 +200,7 @@ async fn every_read_and_refused_read_is_logged_before_it_is_answered() {
     // only an auditor of every client sees it.
     let ghost = uuid::Uuid::new_v4();
     json_of(s.get(&token, &format!("/v1/orders/{ghost}")).await, 404).await;
-    let all = json_of(
-        s.get(&audit_token, &format!("/v1/access-log?recordID={ghost}"))
-            .await,
-        200,
-    )
-    .await;
+    let all = wait_entries(&s, &audit_token, &format!("recordID={ghost}"), 1).await;
     assert_eq!(all["items"][0]["recordType"], "order");
     assert_eq!(all["items"][0]["clientID"], Value::Null);
     let scoped = s.partner("audit:read", "C1", "*").await;

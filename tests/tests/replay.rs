@@ -240,9 +240,14 @@ async fn replay_rebuilds_beside_the_live_copy_resumes_and_switches_readers() {
     let v: Value = s.get(&token, &path).await.json().await.unwrap();
     assert_eq!(v["lastName"], "OnlyInTheNewCopy");
 
-    // The old copy goes only when asked.
+    // The old copy goes only when asked, and only once readers have left
+    // it; reads go on without an error.
     let out = replay(&cfg, &["--drop-old"]).output().unwrap();
     assert!(out.status.success());
+    for id in ids.iter().take(20) {
+        let r = s.get(&token, &format!("/v1/patients/{id}")).await;
+        assert_eq!(r.status(), 200, "after the old copy was dropped");
+    }
     let old_exists: bool = db
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",

@@ -3,7 +3,11 @@
 -- business state), so it lives beside the event store, not in the disposable
 -- read models. Append-only; never a query string.
 CREATE TABLE access_log (
-    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          BIGINT GENERATED ALWAYS AS IDENTITY,
+    -- The writing transaction: entries are read in (txid, id) order and
+    -- only below the oldest running transaction, so that paging never
+    -- passes over an entry that commits late (as the relay reads events).
+    txid        XID8 NOT NULL DEFAULT pg_current_xact_id(),
     at          TIMESTAMPTZ NOT NULL,
     partner_id  UUID NOT NULL,
     record_type TEXT NOT NULL,
@@ -13,10 +17,11 @@ CREATE TABLE access_log (
     client_id   TEXT,
     location_id TEXT,
     endpoint    TEXT NOT NULL,
-    status      SMALLINT NOT NULL
+    status      SMALLINT NOT NULL,
+    PRIMARY KEY (txid, id)
 );
-CREATE INDEX access_log_record ON access_log (record_id, id);
-CREATE INDEX access_log_partner ON access_log (partner_id, id);
+CREATE INDEX access_log_record ON access_log (record_id, txid, id);
+CREATE INDEX access_log_partner ON access_log (partner_id, txid, id);
 
 CREATE FUNCTION access_log_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
