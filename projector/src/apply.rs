@@ -172,18 +172,9 @@ async fn patient_event(
     } else {
         None
     };
-    let (before, created_at) = match &current {
-        Some(c) => (
-            Some(serde_json::to_value(PatientView::from_state(
-                &c.state,
-                None,
-                c.created_at,
-                c.updated_at,
-            ))?),
-            c.created_at,
-        ),
-        None => (None, env.occurred_at),
-    };
+    let (before, created_at) = Loaded::before(&current, env, |p, c, u| {
+        PatientView::from_state(p, None, c, u)
+    })?;
     let Some(next) = patient::apply(current.map(|c| c.state), &event) else {
         tracing::error!(
             stream = %env.stream_id,
@@ -233,6 +224,28 @@ struct Loaded<T> {
     state: T,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+}
+
+impl<T> Loaded<T> {
+    /// The record's representation before `env` (none for its first event),
+    /// for the history row, and its creation time.
+    fn before<V: serde::Serialize>(
+        current: &Option<Loaded<T>>,
+        env: &Envelope,
+        view: impl Fn(&T, DateTime<Utc>, DateTime<Utc>) -> V,
+    ) -> anyhow::Result<(Option<serde_json::Value>, DateTime<Utc>)> {
+        Ok(match current {
+            Some(c) => (
+                Some(serde_json::to_value(view(
+                    &c.state,
+                    c.created_at,
+                    c.updated_at,
+                ))?),
+                c.created_at,
+            ),
+            None => (None, env.occurred_at),
+        })
+    }
 }
 
 async fn load_patient(
@@ -334,18 +347,9 @@ async fn order_event(
     } else {
         None
     };
-    let (before, created_at) = match &current {
-        Some(c) => (
-            Some(serde_json::to_value(OrderView::from_state(
-                &c.state,
-                None,
-                c.created_at,
-                c.updated_at,
-            ))?),
-            c.created_at,
-        ),
-        None => (None, env.occurred_at),
-    };
+    let (before, created_at) = Loaded::before(&current, env, |o, c, u| {
+        OrderView::from_state(o, None, c, u)
+    })?;
     let Some(next) = order::apply(current.map(|c| c.state), &event) else {
         tracing::error!(stream = %env.stream_id, version = env.version, "order change before placement; skipped");
         return Ok(false);

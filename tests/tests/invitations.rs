@@ -60,15 +60,27 @@ async fn invitations_are_mailed_once_with_a_stored_hash_only() {
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
             .collect();
         assert!(token.len() >= 40, "a long random token");
-        let row = db
-            .query_opt(
-                "SELECT sent_at IS NOT NULL FROM activation_tokens WHERE token_hash = $1",
-                &[&command_handler::mailer::token_hash(&token)],
-            )
-            .await
-            .unwrap()
-            .expect("the token's hash is stored");
-        assert!(row.get::<_, bool>(0));
+        // The mailer marks the invitation sent once the SMTP server has
+        // taken it, which may be a moment after the sink shows the mail.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let row = db
+                .query_opt(
+                    "SELECT sent_at IS NOT NULL FROM activation_tokens WHERE token_hash = $1",
+                    &[&command_handler::mailer::token_hash(&token)],
+                )
+                .await
+                .unwrap()
+                .expect("the token's hash is stored");
+            if row.get::<_, bool>(0) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the invitation is marked sent"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let plain: i64 = db
             .query_one(
                 "SELECT count(*) FROM activation_tokens WHERE encode(token_hash, 'escape') LIKE '%' || $1 || '%'",
