@@ -327,6 +327,23 @@ impl TestStack {
     }
 }
 
+/// The body of an answer that must have `status`, as JSON (`Null` when it is
+/// not JSON); the assertion shows the body.
+pub async fn json_of(r: reqwest::Response, status: u16) -> Value {
+    let got = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    assert_eq!(got, status, "{text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// The `field` of every entry of a problem's `errors`, in order.
+pub fn error_fields(problem: &Value) -> Vec<&str> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| errors.iter().filter_map(|e| e["field"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 /// A base patient body for client C1 at L1.
 pub fn patient_body(external: &str) -> Value {
     serde_json::json!({

@@ -3,14 +3,7 @@
 //! their scope.
 
 use serde_json::Value;
-use tests::{header, patient_body, TestStack, SIX};
-
-async fn json_of(r: reqwest::Response, status: u16) -> Value {
-    let got = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    assert_eq!(got, status, "{text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
+use tests::{error_fields, header, json_of, patient_body, TestStack, SIX};
 
 async fn logged(s: &TestStack, record: &str) -> i64 {
     let id: uuid::Uuid = record.parse().unwrap();
@@ -33,13 +26,18 @@ async fn logged(s: &TestStack, record: &str) -> i64 {
 async fn wait_entries(s: &TestStack, token: &str, query: &str, n: usize) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let page = json_of(s.get(token, &format!("/v1/access-log?{query}")).await, 200).await;
+        let page = log_page(s, token, query).await;
         if page["items"].as_array().unwrap().len() >= n {
             return page;
         }
         assert!(std::time::Instant::now() < deadline, "{query}: {page}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// `GET /v1/access-log?{query}`, which must answer 200.
+async fn log_page(s: &TestStack, token: &str, query: &str) -> Value {
+    json_of(s.get(token, &format!("/v1/access-log?{query}")).await, 200).await
 }
 
 fn entries(page: &Value) -> Vec<(String, String, u64)> {
@@ -142,55 +140,20 @@ async fn every_read_and_refused_read_is_logged_before_it_is_answered() {
     );
 
     // Filters: partner, time, paging.
-    let by_partner = json_of(
-        s.get(
-            &audit_token,
-            &format!("/v1/access-log?recordID={id}&partnerID={o}"),
-        )
-        .await,
-        200,
-    )
-    .await;
+    let by_partner = log_page(&s, &audit_token, &format!("recordID={id}&partnerID={o}")).await;
     assert_eq!(entries(&by_partner).len(), 1);
     let at = first["at"].as_str().unwrap().replace('+', "%2B");
-    let until = json_of(
-        s.get(
-            &audit_token,
-            &format!("/v1/access-log?recordID={id}&until={at}"),
-        )
-        .await,
-        200,
-    )
-    .await;
+    let until = log_page(&s, &audit_token, &format!("recordID={id}&until={at}")).await;
     assert_eq!(entries(&until).len(), 0, "until is exclusive");
-    let since = json_of(
-        s.get(
-            &audit_token,
-            &format!("/v1/access-log?recordID={id}&since={at}"),
-        )
-        .await,
-        200,
-    )
-    .await;
+    let since = log_page(&s, &audit_token, &format!("recordID={id}&since={at}")).await;
     assert_eq!(entries(&since).len(), 4, "since is inclusive");
-    let p1 = json_of(
-        s.get(
-            &audit_token,
-            &format!("/v1/access-log?recordID={id}&limit=3"),
-        )
-        .await,
-        200,
-    )
-    .await;
+    let p1 = log_page(&s, &audit_token, &format!("recordID={id}&limit=3")).await;
     assert_eq!(entries(&p1).len(), 3);
     let cursor = p1["nextCursor"].as_str().unwrap();
-    let p2 = json_of(
-        s.get(
-            &audit_token,
-            &format!("/v1/access-log?recordID={id}&limit=3&cursor={cursor}"),
-        )
-        .await,
-        200,
+    let p2 = log_page(
+        &s,
+        &audit_token,
+        &format!("recordID={id}&limit=3&cursor={cursor}"),
     )
     .await;
     assert_eq!(entries(&p2), entries(&page)[3..]);
@@ -206,23 +169,13 @@ async fn every_read_and_refused_read_is_logged_before_it_is_answered() {
     let scoped = s.partner("audit:read", "C1", "*").await;
     let scoped_token = s.token(&scoped).await;
     for record in [ghost.to_string(), id.clone()] {
-        let page = json_of(
-            s.get(&scoped_token, &format!("/v1/access-log?recordID={record}"))
-                .await,
-            200,
-        )
-        .await;
+        let page = log_page(&s, &scoped_token, &format!("recordID={record}")).await;
         let expected = if record == id { 4 } else { 0 };
         assert_eq!(entries(&page).len(), expected, "{record}");
     }
     let c2 = s.partner("audit:read", "C2", "*").await;
     let c2_token = s.token(&c2).await;
-    let page = json_of(
-        s.get(&c2_token, &format!("/v1/access-log?recordID={id}"))
-            .await,
-        200,
-    )
-    .await;
+    let page = log_page(&s, &c2_token, &format!("recordID={id}")).await;
     assert_eq!(
         entries(&page).len(),
         0,
@@ -240,12 +193,7 @@ async fn every_read_and_refused_read_is_logged_before_it_is_answered() {
         422,
     )
     .await;
-    let fields: Vec<&str> = bad["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields = error_fields(&bad);
     assert_eq!(fields, ["recordID", "since", "limit", "color"]);
     s.stop().await;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{SecondsFormat, Utc};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
-use tests::{header, patient_body, TestStack};
+use tests::{error_fields, header, json_of, patient_body, TestStack};
 
 fn rfc3339(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -29,13 +29,6 @@ async fn post(
         req = req.header("Idempotency-Key", k);
     }
     req.send().await.unwrap()
-}
-
-async fn json_of(r: reqwest::Response, status: u16) -> Value {
-    let got = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    assert_eq!(got, status, "{text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
 /// Reads a path with a consistency token until the answer is 200.
@@ -165,12 +158,7 @@ async fn history_names_every_change_with_who_when_through_which_request_and_what
         422,
     )
     .await;
-    let fields: Vec<&str> = bad["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields = error_fields(&bad);
     assert_eq!(fields, ["limit", "color"]);
     s.stop().await;
 }

@@ -2,7 +2,7 @@
 //! results with ranges and flags, finalization, correction, reads.
 
 use serde_json::{json, Value};
-use tests::{header, patient_body, TestStack, SIX};
+use tests::{error_fields, header, patient_body, TestStack, SIX};
 
 async fn post(s: &TestStack, token: &str, path: &str, body: Option<Value>) -> reqwest::Response {
     let mut req = s.http.post(format!("{}{path}", s.base)).bearer_auth(token);
@@ -122,12 +122,7 @@ async fn an_order_from_placement_to_correction() {
     .await;
     assert_eq!(r.status(), 422);
     let p: Value = r.json().await.unwrap();
-    let fields: Vec<&str> = p["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields = error_fields(&p);
     assert_eq!(fields, ["results[0].unit", "results[1].value"], "{p}");
 
     let r = post(
