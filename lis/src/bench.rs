@@ -76,8 +76,9 @@ pub struct BenchArgs {
 
 /// The bench's own client.
 const CLIENT: &str = "BENCH";
-/// Alternating rounds of reads with the access log off and on.
-const ACCESS_LOG_ROUNDS: usize = 3;
+/// Rounds of reads with the access log off and on (the median round is
+/// the row).
+const ACCESS_LOG_ROUNDS: usize = 5;
 /// The replay's fresh read schema.
 const REPLAY_SCHEMA: &str = "lis_bench_replay";
 
@@ -485,6 +486,34 @@ async fn sample_ids(read: &Pool, n: i64) -> anyhow::Result<Arc<Vec<Uuid>>> {
     Ok(Arc::new(ids))
 }
 
+/// The access log's commits since a point in time, from its metric (the
+/// bench serves the logged query API in this process).
+struct Batches {
+    commits: u64,
+    reads: f64,
+}
+
+impl Batches {
+    fn now() -> Batches {
+        let h = &*platform::metrics::ACCESS_LOG_BATCH;
+        Batches {
+            commits: h.get_sample_count(),
+            reads: h.get_sample_sum(),
+        }
+    }
+
+    /// `, N commits, M reads per commit` since `self`.
+    fn since(&self) -> String {
+        let now = Batches::now();
+        let commits = now.commits - self.commits;
+        let reads = now.reads - self.reads;
+        format!(
+            ", {commits} commits, {:.1} reads per commit",
+            reads / commits.max(1) as f64
+        )
+    }
+}
+
 impl Bench {
     /// Whether the run includes the section `name` (`--only`).
     fn runs(&self, name: &str) -> bool {
@@ -745,21 +774,41 @@ impl Bench {
         let keys = platform::auth::TokenKeys::load(&self.cfg.token_key_file)?;
         let cfg = Arc::new(self.cfg.clone());
         for c in [16, 64] {
-            // Off and on alternate, three times: one pair of windows moves by
+            // Off and on alternate, five times: one pair of windows moves by
             // tens of percent on two shared cores; the median pair is the row.
             let mut pairs = Vec::new();
-            for _ in 0..ACCESS_LOG_ROUNDS {
+            for round in 0..ACCESS_LOG_ROUNDS {
+                // Off first, then on first: a drift over the section (the
+                // log's table growing, a checkpoint) weighs on both alike.
+                let order = if round % 2 == 0 {
+                    [false, true]
+                } else {
+                    [true, false]
+                };
                 let mut pair = Vec::new();
-                for logged in [false, true] {
+                for logged in order {
                     let server = QueryServer::start(&cfg, keys.clone(), logged).await?;
                     let (api, ids) = (Arc::new(self.api.at(&server.base).await), ids.clone());
+                    let batches = Batches::now();
                     let (m, res) = self
                         .probe(load::closed(c, self.plan.window, move |_| {
                             read_one(api.clone(), ids.clone())
                         }))
                         .await;
                     server.stop().await;
+                    println!(
+                        "    log {}: {:.0} reads/s, {:.0} µs CPU per read (this process {:.0}, Postgres {:.0}){}",
+                        if logged { "on " } else { "off" },
+                        m.throughput(),
+                        res.cpu_per_op_us(m.throughput(), None),
+                        res.cpu_per_op_us(m.throughput(), Some("loadgen")),
+                        res.cpu_per_op_us(m.throughput(), Some("postgres")),
+                        if logged { batches.since() } else { String::new() },
+                    );
                     pair.push((m, res));
+                }
+                if order[0] {
+                    pair.reverse();
                 }
                 let (with, res) = pair.pop().expect("two runs");
                 let (without, _) = pair.pop().expect("two runs");

@@ -1,12 +1,21 @@
 //! The access log: every read and every refused read of a patient or an
 //! order, durable before its answer leaves.
 //!
-//! Handlers note what they read in an [`Access`]; [`AccessLog::answer`]
-//! writes it and only then lets the answer go. Reads that arrive together
-//! are committed together: writer tasks take every entry waiting in the
-//! queue and insert them in one statement and one commit (group commit), so
-//! a point read costs a queue hop, not a transaction of its own.
+//! Handlers note what they read in an [`Access`] (begun by
+//! [`AccessLog::begin`]); [`AccessLog::answer`] writes it and only then lets
+//! the answer go. Reads that arrive together are committed together: the
+//! writer takes every entry waiting in the queue and inserts them in one
+//! statement and one commit (group commit), so a point read costs a queue
+//! hop, not a transaction of its own.
+//!
+//! A commit's cost is mostly fixed (the WAL flush alone costs Postgres more
+//! CPU than inserting a dozen rows), so under load the writer gathers before
+//! it commits: while reads that began are still being served, it waits until
+//! it holds twice as many entries as there are reads still being served (or
+//! [`GATHER`] has passed). A read alone, or the last of a burst, is committed
+//! at once. Readers wake the writer only when that holds, not once each.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +32,7 @@ use platform::db::Cached;
 use platform::envelope::format_time;
 use platform::problem::{ApiError, Problem};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Notify};
 use uuid::Uuid;
 
 use crate::conditions::Conditions;
@@ -32,9 +41,9 @@ use crate::{paging, QueryState};
 
 /// Entries written in one statement at most.
 const BATCH: usize = 2000;
-/// Writer tasks: while one commits, the other gathers what arrived
-/// meanwhile (more writers make smaller batches, and more commits).
-const WRITERS: usize = 1;
+/// Longest a queued entry waits for reads still being served before its
+/// commit starts.
+const GATHER: Duration = Duration::from_millis(5);
 
 /// A logged read endpoint, by its route template (never a raw path or a
 /// query string).
@@ -107,18 +116,53 @@ pub struct Access {
     endpoint: Endpoint,
     partner: Option<Uuid>,
     records: Vec<Touched>,
+    serving: Option<Serving>,
+}
+
+/// What the writer gathers by: reads being served whose entries are not
+/// queued yet, and entries queued but not yet committing.
+#[derive(Debug, Default)]
+struct Gate {
+    serving: AtomicUsize,
+    waiting: AtomicUsize,
+    ready: Notify,
+}
+
+impl Gate {
+    /// Whether the entries waiting should commit now: no read is still being
+    /// served, or twice as many entries wait as reads are being served.
+    fn full(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) >= 2 * self.serving.load(Ordering::Relaxed)
+    }
+
+    /// Wakes the writer when the entries waiting should commit now.
+    fn nudge(&self) {
+        if self.waiting.load(Ordering::Relaxed) > 0 && self.full() {
+            self.ready.notify_one();
+        }
+    }
+}
+
+/// A read being served whose entry is not queued yet (counted in the
+/// gate's `serving` until dropped).
+#[derive(Debug)]
+struct Serving(Arc<Gate>);
+
+impl Serving {
+    fn start(gate: &Arc<Gate>) -> Serving {
+        gate.serving.fetch_add(1, Ordering::Relaxed);
+        Serving(gate.clone())
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.serving.fetch_sub(1, Ordering::Relaxed);
+        self.0.nudge();
+    }
 }
 
 impl Access {
-    /// Nothing noted yet.
-    pub fn new(endpoint: Endpoint) -> Self {
-        Access {
-            endpoint,
-            partner: None,
-            records: Vec::new(),
-        }
-    }
-
     /// The endpoint being served.
     pub fn endpoint(&self) -> Endpoint {
         self.endpoint
@@ -135,19 +179,18 @@ impl Access {
         self.partner = Some(caller.partner_id);
     }
 
-    /// Nothing noted yet, for a request that names a record by the id in
-    /// its path (noted even when the request is refused before the record
-    /// is looked up; an id that is no UUID names no record).
-    pub fn naming(endpoint: Endpoint, id: &str) -> Self {
-        let mut access = Access::new(endpoint);
+    /// Notes the record a request names by the id in its path (noted even
+    /// when the request is refused before the record is looked up; an id
+    /// that is no UUID names no record).
+    pub fn naming(mut self, id: &str) -> Self {
         if let Ok(id) = id.parse() {
-            access.records.push(Touched {
+            self.records.push(Touched {
                 id,
                 client_id: None,
                 location_id: None,
             });
         }
-        access
+        self
     }
 
     /// The named record was found at `client`/`location`.
@@ -179,34 +222,51 @@ struct Pending {
 #[derive(Clone)]
 pub struct AccessLog {
     queue: Option<mpsc::Sender<Pending>>,
+    gate: Arc<Gate>,
 }
 
 impl AccessLog {
-    /// Starts the writer tasks, each with a connection of its own to the
-    /// write schema (where the log lives) at `url`, so that they never wait
-    /// behind the reads' access checks for one. They end when the last
-    /// handle is dropped.
+    /// Starts the writer task, with a connection of its own to the write
+    /// schema (where the log lives) at `url`, so that it never waits behind
+    /// the reads' access checks for one. It ends when the last handle is
+    /// dropped.
     pub fn start(url: &str, write_schema: &str) -> Result<AccessLog, platform::db::DbError> {
-        let pool = platform::db::pool(url, write_schema, WRITERS)?;
+        let pool = platform::db::pool(url, write_schema, 1)?;
         let (queue, rx) = mpsc::channel::<Pending>(16 * BATCH);
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..WRITERS {
-            tokio::spawn(writer(pool.clone(), rx.clone()));
-        }
-        Ok(AccessLog { queue: Some(queue) })
+        let gate = Arc::new(Gate::default());
+        tokio::spawn(writer(pool, rx, gate.clone()));
+        Ok(AccessLog {
+            queue: Some(queue),
+            gate,
+        })
     }
 
     /// A log that writes nothing: only `lis bench` builds one, to measure
     /// what the log costs a read; a serving process never does.
     pub fn off() -> AccessLog {
-        AccessLog { queue: None }
+        AccessLog {
+            queue: None,
+            gate: Arc::default(),
+        }
+    }
+
+    /// Begins noting a read of `endpoint` (the writer waits for begun reads
+    /// when it gathers a commit).
+    pub fn begin(&self, endpoint: Endpoint) -> Access {
+        Access {
+            endpoint,
+            partner: None,
+            records: Vec::new(),
+            serving: self.queue.as_ref().map(|_| Serving::start(&self.gate)),
+        }
     }
 
     /// Logs what `access` read with the answer `result` gives, then returns
     /// that answer; if the entry cannot be made durable, the answer is a 503
     /// instead (a read is never served unlogged).
-    pub async fn answer(&self, access: Access, result: Result<Response, ApiError>) -> Response {
+    pub async fn answer(&self, mut access: Access, result: Result<Response, ApiError>) -> Response {
         let response = result.unwrap_or_else(IntoResponse::into_response);
+        drop(access.serving.take());
         let Some(queue) = &self.queue else {
             return response;
         };
@@ -220,7 +280,16 @@ impl AccessLog {
             status: response.status().as_u16() as i16,
             done,
         };
-        let durable = queue.send(pending).await.is_ok() && written.await.unwrap_or(false);
+        // Counted before it is sent, so that the writer, which subtracts
+        // what it takes, never sees fewer waiting than it holds.
+        self.gate.waiting.fetch_add(1, Ordering::Relaxed);
+        let queued = queue.send(pending).await.is_ok();
+        if queued {
+            self.gate.nudge();
+        } else {
+            self.gate.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        let durable = queued && written.await.unwrap_or(false);
         if durable {
             response
         } else {
@@ -233,26 +302,9 @@ impl AccessLog {
     }
 }
 
-async fn writer(pool: Pool, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
-    loop {
-        let mut batch = Vec::new();
-        {
-            let mut rx = rx.lock().await;
-            match rx.recv().await {
-                Some(p) => batch.push(p),
-                None => return,
-            }
-            let mut rows = batch[0].access.records.len();
-            while rows < BATCH {
-                match rx.try_recv() {
-                    Ok(p) => {
-                        rows += p.access.records.len();
-                        batch.push(p);
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
+async fn writer(pool: Pool, mut rx: mpsc::Receiver<Pending>, gate: Arc<Gate>) {
+    while let Some(batch) = gather(&mut rx, &gate).await {
+        gate.waiting.fetch_sub(batch.len(), Ordering::Relaxed);
         let ok = match insert(&pool, &batch).await {
             Ok(()) => true,
             Err(e) => {
@@ -263,6 +315,36 @@ async fn writer(pool: Pool, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
         platform::metrics::ACCESS_LOG_BATCH.observe(batch.len() as f64);
         for p in batch {
             let _ = p.done.send(ok);
+        }
+    }
+}
+
+/// The next commit's entries: the first to arrive and every one queued
+/// behind it, and then, until the gate is full or [`GATHER`] has passed
+/// since the first, those that arrive meanwhile. `None` once every handle
+/// is dropped.
+async fn gather(rx: &mut mpsc::Receiver<Pending>, gate: &Gate) -> Option<Vec<Pending>> {
+    let first = rx.recv().await?;
+    let until = tokio::time::Instant::now() + GATHER;
+    let mut rows = first.access.records.len();
+    let mut batch = vec![first];
+    let mut late = false;
+    loop {
+        while rows < BATCH {
+            match rx.try_recv() {
+                Ok(p) => {
+                    rows += p.access.records.len();
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        if late || rows >= BATCH || gate.full() {
+            return Some(batch);
+        }
+        tokio::select! {
+            _ = gate.ready.notified() => {}
+            _ = tokio::time::sleep_until(until) => late = true,
         }
     }
 }

@@ -158,7 +158,7 @@ async fn history(
     query: Option<String>,
     headers: HeaderMap,
 ) -> Response {
-    let mut access = Access::naming(endpoint, &id);
+    let mut access = app.access_log.begin(endpoint).naming(&id);
     let read = match endpoint.record_kind() {
         StreamKind::Patient => Permission::PatientsRead,
         _ => Permission::TestsRead,
@@ -330,7 +330,7 @@ pub(crate) async fn as_of(
     raw: String,
     headers: HeaderMap,
 ) -> Response {
-    let mut access = Access::naming(endpoint, &id);
+    let mut access = app.access_log.begin(endpoint).naming(&id);
     let result = async {
         let prepared = prepare(&app, &headers, &[Permission::AuditRead], &mut access).await?;
         let caller = &prepared.caller;

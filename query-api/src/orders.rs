@@ -108,7 +108,7 @@ pub async fn get_one(
     if let Some(at) = history::as_of_param(query.as_deref()) {
         return history::as_of(app, Endpoint::OrderAsOf, id, at, headers).await;
     }
-    let mut access = Access::naming(Endpoint::GetOrder, &id);
+    let mut access = app.access_log.begin(Endpoint::GetOrder).naming(&id);
     let result = async {
         let prepared = prepare(&app, &headers, &[Permission::TestsRead], &mut access).await?;
         let caller = &prepared.caller;
@@ -479,7 +479,7 @@ pub async fn list(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let mut access = Access::new(Endpoint::ListOrders);
+    let mut access = app.access_log.begin(Endpoint::ListOrders);
     let result = async {
         let prepared = prepare(&app, &headers, &[Permission::TestsRead], &mut access).await?;
         prepared.validated()?;
@@ -519,7 +519,7 @@ pub async fn search(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut access = Access::new(Endpoint::SearchOrders);
+    let mut access = app.access_log.begin(Endpoint::SearchOrders);
     let result = async {
         let prepared = prepare(&app, &headers, &[Permission::TestsRead], &mut access).await?;
         prepared.validated()?;

@@ -171,7 +171,7 @@ pub async fn get_one(
     if let Some(at) = history::as_of_param(query.as_deref()) {
         return history::as_of(app, Endpoint::PatientAsOf, id, at, headers).await;
     }
-    let mut access = Access::naming(Endpoint::GetPatient, &id);
+    let mut access = app.access_log.begin(Endpoint::GetPatient).naming(&id);
     let result = async {
         let prepared = prepare(&app, &headers, &[Permission::PatientsRead], &mut access).await?;
         let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
@@ -429,7 +429,7 @@ pub async fn list(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let mut access = Access::new(Endpoint::ListPatients);
+    let mut access = app.access_log.begin(Endpoint::ListPatients);
     let result = async {
         let prepared = prepare(&app, &headers, &[Permission::PatientsRead], &mut access).await?;
         prepared.validated()?;
@@ -470,7 +470,7 @@ pub async fn search(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut access = Access::new(Endpoint::SearchPatients);
+    let mut access = app.access_log.begin(Endpoint::SearchPatients);
     let result = async {
         let prepared = prepare(&app, &headers, &[Permission::PatientsRead], &mut access).await?;
         prepared.validated()?;

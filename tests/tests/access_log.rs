@@ -20,6 +20,25 @@ async fn logged(s: &TestStack, record: &str) -> i64 {
         .get(0)
 }
 
+/// Creates a patient; its id, path and consistency token.
+async fn new_patient(s: &TestStack, token: &str, mrn: &str) -> (String, String, String) {
+    let r = s.create_patient(token, &patient_body(mrn)).await;
+    let ct = header(&r, "consistency-token");
+    let id = json_of(r, 201).await["patientID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/v1/patients/{id}");
+    (id, path, ct)
+}
+
+/// Creates a patient and reads it once it is readable; its id and path.
+async fn readable_patient(s: &TestStack, token: &str, mrn: &str) -> (String, String) {
+    let (id, path, ct) = new_patient(s, token, mrn).await;
+    json_of(s.get_consistent(token, &path, &ct).await, 200).await;
+    (id, path)
+}
+
 /// Waits until the access log shows `n` entries for `query` (an entry shows
 /// once no transaction that began before it is still running, anywhere in
 /// the cluster), then returns that page.
@@ -59,13 +78,7 @@ fn entries(page: &Value) -> Vec<(String, String, u64)> {
 async fn every_read_and_refused_read_is_logged_before_it_is_answered() {
     let s = TestStack::start().await;
     let (ehr, token) = s.standard().await;
-    let r = s.create_patient(&token, &patient_body("MRN-AL-1")).await;
-    let ct = header(&r, "consistency-token");
-    let id = json_of(r, 201).await["patientID"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let path = format!("/v1/patients/{id}");
+    let (id, path, ct) = new_patient(&s, &token, "MRN-AL-1").await;
 
     // A read's entry is there as soon as its answer is.
     assert_eq!(logged(&s, &id).await, 0);
@@ -202,14 +215,7 @@ async fn every_read_and_refused_read_is_logged_before_it_is_answered() {
 async fn a_read_that_cannot_be_logged_is_not_served() {
     let s = TestStack::start().await;
     let (_, token) = s.standard().await;
-    let r = s.create_patient(&token, &patient_body("MRN-AL-2")).await;
-    let ct = header(&r, "consistency-token");
-    let id = json_of(r, 201).await["patientID"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let path = format!("/v1/patients/{id}");
-    json_of(s.get_consistent(&token, &path, &ct).await, 200).await;
+    let (_, path) = readable_patient(&s, &token, "MRN-AL-2").await;
 
     // The log refuses every new entry: the read answers 503, with no record
     // data, and serves again once the log takes entries.
@@ -239,5 +245,48 @@ async fn a_read_that_cannot_be_logged_is_not_served() {
             "{sql}: {e:?}"
         );
     }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_that_arrive_together_are_committed_together() {
+    let s = TestStack::start().await;
+    let (_, token) = s.standard().await;
+    let paths = [
+        readable_patient(&s, &token, "MRN-AL-3").await,
+        readable_patient(&s, &token, "MRN-AL-4").await,
+    ];
+
+    // Forty reads at once (the first patient's round opens the client's
+    // connections, so that the second patient's forty arrive together):
+    // every one is logged before it is answered, and they share commits
+    // (one transaction id per commit).
+    const READS: usize = 40;
+    for (_, path) in &paths {
+        let answers = futures::future::join_all((0..READS).map(|_| s.get(&token, path))).await;
+        for r in answers {
+            assert_eq!(r.status(), 200);
+        }
+    }
+    let id: uuid::Uuid = paths[1].0.parse().unwrap();
+    let row = s
+        .write
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*), count(DISTINCT txid::text) FROM access_log \
+             WHERE record_id = $1 AND endpoint = 'GET /v1/patients/{patientID}'",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let (entries, commits): (i64, i64) = (row.get(0), row.get(1));
+    eprintln!("{entries} reads logged in {commits} commits");
+    assert_eq!(entries, READS as i64 + 1);
+    assert!(
+        commits <= entries / 4,
+        "{entries} reads logged in {commits} commits"
+    );
     s.stop().await;
 }

@@ -54,17 +54,20 @@ fn clock_ticks() -> f64 {
     }
 }
 
-/// (ppid, CPU seconds) of a pid, from `/proc/<pid>/stat`.
-fn stat(pid: i32) -> Option<(i32, f64)> {
+/// A pid's parent, its own CPU seconds and those of its children it has
+/// reaped (user + system), from `/proc/<pid>/stat`.
+fn stat(pid: i32) -> Option<(i32, f64, f64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces: fields start after the last ')'.
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
+    // rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15,
+    // cutime 16, cstime 17.
     let ppid = f.get(1)?.parse().ok()?;
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((ppid, (utime + stime) / clock_ticks()))
+    let ticks = |i: usize| -> Option<f64> { f.get(i)?.parse().ok() };
+    let own = ticks(11)? + ticks(12)?;
+    let reaped = ticks(13)? + ticks(14)?;
+    Some((ppid, own / clock_ticks(), reaped / clock_ticks()))
 }
 
 /// Resident set of a pid in KiB.
@@ -80,21 +83,24 @@ fn children(parent: i32) -> Vec<i32> {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| stat(*p).is_some_and(|(pp, _)| pp == parent))
+        .filter(|p| stat(*p).is_some_and(|(pp, ..)| pp == parent))
         .collect()
 }
 
-/// CPU seconds and RSS (KiB) of a watched process (and its children).
+/// CPU seconds and RSS (KiB) of a watched process (and its children: those
+/// alive and those that exited, whose time the parent has reaped, so that a
+/// Postgres backend ending mid-workload keeps its share).
 fn sample(w: &Watched) -> (f64, f64) {
-    let mut pids = vec![w.pid];
-    if w.with_children {
-        pids.extend(children(w.pid));
-    }
     let mut cpu = 0.0;
-    let mut rss = 0.0;
-    for p in pids {
-        cpu += stat(p).map_or(0.0, |s| s.1);
-        rss += rss_kib(p).unwrap_or(0.0);
+    let mut rss = rss_kib(w.pid).unwrap_or(0.0);
+    if let Some((_, own, reaped)) = stat(w.pid) {
+        cpu += own + if w.with_children { reaped } else { 0.0 };
+    }
+    if w.with_children {
+        for p in children(w.pid) {
+            cpu += stat(p).map_or(0.0, |s| s.1);
+            rss += rss_kib(p).unwrap_or(0.0);
+        }
     }
     (cpu, rss)
 }
@@ -184,6 +190,26 @@ impl Probe {
             loadgen_cpu_pct: 100.0 * cpu / wall.max(1e-9),
             services,
         }
+    }
+}
+
+impl Resources {
+    /// Microseconds of CPU per operation at `rate` operations per second
+    /// (taken as steady over the whole wall time, warm-up included): of the
+    /// load generator (this process) and every service, or of one of them
+    /// (`"loadgen"` or a service's name).
+    pub fn cpu_per_op_us(&self, rate: f64, of: Option<&str>) -> f64 {
+        let cpu: f64 = match of {
+            Some("loadgen") => self.loadgen_cpu_s,
+            Some(name) => self
+                .services
+                .iter()
+                .filter(|s| s.name == name)
+                .map(|s| s.cpu_s)
+                .sum(),
+            None => self.loadgen_cpu_s + self.services.iter().map(|s| s.cpu_s).sum::<f64>(),
+        };
+        1e6 * cpu / (rate * self.wall_s).max(1e-9)
     }
 }
 
