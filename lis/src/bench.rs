@@ -62,8 +62,10 @@ pub struct BenchArgs {
     /// A few minutes instead of the full tiers.
     #[arg(long)]
     pub quick: bool,
-    /// Where to write the Markdown and JSON report.
-    #[arg(long, default_value = "bench-report")]
+    /// Where to write the Markdown and JSON report (beside the build's
+    /// output, never committed; a run worth keeping is copied under
+    /// `docs/benchmarks/`).
+    #[arg(long, default_value = "target/bench-report")]
     pub out: PathBuf,
     /// Seed of the data generator.
     #[arg(long, default_value_t = 42)]
