@@ -118,7 +118,7 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => return,
             r = term => if let Err(e) = r {
-                tracing::warn!(error = %e, "analytics publisher failed; resuming");
+                tracing::warn!(error = %platform::telemetry::cause(e.as_ref()), "analytics publisher failed; resuming");
             }
         }
         tokio::select! {

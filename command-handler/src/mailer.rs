@@ -170,7 +170,7 @@ pub async fn run(cfg: Config, write: Pool, shutdown: impl Future<Output = ()>) {
         tokio::select! {
             _ = &mut shutdown => return,
             r = term => if let Err(e) = r {
-                tracing::warn!(error = %e, "mailer failed; retrying");
+                tracing::warn!(error = %platform::telemetry::cause(e.as_ref()), "mailer failed; retrying");
             }
         }
         tokio::select! {

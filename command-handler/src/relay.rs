@@ -93,7 +93,7 @@ pub async fn run(cfg: Config, key: Arc<ChainKey>, shutdown: impl Future<Output =
             _ = &mut shutdown => return,
             r = run_once(&cfg, &key) => {
                 if let Err(e) = r {
-                    tracing::warn!(error = %e, "relay failed; restarting");
+                    tracing::warn!(error = %platform::telemetry::cause(e.as_ref()), "relay failed; restarting");
                 }
             }
         }

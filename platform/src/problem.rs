@@ -278,7 +278,7 @@ impl IntoResponse for ApiError {
 
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        tracing::warn!(error = %e, "postgres unavailable");
+        tracing::warn!(error = %crate::telemetry::cause(&e), "postgres unavailable");
         ApiError::Unavailable("The database is unavailable.", Duration::from_secs(1))
     }
 }
@@ -300,7 +300,7 @@ impl From<anyhow::Error> for ApiError {
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
         if e.is_closed() || e.as_db_error().is_none() {
-            tracing::warn!(error = %e, "postgres connection failed");
+            tracing::warn!(error = %crate::telemetry::cause(&e), "postgres connection failed");
             ApiError::Unavailable("The database is unavailable.", Duration::from_secs(1))
         } else {
             ApiError::Internal(e.to_string())

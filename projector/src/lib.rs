@@ -130,7 +130,7 @@ async fn project(cfg: Config, read: Pool) {
             Ok::<(), anyhow::Error>(())
         };
         if let Err(e) = term.await {
-            tracing::warn!(schema = %cfg.read_schema, error = %e, "projector failed; restarting");
+            tracing::warn!(schema = %cfg.read_schema, error = %platform::telemetry::cause(e.as_ref()), "projector failed; restarting");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -171,7 +171,9 @@ pub async fn run(cfg: Config, write: Pool, shutdown: impl Future<Output = ()>) {
                     running.insert(schema, tokio::spawn(project(c, pool)));
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "projector cannot read the read_schemas registry"),
+            Err(e) => {
+                tracing::warn!(error = %platform::telemetry::cause(&e), "projector cannot read the read_schemas registry")
+            }
         }
         tokio::select! {
             _ = &mut shutdown => break,

@@ -308,7 +308,7 @@ async fn writer(pool: Pool, mut rx: mpsc::Receiver<Pending>, gate: Arc<Gate>) {
         let ok = match insert(&pool, &batch).await {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!(error = %e, entries = batch.len(), "access log write failed");
+                tracing::error!(error = %platform::telemetry::cause(e.as_ref()), entries = batch.len(), "access log write failed");
                 false
             }
         };

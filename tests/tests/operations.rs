@@ -233,3 +233,47 @@ async fn logs_carry_no_personal_data() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failure_logs_give_the_databases_words_but_no_values() {
+    let url = std::env::var("LIS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(conn);
+    db.batch_execute("CREATE TEMP TABLE people (mrn TEXT CONSTRAINT people_mrn UNIQUE, born DATE)")
+        .await
+        .unwrap();
+    let insert = "INSERT INTO people (mrn) VALUES ('MRN-SECRET-42')";
+    db.batch_execute(insert).await.unwrap();
+
+    // A unique violation, wrapped as a service wraps it: the SQLSTATE, the
+    // message and the constraint, never the DETAIL quoting the key.
+    let e = anyhow::Error::from(db.batch_execute(insert).await.unwrap_err())
+        .context("applying a batch");
+    let text = platform::telemetry::cause(e.as_ref());
+    assert!(text.starts_with("applying a batch: db error: ERROR 23505: duplicate key value violates unique constraint"), "{text}");
+    assert!(text.contains("[constraint people_mrn]"), "{text}");
+    assert!(!text.contains("SECRET"), "{text}");
+
+    // A data exception quotes the value it refused: its message is withheld.
+    let e = db
+        .query("SELECT $1::text::date", &[&"1980-13-45-SECRET"])
+        .await
+        .unwrap_err();
+    let text = platform::telemetry::cause(&e);
+    assert!(text.starts_with("db error: ERROR 22"), "{text}");
+    assert!(!text.contains("SECRET") && !text.contains("1980"), "{text}");
+
+    // A missing table names it (an operator's most common cause).
+    let e = db
+        .batch_execute("SELECT * FROM no_such_table")
+        .await
+        .unwrap_err();
+    let text = platform::telemetry::cause(&e);
+    assert!(
+        text.contains("42P01") && text.contains("no_such_table"),
+        "{text}"
+    );
+}
