@@ -13,7 +13,7 @@
 //! it commits: while reads that began are still being served, it waits until
 //! it holds twice as many entries as there are reads still being served (or
 //! [`GATHER`] has passed). A read alone, or the last of a burst, is committed
-//! at once. Readers wake the writer only when that holds, not once each.
+//! at once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use platform::db::Cached;
 use platform::envelope::format_time;
 use platform::problem::{ApiError, Problem};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::conditions::Conditions;
@@ -119,46 +119,21 @@ pub struct Access {
     serving: Option<Serving>,
 }
 
-/// What the writer gathers by: reads being served whose entries are not
-/// queued yet, and entries queued but not yet committing.
-#[derive(Debug, Default)]
-struct Gate {
-    serving: AtomicUsize,
-    waiting: AtomicUsize,
-    ready: Notify,
-}
-
-impl Gate {
-    /// Whether the entries waiting should commit now: no read is still being
-    /// served, or twice as many entries wait as reads are being served.
-    fn full(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed) >= 2 * self.serving.load(Ordering::Relaxed)
-    }
-
-    /// Wakes the writer when the entries waiting should commit now.
-    fn nudge(&self) {
-        if self.waiting.load(Ordering::Relaxed) > 0 && self.full() {
-            self.ready.notify_one();
-        }
-    }
-}
-
 /// A read being served whose entry is not queued yet (counted in the
-/// gate's `serving` until dropped).
+/// log's `serving` until dropped).
 #[derive(Debug)]
-struct Serving(Arc<Gate>);
+struct Serving(Arc<AtomicUsize>);
 
 impl Serving {
-    fn start(gate: &Arc<Gate>) -> Serving {
-        gate.serving.fetch_add(1, Ordering::Relaxed);
-        Serving(gate.clone())
+    fn start(serving: &Arc<AtomicUsize>) -> Serving {
+        serving.fetch_add(1, Ordering::Relaxed);
+        Serving(serving.clone())
     }
 }
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        self.0.serving.fetch_sub(1, Ordering::Relaxed);
-        self.0.nudge();
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -222,7 +197,8 @@ struct Pending {
 #[derive(Clone)]
 pub struct AccessLog {
     queue: Option<mpsc::Sender<Pending>>,
-    gate: Arc<Gate>,
+    /// Reads begun whose entries are not queued yet.
+    serving: Arc<AtomicUsize>,
 }
 
 impl AccessLog {
@@ -233,11 +209,11 @@ impl AccessLog {
     pub fn start(url: &str, write_schema: &str) -> Result<AccessLog, platform::db::DbError> {
         let pool = platform::db::pool(url, write_schema, 1)?;
         let (queue, rx) = mpsc::channel::<Pending>(16 * BATCH);
-        let gate = Arc::new(Gate::default());
-        tokio::spawn(writer(pool, rx, gate.clone()));
+        let serving = Arc::default();
+        tokio::spawn(writer(pool, rx, Arc::clone(&serving)));
         Ok(AccessLog {
             queue: Some(queue),
-            gate,
+            serving,
         })
     }
 
@@ -246,7 +222,7 @@ impl AccessLog {
     pub fn off() -> AccessLog {
         AccessLog {
             queue: None,
-            gate: Arc::default(),
+            serving: Arc::default(),
         }
     }
 
@@ -257,7 +233,7 @@ impl AccessLog {
             endpoint,
             partner: None,
             records: Vec::new(),
-            serving: self.queue.as_ref().map(|_| Serving::start(&self.gate)),
+            serving: self.queue.as_ref().map(|_| Serving::start(&self.serving)),
         }
     }
 
@@ -280,16 +256,7 @@ impl AccessLog {
             status: response.status().as_u16() as i16,
             done,
         };
-        // Counted before it is sent, so that the writer, which subtracts
-        // what it takes, never sees fewer waiting than it holds.
-        self.gate.waiting.fetch_add(1, Ordering::Relaxed);
-        let queued = queue.send(pending).await.is_ok();
-        if queued {
-            self.gate.nudge();
-        } else {
-            self.gate.waiting.fetch_sub(1, Ordering::Relaxed);
-        }
-        let durable = queued && written.await.unwrap_or(false);
+        let durable = queue.send(pending).await.is_ok() && written.await.unwrap_or(false);
         if durable {
             response
         } else {
@@ -302,9 +269,8 @@ impl AccessLog {
     }
 }
 
-async fn writer(pool: Pool, mut rx: mpsc::Receiver<Pending>, gate: Arc<Gate>) {
-    while let Some(batch) = gather(&mut rx, &gate).await {
-        gate.waiting.fetch_sub(batch.len(), Ordering::Relaxed);
+async fn writer(pool: Pool, mut rx: mpsc::Receiver<Pending>, serving: Arc<AtomicUsize>) {
+    while let Some(batch) = gather(&mut rx, &serving).await {
         let ok = match insert(&pool, &batch).await {
             Ok(()) => true,
             Err(e) => {
@@ -320,15 +286,14 @@ async fn writer(pool: Pool, mut rx: mpsc::Receiver<Pending>, gate: Arc<Gate>) {
 }
 
 /// The next commit's entries: the first to arrive and every one queued
-/// behind it, and then, until the gate is full or [`GATHER`] has passed
-/// since the first, those that arrive meanwhile. `None` once every handle
-/// is dropped.
-async fn gather(rx: &mut mpsc::Receiver<Pending>, gate: &Gate) -> Option<Vec<Pending>> {
+/// behind it, and then, while fewer than twice as many are gathered as
+/// reads are still being served and [`GATHER`] has not passed since the
+/// first, those that arrive meanwhile. `None` once every handle is dropped.
+async fn gather(rx: &mut mpsc::Receiver<Pending>, serving: &AtomicUsize) -> Option<Vec<Pending>> {
     let first = rx.recv().await?;
     let until = tokio::time::Instant::now() + GATHER;
     let mut rows = first.access.records.len();
     let mut batch = vec![first];
-    let mut late = false;
     loop {
         while rows < BATCH {
             match rx.try_recv() {
@@ -339,12 +304,15 @@ async fn gather(rx: &mut mpsc::Receiver<Pending>, gate: &Gate) -> Option<Vec<Pen
                 Err(_) => break,
             }
         }
-        if late || rows >= BATCH || gate.full() {
+        if rows >= BATCH || batch.len() >= 2 * serving.load(Ordering::Relaxed) {
             return Some(batch);
         }
-        tokio::select! {
-            _ = gate.ready.notified() => {}
-            _ = tokio::time::sleep_until(until) => late = true,
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Some(p)) => {
+                rows += p.access.records.len();
+                batch.push(p);
+            }
+            Ok(None) | Err(_) => return Some(batch),
         }
     }
 }
