@@ -53,7 +53,7 @@ mod seed;
 use api::Api;
 use data::Gen;
 use load::{Measured, Recorder, Window};
-use procs::{Probe, Resources, Watched};
+use procs::{CpuOf, Probe, Resources, Watched};
 use report::{Report, Row, Target, Tier};
 
 /// `lis bench` options.
@@ -802,9 +802,9 @@ impl Bench {
                         "    log {}: {:.0} reads/s, {:.0} µs CPU per read (this process {:.0}, Postgres {:.0}){}",
                         if logged { "on " } else { "off" },
                         m.throughput(),
-                        res.cpu_per_op_us(m.throughput(), None),
-                        res.cpu_per_op_us(m.throughput(), Some("loadgen")),
-                        res.cpu_per_op_us(m.throughput(), Some("postgres")),
+                        res.cpu_per_op_us(m.throughput(), CpuOf::All),
+                        res.cpu_per_op_us(m.throughput(), CpuOf::LoadGen),
+                        res.cpu_per_op_us(m.throughput(), CpuOf::Service("postgres")),
                         if logged { batches.since() } else { String::new() },
                     );
                     pair.push((m, res));

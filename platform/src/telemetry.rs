@@ -22,7 +22,9 @@ pub fn init(filter: &str) {
 
 /// Why something failed, for a log line: every cause in the chain, outermost
 /// first, with a database error in the database's own words (see
-/// [`db_words`]).
+/// [`db_words`]) and a JSON error as its kind and place only (serde's
+/// message quotes the value it could not read, which may be personal data).
+/// The one way a failure's cause reaches a log.
 pub fn cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(e);
@@ -36,6 +38,15 @@ pub fn cause(e: &(dyn std::error::Error + 'static)) -> String {
             .and_then(tokio_postgres::Error::as_db_error)
         {
             parts.push(format!("db error: {}", db_words(db)));
+            break;
+        }
+        if let Some(json) = err.downcast_ref::<serde_json::Error>() {
+            parts.push(format!(
+                "JSON {:?} error at line {} column {}",
+                json.classify(),
+                json.line(),
+                json.column()
+            ));
             break;
         }
         let text = err.to_string();
@@ -52,7 +63,7 @@ pub fn cause(e: &(dyn std::error::Error + 'static)) -> String {
 /// names. Never the DETAIL or HINT, which may quote row values; and for a
 /// data exception (SQLSTATE class 22, such as an invalid date) not the
 /// message either, which quotes the value it refused.
-pub fn db_words(db: &tokio_postgres::error::DbError) -> String {
+fn db_words(db: &tokio_postgres::error::DbError) -> String {
     let code = db.code().code();
     let mut out = format!("{} {code}", db.severity());
     if code.starts_with("22") {

@@ -68,7 +68,7 @@ async fn apply_batch(read: &Pool, batch: &[BorrowedMessage<'_>]) -> anyhow::Resu
                 topic = msg.topic(),
                 partition = msg.partition(),
                 offset = msg.offset(),
-                error = %e,
+                error = %platform::telemetry::cause(&e),
                 "skipping a message that is not an event envelope"
             ),
         }

@@ -71,12 +71,18 @@ fn random_hex(n: usize) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// The Postgres the tests use (`LIS_TEST_DATABASE_URL`), on its default
+/// database; each stack makes a database of its own beside it.
+pub fn database_url() -> String {
+    std::env::var("LIS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
 /// The configuration of a fresh, isolated stack.
 pub fn test_config() -> Config {
     let mut cfg = Config::from_env().expect("LIS_* settings");
     let id = random_hex(6);
-    let base_url = std::env::var("LIS_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let base_url = database_url();
     let (prefix, _) = base_url.rsplit_once('/').expect("a database URL");
     cfg.database_url = format!("{prefix}/lis_t_{id}");
     cfg.topic_prefix = format!("t{id}.");

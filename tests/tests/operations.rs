@@ -236,9 +236,7 @@ async fn logs_carry_no_personal_data() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failure_logs_give_the_databases_words_but_no_values() {
-    let url = std::env::var("LIS_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    let (db, conn) = tokio_postgres::connect(&tests::database_url(), tokio_postgres::NoTls)
         .await
         .expect("connects");
     tokio::spawn(conn);
@@ -276,4 +274,15 @@ async fn failure_logs_give_the_databases_words_but_no_values() {
         text.contains("42P01") && text.contains("no_such_table"),
         "{text}"
     );
+
+    // A JSON error (an event that does not read) gives its kind and place,
+    // never the value serde quotes.
+    let e = serde_json::from_str::<u32>(r#""Jane Lovelace""#).unwrap_err();
+    let e = anyhow::Error::from(e).context("reading an event");
+    let text = platform::telemetry::cause(e.as_ref());
+    assert!(
+        text.starts_with("reading an event: JSON Data error at line 1"),
+        "{text}"
+    );
+    assert!(!text.contains("Lovelace"), "{text}");
 }

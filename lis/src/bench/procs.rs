@@ -193,21 +193,32 @@ impl Probe {
     }
 }
 
+/// Whose CPU [`Resources::cpu_per_op_us`] counts.
+#[derive(Debug, Clone, Copy)]
+pub enum CpuOf<'a> {
+    /// The load generator (this process) and every service.
+    All,
+    /// The load generator (this process) only.
+    LoadGen,
+    /// One service, by its name.
+    Service(&'a str),
+}
+
 impl Resources {
     /// Microseconds of CPU per operation at `rate` operations per second
-    /// (taken as steady over the whole wall time, warm-up included): of the
-    /// load generator (this process) and every service, or of one of them
-    /// (`"loadgen"` or a service's name).
-    pub fn cpu_per_op_us(&self, rate: f64, of: Option<&str>) -> f64 {
-        let cpu: f64 = match of {
-            Some("loadgen") => self.loadgen_cpu_s,
-            Some(name) => self
-                .services
+    /// (taken as steady over the whole wall time, warm-up included).
+    pub fn cpu_per_op_us(&self, rate: f64, of: CpuOf) -> f64 {
+        let services = |name: Option<&str>| -> f64 {
+            self.services
                 .iter()
-                .filter(|s| s.name == name)
+                .filter(|s| name.is_none_or(|n| s.name == n))
                 .map(|s| s.cpu_s)
-                .sum(),
-            None => self.loadgen_cpu_s + self.services.iter().map(|s| s.cpu_s).sum::<f64>(),
+                .sum()
+        };
+        let cpu = match of {
+            CpuOf::All => self.loadgen_cpu_s + services(None),
+            CpuOf::LoadGen => self.loadgen_cpu_s,
+            CpuOf::Service(name) => services(Some(name)),
         };
         1e6 * cpu / (rate * self.wall_s).max(1e-9)
     }
