@@ -364,6 +364,14 @@ async fn record_partner_event(
     Ok(())
 }
 
+/// Waits until a committed change to a partner holds for the next request
+/// on every process (`platform::access_cache`).
+async fn in_effect(db: &deadpool_postgres::Object) -> Result<(), AdminError> {
+    platform::access_cache::await_holders(db)
+        .await
+        .map_err(|e| AdminError::Infra(e.into()))
+}
+
 /// Changes a partner's permissions and/or scope (unchanged where `None`).
 pub async fn update_partner(
     pool: &Pool,
@@ -387,6 +395,7 @@ pub async fn update_partner(
     }
     let updated = load_partner(&tx, id).await?;
     tx.commit().await?;
+    in_effect(&db).await?;
     Ok(updated)
 }
 
@@ -404,6 +413,7 @@ pub async fn rotate_secret(
     let event = reference::rotate_partner_secret(&state_of(&current))?;
     record_partner_event(&tx, actor, &current, &event, Some(&hash)).await?;
     tx.commit().await?;
+    in_effect(&db).await?;
     Ok(Credentials {
         partner_id: id,
         client_id: current.client_id,
@@ -425,6 +435,7 @@ pub async fn disable_partner(
     }
     let updated = load_partner(&tx, id).await?;
     tx.commit().await?;
+    in_effect(&db).await?;
     Ok(updated)
 }
 

@@ -175,7 +175,7 @@ pub(crate) async fn begin_create(
 ) -> Result<(platform::auth::Caller, Bytes, platform::fields::Fields), ApiError> {
     use platform::fields::{self, BodyKind, Fields};
     use serde_json::Value;
-    let caller = platform::auth::authenticate(headers, &app.keys, &app.write).await?;
+    let caller = platform::auth::authenticate(headers, &app.keys, &app.partners).await?;
     tracing::Span::current().record("partner", tracing::field::display(caller.partner_id));
     caller.require(permission)?;
     let body = body_bytes(body)?;

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use axum::routing::{patch, post};
 use axum::Router;
 use deadpool_postgres::Pool;
+use platform::access_cache::PartnerCache;
 use platform::auth::TokenKeys;
 use platform::config::Config;
 
@@ -44,18 +45,21 @@ pub struct AppState {
     pub write: Pool,
     /// Token signing key.
     pub keys: TokenKeys,
+    /// Partners' current access (the access checks).
+    pub partners: PartnerCache,
     /// Token endpoint rate limits.
     pub limiter: Arc<oauth::TokenLimiter>,
 }
 
 impl AppState {
     /// Builds the state from configuration.
-    pub fn new(cfg: Arc<Config>, write: Pool, keys: TokenKeys) -> Self {
+    pub fn new(cfg: Arc<Config>, write: Pool, keys: TokenKeys, partners: PartnerCache) -> Self {
         let limiter = oauth::TokenLimiter::new(cfg.token_rate_per_minute);
         AppState {
             cfg,
             write,
             keys,
+            partners,
             limiter,
         }
     }

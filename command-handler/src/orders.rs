@@ -725,7 +725,7 @@ async fn prepare_act(
     parse: impl FnOnce(&mut Fields) -> Change,
     kind: BodyKind,
 ) -> Result<(Act, Option<Idempotency>), ApiError> {
-    let caller = authenticate(headers, &app.keys, &app.write).await?;
+    let caller = authenticate(headers, &app.keys, &app.partners).await?;
     tracing::Span::current().record("partner", tracing::field::display(caller.partner_id));
     caller.require(permission)?;
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;

@@ -547,7 +547,7 @@ pub async fn update(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let prepared = async {
-        let caller = authenticate(&headers, &app.keys, &app.write).await?;
+        let caller = authenticate(&headers, &app.keys, &app.partners).await?;
         tracing::Span::current().record("partner", tracing::field::display(caller.partner_id));
         caller.require(Permission::PatientsUpdate)?;
         let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;

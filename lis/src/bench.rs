@@ -106,7 +106,12 @@ impl QueryServer {
             &schema,
             platform::db::pool(&cfg.database_url, &schema, 6)?,
         );
-        let mut state = query_api::QueryState::new(cfg.clone(), read, write, keys)?;
+        let partners = platform::access_cache::PartnerCache::start(
+            &cfg.database_url,
+            &cfg.write_schema,
+            write.clone(),
+        );
+        let mut state = query_api::QueryState::new(cfg.clone(), read, write, keys, partners)?;
         if !logged {
             state = state.with_access_log(query_api::access_log::AccessLog::off());
         }

@@ -217,11 +217,17 @@ pub async fn serve(
                 kafka: Arc::new(platform::kafka::base_config(&cfg).create()?),
             });
         app = app.merge(crate::docs::router());
+        let partners = platform::access_cache::PartnerCache::start(
+            &cfg.database_url,
+            &cfg.write_schema,
+            write.clone(),
+        );
         if roles.commands {
             app = app.merge(command_handler::router(command_handler::AppState::new(
                 cfg.clone(),
                 write.clone(),
                 keys.clone(),
+                partners.clone(),
             )));
         }
         if roles.queries {
@@ -237,6 +243,7 @@ pub async fn serve(
                 read,
                 write.clone(),
                 keys.clone(),
+                partners,
             )?));
         }
         let app = app.layer(axum::middleware::from_fn(observe));

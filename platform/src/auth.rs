@@ -2,9 +2,10 @@
 //!
 //! Secrets are random, shown once, and stored only as Argon2id hashes in the
 //! write-side `partners` table. Access tokens are HS256 JWTs signed with a
-//! per-installation key. Every request re-reads the partner's current row
-//! (disabled flag, secret version, permissions, scope) from the write side,
-//! so a change takes effect on the next request, not when a token expires.
+//! per-installation key. Every request checks the partner's current access
+//! (disabled flag, secret version, permissions, scope) as the write side
+//! holds it, through [`crate::access_cache`], so a change takes effect on
+//! the next request, not when a token expires.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -221,7 +222,7 @@ pub fn permissions_from_db(names: &[String]) -> BTreeSet<Permission> {
 pub async fn authenticate(
     headers: &HeaderMap,
     keys: &TokenKeys,
-    write: &deadpool_postgres::Pool,
+    partners: &crate::access_cache::PartnerCache,
 ) -> Result<Caller, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -233,26 +234,17 @@ pub async fn authenticate(
         .map(str::trim)
         .ok_or(ApiError::Unauthorized)?;
     let claims = verify_token(keys, token).ok_or(ApiError::Unauthorized)?;
-    use crate::db::Cached;
-    let db = write.get().await?;
-    let row = db
-        .query_opt_cached(
-            "SELECT permissions, scope, disabled, secret_version FROM partners WHERE partner_id = $1",
-            &[&claims.sub],
-        )
+    let partner = partners
+        .access(claims.sub)
         .await?
         .ok_or(ApiError::Unauthorized)?;
-    let disabled: bool = row.get(2);
-    let secret_version: i32 = row.get(3);
-    if disabled || secret_version != claims.sv {
+    if partner.disabled || partner.secret_version != claims.sv {
         return Err(ApiError::Unauthorized);
     }
-    let permissions: Vec<String> = row.get(0);
-    let scope: serde_json::Value = row.get(1);
     Ok(Caller {
         partner_id: claims.sub,
-        permissions: permissions_from_db(&permissions),
-        scope: serde_json::from_value(scope).map_err(ApiError::internal)?,
+        permissions: partner.permissions.clone(),
+        scope: partner.scope.clone(),
     })
 }
 

@@ -42,7 +42,7 @@ pub enum Side {
     Read,
 }
 
-fn pg_config(url: &str, schema: &str) -> Result<tokio_postgres::Config, DbError> {
+pub(crate) fn pg_config(url: &str, schema: &str) -> Result<tokio_postgres::Config, DbError> {
     let mut cfg: tokio_postgres::Config = url.parse().map_err(DbError::BadUrl)?;
     cfg.options(format!("-c search_path={schema}"));
     cfg.application_name("lis");

@@ -10,6 +10,8 @@
 //! - [`problem`]: the one HTTP error type, rendered as problem+json.
 //! - [`fields`]: JSON body field extraction that names every bad field.
 //! - [`auth`]: partner secrets, access tokens and per-request access checks.
+//! - [`access_cache`]: partners' access kept in memory, current on every
+//!   process after each change.
 //! - [`keyfile`]: an installation's secret key files.
 //! - [`read_models`]: which copy of the read models readers use (`lis
 //!   replay` switches it).
@@ -22,6 +24,7 @@
 //! - [`metrics`]: Prometheus metrics (labels never carry personal data).
 //! - [`telemetry`]: logging setup.
 
+pub mod access_cache;
 pub mod auth;
 pub mod chain;
 pub mod config;

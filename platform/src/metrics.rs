@@ -46,6 +46,18 @@ pub static HTTP_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
 });
 
+/// Partner access checks by where the partner's access was read:
+/// `memory` (this process's copy) or `database`.
+pub static ACCESS_CHECKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new("lis_access_checks_total", "Partner access checks"),
+            &["source"],
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Events the relay has published.
 pub static RELAY_PUBLISHED: LazyLock<IntCounter> = LazyLock::new(|| {
     register(

@@ -522,7 +522,7 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let caller = authenticate(&headers, &app.keys, &app.write).await?;
+        let caller = authenticate(&headers, &app.keys, &app.partners).await?;
         caller.require(Permission::AuditRead)?;
         let f = parse_filters(query.as_deref())?;
         let clients = scope_list(&caller.scope.clients);

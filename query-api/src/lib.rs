@@ -20,6 +20,7 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::Router;
 use deadpool_postgres::Pool;
+use platform::access_cache::PartnerCache;
 use platform::auth::TokenKeys;
 use platform::config::Config;
 use platform::read_models::ReadModels;
@@ -38,10 +39,12 @@ pub struct QueryState {
     pub cfg: Arc<Config>,
     /// The read models (the copy readers use, which `lis replay` switches).
     pub read_models: ReadModels,
-    /// Pool on the write schema (access checks only).
+    /// Pool on the write schema (the access log's filters).
     pub write: Pool,
     /// Token signing key.
     pub keys: TokenKeys,
+    /// Partners' current access (the access checks).
+    pub partners: PartnerCache,
     /// Where every record read is logged.
     pub access_log: access_log::AccessLog,
 }
@@ -53,6 +56,7 @@ impl QueryState {
         read_models: ReadModels,
         write: Pool,
         keys: TokenKeys,
+        partners: PartnerCache,
     ) -> Result<Self, platform::db::DbError> {
         Ok(QueryState {
             access_log: access_log::AccessLog::start(&cfg.database_url, &cfg.write_schema)?,
@@ -60,6 +64,7 @@ impl QueryState {
             read_models,
             write,
             keys,
+            partners,
         })
     }
 

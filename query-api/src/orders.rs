@@ -561,7 +561,7 @@ pub async fn search(
 #[tracing::instrument(skip_all)]
 pub async fn catalog(State(app): State<QueryState>, headers: HeaderMap) -> Response {
     let result = async {
-        let caller = platform::auth::authenticate(&headers, &app.keys, &app.write).await?;
+        let caller = platform::auth::authenticate(&headers, &app.keys, &app.partners).await?;
         let any_tests = [
             Permission::TestsCreate,
             Permission::TestsRead,

@@ -91,7 +91,7 @@ pub(crate) async fn prepare(
     permissions: &[Permission],
     access: &mut Access,
 ) -> Result<Prepared, ApiError> {
-    let caller = authenticate(headers, &app.keys, &app.write).await?;
+    let caller = authenticate(headers, &app.keys, &app.partners).await?;
     access.caller(&caller);
     if !permissions.iter().any(|p| caller.has(*p)) {
         // The refusal is logged with the record's client and location, so

@@ -428,10 +428,25 @@ impl LisProcess {
         let _ = self.child.wait();
     }
 
+    /// Freezes the process with SIGSTOP (it keeps its connections but runs
+    /// nothing until [`LisProcess::resume`]).
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: a plain signal to the child this struct owns.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
     /// Stops the process with SIGTERM and waits for it to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        // SAFETY: a plain signal to the child this struct owns.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.signal(libc::SIGTERM);
         self.child.wait().expect("wait")
     }
 }
