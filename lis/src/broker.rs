@@ -1,5 +1,5 @@
 //! The development broker: tansu 0.6 with sqlite storage, as `lis up`,
-//! `lis faults`, `scripts/test` and the tests start it. Production uses
+//! `lis-faults`, `scripts/test` and the tests start it. Production uses
 //! Apache Kafka; nothing here is needed there.
 
 use std::path::Path;
@@ -66,7 +66,7 @@ pub fn args(addr: &str) -> Vec<String> {
 
 /// Starts the broker `bin` as a child process working in `dir` (its store
 /// there, its output appended to `log`), waits until `addr` accepts
-/// connections, and indexes its store. Used by `lis faults` and the tests;
+/// connections, and indexes its store. Used by `lis-faults` and the tests;
 /// `lis up` starts it detached with the same [`args`].
 pub fn spawn(bin: &Path, dir: &Path, addr: &str, log: &Path) -> anyhow::Result<Child> {
     std::fs::create_dir_all(dir)?;

@@ -4,10 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod admin_cli;
-mod bench;
-mod faults;
-mod up;
+use lis::{admin_cli, up};
 
 /// The LIS operator's command line.
 #[derive(Parser)]
@@ -35,10 +32,6 @@ enum Command {
     Migrate,
     /// Manage clients, locations, partners and the test catalog.
     Admin(admin_cli::Admin),
-    /// Run the benchmark suite against the local stack.
-    Bench(bench::BenchArgs),
-    /// Run the fault suite: kill and restart each part under load.
-    Faults(faults::FaultArgs),
     /// Rebuild every read model from offset 0 of the log beside the live
     /// ones, then switch readers to the new copy (`--drop-old` removes the
     /// copy they left).
@@ -50,36 +43,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match platform::config::Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("lis: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    platform::telemetry::init(&cfg.log);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let result = rt.block_on(async move {
+    lis::main_of("lis", |cfg| async move {
         match cli.command {
             Command::Up => up::up(&cfg).await,
             Command::Down => up::down(&cfg),
             Command::Serve { roles } => up::serve(cfg, &roles).await,
             Command::Migrate => up::migrate(&cfg).await,
             Command::Admin(a) => admin_cli::run(&cfg, a).await,
-            Command::Bench(a) => bench::run(&cfg, a).await,
-            Command::Faults(a) => faults::run(&cfg, a).await,
             Command::Verify(a) => lis::verify::run(&cfg, a).await,
             Command::Replay(a) => lis::replay::run(&cfg, a).await,
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("lis: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

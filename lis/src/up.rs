@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::stack::{self, Roles, Shutdown};
 use anyhow::{bail, Context};
 use command_handler::admin;
 use domain::access::{IdSet, Permission, Scope};
-use lis::stack::{self, Roles, Shutdown};
 use platform::auth::TokenKeys;
 use platform::config::Config;
 use platform::db::{self, Side};
@@ -135,19 +135,19 @@ async fn wait_until(
 
 async fn ensure_broker(cfg: &Config, dir: &Path) -> anyhow::Result<()> {
     let addr = first_broker(cfg);
-    let store = dir.join("tansu").join(lis::broker::STORE);
+    let store = dir.join("tansu").join(crate::broker::STORE);
     if reachable(&addr).await {
         // A broker this command started earlier: make sure its store has
-        // the index (stacks from before `lis::broker` lack it).
+        // the index (stacks from before `crate::broker` lack it).
         if store.exists() {
-            lis::broker::index_store(&store)?;
+            crate::broker::index_store(&store)?;
         }
         return Ok(());
     }
     let tansu = install_broker()?;
     std::fs::create_dir_all(dir.join("tansu"))?;
     std::fs::create_dir_all(dir.join("logs"))?;
-    let args = lis::broker::args(&addr);
+    let args = crate::broker::args(&addr);
     let pid = spawn_detached(
         &tansu,
         &args,
@@ -160,7 +160,7 @@ async fn ensure_broker(cfg: &Config, dir: &Path) -> anyhow::Result<()> {
         reachable(&addr).await
     })
     .await?;
-    lis::broker::index_store(&store)
+    crate::broker::index_store(&store)
 }
 
 /// Creates the database, applies both schemas' migrations, and creates the
@@ -171,7 +171,7 @@ pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
         .context("cannot reach Postgres (LIS_DATABASE_URL)")?;
     db::migrate(&cfg.database_url, &cfg.write_schema, Side::Write).await?;
     let write = db::pool(&cfg.database_url, &cfg.write_schema, 1)?;
-    for schema in lis::replay::schemas_in_use(cfg, &write).await? {
+    for schema in crate::replay::schemas_in_use(cfg, &write).await? {
         db::migrate(&cfg.database_url, &schema, Side::Read).await?;
     }
     let active = platform::read_models::active(&write, &cfg.read_schema).await?;

@@ -144,7 +144,7 @@ pub fn consumer_config(cfg: &Config, group: &str) -> ClientConfig {
 /// maintenance task, which runs when the broker starts and every ten
 /// minutes, reads an explicit `cleanup.policy=delete` with `retention.ms=-1`
 /// as "delete every record older than -1 ms" and emptied the log
-/// (found by `lis faults`; regression test `tests/tests/broker_restart.rs`).
+/// (found by `lis-faults`; regression test `tests/tests/broker_restart.rs`).
 pub async fn ensure_topics(cfg: &Config) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = base_config(cfg).create()?;
     let names: Vec<(String, i32)> = Topic::ALL

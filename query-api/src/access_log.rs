@@ -217,7 +217,7 @@ impl AccessLog {
         })
     }
 
-    /// A log that writes nothing: only `lis bench` builds one, to measure
+    /// A log that writes nothing: only `lis-bench` builds one, to measure
     /// what the log costs a read; a serving process never does.
     pub fn off() -> AccessLog {
         AccessLog {

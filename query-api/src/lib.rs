@@ -68,7 +68,7 @@ impl QueryState {
         })
     }
 
-    /// The same state with another access log (`lis bench` measures reads
+    /// The same state with another access log (`lis-bench` measures reads
     /// with [`access_log::AccessLog::off`]).
     pub fn with_access_log(self, access_log: access_log::AccessLog) -> Self {
         QueryState { access_log, ..self }

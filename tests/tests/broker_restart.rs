@@ -1,6 +1,6 @@
 //! The event log is kept forever, also across broker restarts.
 //!
-//! Regression test for a defect `lis faults` found: topics were created with
+//! Regression test for a defect `lis-faults` found: topics were created with
 //! `cleanup.policy=delete` and `retention.ms=-1`, which tansu's maintenance
 //! task (run as the broker starts and every ten minutes) read as "delete
 //! every record", so a broker restart emptied every topic.

@@ -1,4 +1,5 @@
-//! `lis faults`: the fault suite.
+//! `lis-faults`: the fault suite, a binary of its own beside `lis` (which
+//! it runs as every service).
 //!
 //! It builds a stack of its own — a private Postgres cluster (`initdb` into a
 //! temporary directory, another port), a private broker, and every role as
@@ -37,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::{Args, Parser};
 use domain::access::{IdSet, Permission, Scope};
 use platform::config::Config;
 use platform::envelope::Envelope;
@@ -47,7 +48,21 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-/// `lis faults` options.
+/// The fault suite: kills and restarts each part of a stack of its own
+/// under load and checks every promise after each fault.
+#[derive(Parser, Debug)]
+#[command(name = "lis-faults", version, about)]
+struct Cli {
+    #[command(flatten)]
+    args: FaultArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    lis::main_of("lis-faults", |cfg| async move { run(&cfg, cli.args).await })
+}
+
+/// `lis-faults` options.
 #[derive(Args, Debug)]
 pub struct FaultArgs {
     /// The CI subset: a few faults, well inside the CI time limit.
@@ -347,7 +362,7 @@ struct Stack {
 }
 
 fn tansu() -> anyhow::Result<PathBuf> {
-    crate::up::install_broker()
+    lis::up::install_broker()
 }
 
 impl Stack {
@@ -1153,12 +1168,18 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
     );
     // A private copy: a rebuild of the binary meanwhile must not change what
     // the restarted services run.
-    std::fs::copy(std::env::current_exe()?, dir.join("lis"))?;
+    let lis = std::env::current_exe()?.with_file_name("lis");
+    std::fs::copy(&lis, dir.join("lis")).with_context(|| {
+        format!(
+            "copying {} (build it with `cargo build -p lis`)",
+            lis.display()
+        )
+    })?;
     let cluster = Cluster::create(&dir)?;
     cluster.start()?;
     let key_file = dir.join("token.key");
     platform::auth::TokenKeys::create_file(&key_file)?;
-    crate::up::create_service_keys(&dir)?;
+    lis::up::create_service_keys(&dir)?;
     let keys = Keys {
         chain: platform::chain::ChainKey::load(&dir.join("chain-signing.key"))?.public(),
         analytics: platform::pseudonym::Pseudonyms::load(&dir.join("analytics-pseudonym.key"))?,
@@ -1178,10 +1199,10 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
     };
     stack.start_broker()?;
     let cfg = stack.config()?;
-    crate::up::migrate(&cfg).await?;
+    lis::up::migrate(&cfg).await?;
     let write = platform::db::pool(&cfg.database_url, &cfg.write_schema, 4)?;
     let read = platform::db::pool(&cfg.database_url, &cfg.read_schema, 4)?;
-    let actor = crate::admin_cli::operator();
+    let actor = lis::admin_cli::operator();
     command_handler::admin::create_client(&write, &actor, "FC", "Fault client").await?;
     command_handler::admin::create_location(&write, &actor, "FL", "FC", "Fault site").await?;
     let creds = command_handler::admin::create_partner(

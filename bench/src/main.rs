@@ -1,4 +1,5 @@
-//! `lis bench`: the benchmark suite (see BENCHMARKS.md).
+//! `lis-bench`: the benchmark suite (see BENCHMARKS.md), a binary of its
+//! own so that the operator's `lis` links no load generator or plotting.
 //!
 //! It drives the local stack that `lis up` started, the way partners do
 //! (a token, then HTTP requests), with its own client, locations and
@@ -34,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use clap::Args;
+use clap::{Args, Parser};
 use command_handler::admin;
 use deadpool_postgres::Pool;
 use domain::access::{Actor, IdSet, Permission, Scope};
@@ -56,7 +57,21 @@ use load::{Measured, Recorder, Window};
 use procs::{CpuOf, Probe, Resources, Watched};
 use report::{Report, Row, Target, Tier};
 
-/// `lis bench` options.
+/// The benchmark suite: drives the stack `lis up` started and prints each
+/// figure beside its raw baseline.
+#[derive(Parser, Debug)]
+#[command(name = "lis-bench", version, about)]
+struct Cli {
+    #[command(flatten)]
+    args: BenchArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    lis::main_of("lis-bench", |cfg| async move { run(&cfg, cli.args).await })
+}
+
+/// `lis-bench` options.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// A few minutes instead of the full tiers.
@@ -231,7 +246,7 @@ async fn preflight(cfg: &Config) -> anyhow::Result<(String, Vec<Watched>, Vec<St
         }
         Err(e) => bail!(
             "the local stack is not up: nothing answers at {base} ({e}). \
-             Start it with `lis up` (cargo run --release -p lis -- up), then run `lis bench` again."
+             Start it with `lis up` (cargo run --release -p lis -- up), then run `lis-bench` again."
         ),
     }
     let mut watched = Vec::new();
@@ -305,7 +320,7 @@ pub async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
     let creds = admin::create_partner(
         &write,
         &actor,
-        &format!("lis bench {run_id}"),
+        &format!("lis-bench {run_id}"),
         permissions,
         Scope {
             clients: IdSet::all(),
@@ -362,7 +377,7 @@ pub async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
         only: args.only.clone(),
     };
     println!(
-        "lis bench{}: {} patients stored; report to {}",
+        "lis-bench{}: {} patients stored; report to {}",
         if args.quick { " --quick" } else { "" },
         b.report.stored_at_start,
         args.out.display()
