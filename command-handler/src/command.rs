@@ -5,9 +5,9 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use contract::problem::ApiError;
 use deadpool_postgres::Transaction;
 use domain::validation::FieldError;
-use platform::problem::ApiError;
 
 use crate::idempotency::{Answer, Idempotency};
 use crate::store::AppendError;
@@ -172,10 +172,10 @@ pub(crate) async fn begin_create(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     permission: domain::access::Permission,
-) -> Result<(platform::auth::Caller, Bytes, platform::fields::Fields), ApiError> {
-    use platform::fields::{self, BodyKind, Fields};
+) -> Result<(contract::caller::Caller, Bytes, contract::fields::Fields), ApiError> {
+    use contract::fields::{self, BodyKind, Fields};
     use serde_json::Value;
-    let caller = platform::auth::authenticate(headers, &app.keys, &app.partners).await?;
+    let caller = contract::caller::authenticate(headers, &app.keys, &app.partners).await?;
     tracing::Span::current().record("partner", tracing::field::display(caller.partner_id));
     caller.require(permission)?;
     let body = body_bytes(body)?;

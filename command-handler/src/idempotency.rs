@@ -14,7 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use platform::problem::ApiError;
+use contract::problem::ApiError;
 
 /// The header partners send.
 pub const HEADER: &str = "idempotency-key";

@@ -75,7 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orders/{order_id}", patch(orders::update))
         .route("/v1/orders/{order_id}/{action}", post(orders::act))
         .layer(axum::extract::DefaultBodyLimit::max(
-            platform::fields::MAX_BODY,
+            contract::fields::MAX_BODY,
         ))
         .with_state(state)
 }

@@ -7,6 +7,13 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use contract::caller::{authenticate, Caller};
+use contract::consistency::ConsistencyToken;
+use contract::fields::{self, BodyKind, Fields};
+use contract::order_view::{
+    OrderView, OrderedTest, PatientSummary, PrioritySchema, ResultValueSchema,
+};
+use contract::problem::{ApiError, Problem};
 use deadpool_postgres::{GenericClient, Transaction};
 use domain::access::{Actor, Permission};
 use domain::catalog::CatalogTest;
@@ -16,14 +23,7 @@ use domain::order::{
 };
 use domain::patient::{self, Patient, PatientEvent};
 use domain::validation::FieldError;
-use platform::auth::{authenticate, Caller};
-use platform::consistency::ConsistencyToken;
 use platform::db::Cached;
-use platform::fields::{self, BodyKind, Fields};
-use platform::order_view::{
-    OrderView, OrderedTest, PatientSummary, PrioritySchema, ResultValueSchema,
-};
-use platform::problem::{ApiError, Problem};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -298,7 +298,7 @@ fn answer(
     let mut headers = vec![
         ("etag".to_string(), view.etag()),
         (
-            platform::consistency::HEADER.to_string(),
+            contract::consistency::HEADER.to_string(),
             ConsistencyToken(seen).encode(),
         ),
     ];

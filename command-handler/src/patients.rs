@@ -5,6 +5,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use contract::caller::{authenticate, Caller};
+use contract::consistency::ConsistencyToken;
+use contract::fields::{self, BodyKind, Fields};
+use contract::problem::ApiError;
+use contract::problem::Problem;
+use contract::views::{AddressSchema, PatientView, SexSchema, WarningSchema};
 use deadpool_postgres::{GenericClient, Transaction};
 use domain::access::{Actor, Permission};
 use domain::account::{self, AccountEvent};
@@ -14,13 +20,7 @@ use domain::patient::{
     PatientRejection,
 };
 use domain::validation::FieldError;
-use platform::auth::{authenticate, Caller};
-use platform::consistency::ConsistencyToken;
 use platform::db::Cached;
-use platform::fields::{self, BodyKind, Fields};
-use platform::problem::ApiError;
-use platform::problem::Problem;
-use platform::views::{AddressSchema, PatientView, SexSchema, WarningSchema};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -48,7 +48,7 @@ fn write_headers(
 ) -> Vec<(String, String)> {
     let mut h = vec![
         ("etag".to_string(), view.etag()),
-        (platform::consistency::HEADER.to_string(), token.encode()),
+        (contract::consistency::HEADER.to_string(), token.encode()),
     ];
     if location {
         h.push((

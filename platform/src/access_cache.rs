@@ -32,7 +32,6 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
 use crate::db::{Cached, DbError};
-use crate::problem::ApiError;
 
 /// How long a holder's copy may be used after the read that made it.
 pub const LEASE: Duration = Duration::from_secs(3);
@@ -61,6 +60,17 @@ pub struct PartnerAccess {
 struct Copy {
     partners: HashMap<Uuid, Arc<PartnerAccess>>,
     until: Option<Instant>,
+}
+
+/// Why a partner's access could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// Postgres failed or could not be reached.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The partner's stored scope is not a scope.
+    #[error("a partner's stored scope does not parse: {0}")]
+    Scope(serde_json::Error),
 }
 
 /// Partners' access, from this process's copy while its lease holds, from
@@ -94,7 +104,7 @@ impl PartnerCache {
 
     /// A partner's current access; `None` for a partner that does not
     /// exist.
-    pub async fn access(&self, id: Uuid) -> Result<Option<Arc<PartnerAccess>>, ApiError> {
+    pub async fn access(&self, id: Uuid) -> Result<Option<Arc<PartnerAccess>>, AccessError> {
         let copy = Arc::clone(&self.copy.read().unwrap_or_else(|e| e.into_inner()));
         if copy.until.is_some_and(|until| Instant::now() < until) {
             if let Some(p) = copy.partners.get(&id) {
@@ -107,11 +117,14 @@ impl PartnerCache {
         crate::metrics::ACCESS_CHECKS
             .with_label_values(&["database"])
             .inc();
-        let db = self.write.get().await?;
-        let row = db.query_opt_cached(SELECT_ONE, &[&id]).await?;
+        let db = self.write.get().await.map_err(DbError::from)?;
+        let row = db
+            .query_opt_cached(SELECT_ONE, &[&id])
+            .await
+            .map_err(DbError::from)?;
         row.map(|r| access_of(&r).map(|(_, p)| Arc::new(p)))
             .transpose()
-            .map_err(ApiError::internal)
+            .map_err(AccessError::Scope)
     }
 }
 

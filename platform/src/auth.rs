@@ -2,10 +2,10 @@
 //!
 //! Secrets are random, shown once, and stored only as Argon2id hashes in the
 //! write-side `partners` table. Access tokens are HS256 JWTs signed with a
-//! per-installation key. Every request checks the partner's current access
-//! (disabled flag, secret version, permissions, scope) as the write side
-//! holds it, through [`crate::access_cache`], so a change takes effect on
-//! the next request, not when a token expires.
+//! per-installation key. The per-request check (`contract::caller`) reads
+//! the partner's current access (disabled flag, secret version,
+//! permissions, scope) through [`crate::access_cache`], so a change takes
+//! effect on the next request, not when a token expires.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,17 +15,15 @@ use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
 use argon2::Argon2;
-use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use domain::access::{Permission, Scope};
+use domain::access::Permission;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::Secret;
-use crate::problem::ApiError;
 
 const ISSUER: &str = "lis";
 const AUDIENCE: &str = "lis-partner-api";
@@ -178,74 +176,9 @@ pub fn verify_token(keys: &TokenKeys, token: &str) -> Option<Claims> {
         .map(|d| d.claims)
 }
 
-/// An authenticated partner with its current permissions and scope.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The partner id.
-    pub partner_id: Uuid,
-    /// Current permissions.
-    pub permissions: BTreeSet<Permission>,
-    /// Current scope.
-    pub scope: Scope,
-}
-
-impl Caller {
-    /// 403 unless the caller holds `p`.
-    pub fn require(&self, p: Permission) -> Result<(), ApiError> {
-        if self.permissions.contains(&p) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "This call needs the {p} permission."
-            )))
-        }
-    }
-
-    /// Whether the caller holds `p`.
-    pub fn has(&self, p: Permission) -> bool {
-        self.permissions.contains(&p)
-    }
-
-    /// Whether a record of `client` at `location` is in scope.
-    pub fn sees(&self, client: &str, location: &str) -> bool {
-        self.scope.contains(client, location)
-    }
-}
-
 /// Parses stored permission names, skipping any this build does not know.
 pub fn permissions_from_db(names: &[String]) -> BTreeSet<Permission> {
     names.iter().filter_map(|n| n.parse().ok()).collect()
-}
-
-/// Authenticates a request: a valid bearer token whose partner exists, is
-/// enabled, and has not rotated its secret since the token was issued.
-pub async fn authenticate(
-    headers: &HeaderMap,
-    keys: &TokenKeys,
-    partners: &crate::access_cache::PartnerCache,
-) -> Result<Caller, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .ok_or(ApiError::Unauthorized)?;
-    let claims = verify_token(keys, token).ok_or(ApiError::Unauthorized)?;
-    let partner = partners
-        .access(claims.sub)
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
-    if partner.disabled || partner.secret_version != claims.sv {
-        return Err(ApiError::Unauthorized);
-    }
-    Ok(Caller {
-        partner_id: claims.sub,
-        permissions: partner.permissions.clone(),
-        scope: partner.scope.clone(),
-    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Shared infrastructure of the LIS services.
+//! Shared infrastructure of the LIS services (what partners see is the
+//! `contract` crate's).
 //!
 //! # Layout
 //! - [`config`]: typed configuration from `LIS_*` environment variables.
@@ -7,9 +8,7 @@
 //! - [`offsets`]: Kafka offsets kept in Postgres, and consumers assigned
 //!   from them.
 //! - [`envelope`]: the published event envelope and its CloudEvents headers.
-//! - [`problem`]: the one HTTP error type, rendered as problem+json.
-//! - [`fields`]: JSON body field extraction that names every bad field.
-//! - [`auth`]: partner secrets, access tokens and per-request access checks.
+//! - [`auth`]: partner secrets and access tokens.
 //! - [`access_cache`]: partners' access kept in memory, current on every
 //!   process after each change.
 //! - [`keyfile`]: an installation's secret key files.
@@ -18,9 +17,6 @@
 //! - [`pseudonym`]: keyed pseudonyms of the analytics stream.
 //! - [`chain`]: tamper evidence: the hash chain over the log and its signed
 //!   checkpoints.
-//! - [`views`], [`order_view`]: the partner-facing representations shared
-//!   by both sides.
-//! - [`consistency`]: read-your-writes tokens.
 //! - [`metrics`]: Prometheus metrics (labels never carry personal data).
 //! - [`telemetry`]: logging setup.
 
@@ -28,17 +24,12 @@ pub mod access_cache;
 pub mod auth;
 pub mod chain;
 pub mod config;
-pub mod consistency;
 pub mod db;
 pub mod envelope;
-pub mod fields;
 pub mod kafka;
 pub mod keyfile;
 pub mod metrics;
 pub mod offsets;
-pub mod order_view;
-pub mod problem;
 pub mod pseudonym;
 pub mod read_models;
 pub mod telemetry;
-pub mod views;

@@ -5,6 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use contract::order_view::OrderView;
+use contract::views::PatientView;
 use deadpool_postgres::Transaction;
 use domain::account::AccountEvent;
 use domain::catalog::{self, CatalogEvent};
@@ -14,8 +16,6 @@ use domain::patient::{self, Address, Patient, PatientEvent, Sex};
 use domain::reference::{self, ClientEvent, LocationEvent, Partner, PartnerEvent};
 use platform::db::Cached;
 use platform::envelope::Envelope;
-use platform::order_view::OrderView;
-use platform::views::PatientView;
 use uuid::Uuid;
 
 use crate::history::History;

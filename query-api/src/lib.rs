@@ -97,7 +97,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/v1/access-log", get(access_log::list))
         .route("/v1/catalog", get(orders::catalog))
         .layer(axum::extract::DefaultBodyLimit::max(
-            platform::fields::MAX_BODY,
+            contract::fields::MAX_BODY,
         ))
         .with_state(state)
 }

@@ -6,17 +6,17 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use contract::caller::Caller;
+use contract::fields;
+use contract::order_view::{OrderStatusSchema, OrderView, OrderedTest, PatientSummary};
+use contract::problem::{ApiError, Problem};
+use contract::views::SexSchema;
 use domain::access::Permission;
 use domain::order::{OrderStatus, Priority};
 use domain::patient::Sex;
 use domain::validation::{is_external_id, is_reference_id, FieldError};
-use platform::auth::Caller;
 use platform::db::Cached;
 use platform::envelope::format_time;
-use platform::fields;
-use platform::order_view::{OrderStatusSchema, OrderView, OrderedTest, PatientSummary};
-use platform::problem::{ApiError, Problem};
-use platform::views::SexSchema;
 use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -561,7 +561,7 @@ pub async fn search(
 #[tracing::instrument(skip_all)]
 pub async fn catalog(State(app): State<QueryState>, headers: HeaderMap) -> Response {
     let result = async {
-        let caller = platform::auth::authenticate(&headers, &app.keys, &app.partners).await?;
+        let caller = contract::caller::authenticate(&headers, &app.keys, &app.partners).await?;
         let any_tests = [
             Permission::TestsCreate,
             Permission::TestsRead,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use platform::consistency::ConsistencyToken;
+use contract::consistency::ConsistencyToken;
 use serde_json::json;
 use tests::{patient_body, test_config, TestStack};
 use uuid::Uuid;

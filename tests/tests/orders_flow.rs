@@ -56,7 +56,7 @@ async fn an_order_from_placement_to_correction() {
     // Reads embed the patient from the read model, so the write's token
     // names the patient's version too: a read with it waits for both.
     let placed =
-        platform::consistency::ConsistencyToken::decode(&placed_ct).expect("a consistency token");
+        contract::consistency::ConsistencyToken::decode(&placed_ct).expect("a consistency token");
     let named: Vec<(String, i64)> = placed.0.iter().map(|(s, v)| (s.to_string(), *v)).collect();
     assert!(named.contains(&(id.clone(), 1)), "{named:?}");
     assert!(named.contains(&(patient.clone(), 1)), "{named:?}");

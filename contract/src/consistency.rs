@@ -8,8 +8,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use uuid::Uuid;
 
-use crate::db::Cached;
 use crate::problem::ApiError;
+use platform::db::Cached;
 
 /// The header carrying the token, on write answers and read requests.
 pub const HEADER: &str = "consistency-token";

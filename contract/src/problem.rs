@@ -278,7 +278,7 @@ impl IntoResponse for ApiError {
 
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        tracing::warn!(error = %crate::telemetry::cause(&e), "postgres unavailable");
+        tracing::warn!(error = %platform::telemetry::cause(&e), "postgres unavailable");
         ApiError::Unavailable("The database is unavailable.", Duration::from_secs(1))
     }
 }
@@ -300,10 +300,31 @@ impl From<anyhow::Error> for ApiError {
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
         if e.is_closed() || e.as_db_error().is_none() {
-            tracing::warn!(error = %crate::telemetry::cause(&e), "postgres connection failed");
+            tracing::warn!(error = %platform::telemetry::cause(&e), "postgres connection failed");
             ApiError::Unavailable("The database is unavailable.", Duration::from_secs(1))
         } else {
             ApiError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<platform::db::DbError> for ApiError {
+    fn from(e: platform::db::DbError) -> Self {
+        use platform::db::DbError;
+        match e {
+            DbError::Postgres(e) => e.into(),
+            DbError::Pool(e) => e.into(),
+            e => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<platform::access_cache::AccessError> for ApiError {
+    fn from(e: platform::access_cache::AccessError) -> Self {
+        use platform::access_cache::AccessError;
+        match e {
+            AccessError::Db(e) => e.into(),
+            e @ AccessError::Scope(_) => ApiError::internal(e),
         }
     }
 }

@@ -8,8 +8,8 @@ use domain::patient::{Patient, Sex};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::envelope::format_time;
 use crate::views::SexSchema;
+use platform::envelope::format_time;
 
 /// The patient details an order embeds, only for a caller holding
 /// `patients:read` with the patient in scope.

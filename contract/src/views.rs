@@ -6,7 +6,7 @@ use domain::patient::{Address, Patient, Sex};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::envelope::format_time;
+use platform::envelope::format_time;
 
 /// The `account` member of a patient: the patient's portal account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
