@@ -1122,7 +1122,7 @@ impl Bench {
         admin
             .batch_execute(&format!("DROP SCHEMA IF EXISTS {REPLAY_SCHEMA} CASCADE"))
             .await?;
-        platform::db::migrate(&url, REPLAY_SCHEMA, platform::db::Side::Read).await?;
+        platform::db::migrate(&url, REPLAY_SCHEMA, projector::migrations()).await?;
         let mut fresh = self.cfg.clone();
         fresh.read_schema = REPLAY_SCHEMA.into();
         let pool = platform::db::pool(&url, REPLAY_SCHEMA, 4)?;

@@ -36,6 +36,17 @@ pub mod patients;
 pub mod relay;
 pub mod store;
 
+mod embedded {
+    refinery::embed_migrations!("migrations/es");
+}
+
+/// The write schema's migrations (`migrations/es`: the event store and the
+/// write side's state, the access log and the partners' access leases
+/// included), for `platform::db::migrate`.
+pub fn migrations() -> refinery::Runner {
+    embedded::migrations::runner()
+}
+
 /// What every write handler needs.
 #[derive(Clone)]
 pub struct AppState {

@@ -283,7 +283,7 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         }
     };
     let schema = target.schema;
-    platform::db::migrate(&cfg.database_url, &schema, platform::db::Side::Read).await?;
+    platform::db::migrate(&cfg.database_url, &schema, projector::migrations()).await?;
     if target.state == SchemaState::Building {
         println!("replay: rebuilding the read models into {schema} from offset 0 of the log");
         rebuild(cfg, &schema, args.batch).await?;

@@ -10,7 +10,7 @@ use command_handler::admin;
 use domain::access::{IdSet, Permission, Scope};
 use platform::auth::TokenKeys;
 use platform::config::Config;
-use platform::db::{self, Side};
+use platform::db;
 use platform::keyfile::write_private;
 
 const BROKER_PID: &str = "broker.pid";
@@ -169,10 +169,15 @@ pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
     db::ensure_database(&cfg.database_url)
         .await
         .context("cannot reach Postgres (LIS_DATABASE_URL)")?;
-    db::migrate(&cfg.database_url, &cfg.write_schema, Side::Write).await?;
+    db::migrate(
+        &cfg.database_url,
+        &cfg.write_schema,
+        command_handler::migrations(),
+    )
+    .await?;
     let write = db::pool(&cfg.database_url, &cfg.write_schema, 1)?;
     for schema in crate::replay::schemas_in_use(cfg, &write).await? {
-        db::migrate(&cfg.database_url, &schema, Side::Read).await?;
+        db::migrate(&cfg.database_url, &schema, projector::migrations()).await?;
     }
     let active = platform::read_models::active(&write, &cfg.read_schema).await?;
     let read = db::pool(&cfg.database_url, &active, 1)?;

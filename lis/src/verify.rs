@@ -389,7 +389,7 @@ async fn read_models(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
     platform::db::migrate(
         &fresh.database_url,
         &fresh.read_schema,
-        platform::db::Side::Read,
+        projector::migrations(),
     )
     .await?;
     let db = platform::db::connect(&cfg.database_url, "public").await?;

@@ -9,13 +9,6 @@
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-mod embedded_write {
-    refinery::embed_migrations!("migrations/es");
-}
-mod embedded_read {
-    refinery::embed_migrations!("migrations/read");
-}
-
 /// A database error with its context; never shown to partners.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -31,15 +24,6 @@ pub enum DbError {
     /// A migration failed.
     #[error("migration: {0}")]
     Migration(#[from] refinery::Error),
-}
-
-/// Which set of tables a pool serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// Event store and write-side state.
-    Write,
-    /// Read models.
-    Read,
 }
 
 pub(crate) fn pg_config(url: &str, schema: &str) -> Result<tokio_postgres::Config, DbError> {
@@ -107,27 +91,18 @@ pub async fn ensure_database(url: &str) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Creates `schema` if needed and applies the migrations of `side` to it.
-/// Serialised across processes by an advisory lock.
-pub async fn migrate(url: &str, schema: &str, side: Side) -> Result<(), DbError> {
+/// Creates `schema` if needed and applies `migrations` to it (each set
+/// lives with the crate that owns its tables: the write schema's with the
+/// command handler, the read models' with the projector). Serialised across
+/// processes by an advisory lock.
+pub async fn migrate(url: &str, schema: &str, migrations: refinery::Runner) -> Result<(), DbError> {
     let mut client = connect(url, schema).await?;
     client
         .batch_execute(&format!(
             "SELECT pg_advisory_lock(hashtext('lis-migrate')); CREATE SCHEMA IF NOT EXISTS {schema};"
         ))
         .await?;
-    let result = match side {
-        Side::Write => {
-            embedded_write::migrations::runner()
-                .run_async(&mut client)
-                .await
-        }
-        Side::Read => {
-            embedded_read::migrations::runner()
-                .run_async(&mut client)
-                .await
-        }
-    };
+    let result = migrations.run_async(&mut client).await;
     client
         .batch_execute("SELECT pg_advisory_unlock(hashtext('lis-migrate'))")
         .await?;

@@ -31,6 +31,16 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 
 pub mod apply;
+
+mod embedded {
+    refinery::embed_migrations!("migrations/read");
+}
+
+/// The read models' migrations (`migrations/read`), for
+/// `platform::db::migrate` on each copy of the read models.
+pub fn migrations() -> refinery::Runner {
+    embedded::migrations::runner()
+}
 pub mod history;
 
 /// Messages applied per transaction at most.

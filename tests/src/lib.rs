@@ -110,17 +110,13 @@ impl TestStack {
         platform::db::migrate(
             &cfg.database_url,
             &cfg.write_schema,
-            platform::db::Side::Write,
+            command_handler::migrations(),
         )
         .await
         .expect("write migrations");
-        platform::db::migrate(
-            &cfg.database_url,
-            &cfg.read_schema,
-            platform::db::Side::Read,
-        )
-        .await
-        .expect("read migrations");
+        platform::db::migrate(&cfg.database_url, &cfg.read_schema, projector::migrations())
+            .await
+            .expect("read migrations");
         platform::kafka::ensure_topics(&cfg)
             .await
             .expect("topics (is LIS_KAFKA_BROKERS up?)");

@@ -222,7 +222,7 @@ async fn survives_restarts_and_redelivery_and_rebuilds_identically() {
     platform::db::migrate(
         &fresh.database_url,
         &fresh.read_schema,
-        platform::db::Side::Read,
+        projector::migrations(),
     )
     .await
     .unwrap();
@@ -495,7 +495,7 @@ async fn orders_results_and_catalog_rebuild_identically() {
     platform::db::migrate(
         &fresh.database_url,
         &fresh.read_schema,
-        platform::db::Side::Read,
+        projector::migrations(),
     )
     .await
     .unwrap();
