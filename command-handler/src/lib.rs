@@ -19,9 +19,14 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::routing::{patch, post};
 use axum::Router;
 use deadpool_postgres::Pool;
+use domain::order::OrderAction;
 use platform::access_cache::PartnerCache;
 use platform::auth::TokenKeys;
 use platform::config::Config;
@@ -78,13 +83,26 @@ impl AppState {
 
 /// The write side's routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/oauth/token", post(oauth::token))
         .route("/v1/patients", post(patients::create))
         .route("/v1/patients/{patient_id}", patch(patients::update))
         .route("/v1/orders", post(orders::create))
-        .route("/v1/orders/{order_id}", patch(orders::update))
-        .route("/v1/orders/{order_id}/{action}", post(orders::act))
+        .route("/v1/orders/{order_id}", patch(orders::update));
+    for action in OrderAction::LIFECYCLE {
+        router = router.route(
+            &format!("/v1/orders/{{order_id}}/{action}"),
+            post(
+                move |app: State<AppState>,
+                      id: Path<String>,
+                      headers: HeaderMap,
+                      body: Result<Bytes, BytesRejection>| {
+                    orders::act(action, app, id, headers, body)
+                },
+            ),
+        );
+    }
+    router
         .layer(axum::extract::DefaultBodyLimit::max(
             contract::fields::MAX_BODY,
         ))

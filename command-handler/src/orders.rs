@@ -18,8 +18,8 @@ use deadpool_postgres::{GenericClient, Transaction};
 use domain::access::{Actor, Permission};
 use domain::catalog::CatalogTest;
 use domain::order::{
-    self, Order, OrderDraft, OrderEvent, OrderPatch, OrderRejection, PatientFacts, PlaceContext,
-    ResultContext, ResultEntry, SpecimenPatch,
+    self, Order, OrderAction, OrderDraft, OrderEvent, OrderPatch, OrderRejection, PatientFacts,
+    PlaceContext, ResultContext, ResultEntry, SpecimenPatch,
 };
 use domain::patient::{self, Patient, PatientEvent};
 use domain::validation::FieldError;
@@ -688,28 +688,20 @@ impl Attempt for Act {
     }
 }
 
-/// The permission each action needs.
-fn permission_of(action: &str) -> Option<Permission> {
-    match action {
-        "collect" | "receive" | "start" | "cancel" => Some(Permission::TestsUpdate),
-        "results" | "finalize" | "correct" => Some(Permission::ResultsWrite),
-        _ => None,
-    }
-}
-
 /// Reads the (possibly empty) body of an action into its change.
-fn change_of(action: &str, f: &mut Fields) -> Change {
+fn change_of(action: OrderAction, f: &mut Fields) -> Change {
     match action {
-        "collect" => Change::Collect(f.string("collectedAt")),
-        "receive" => Change::Receive,
-        "start" => Change::Start,
-        "finalize" => Change::Finalize,
-        "cancel" => Change::Cancel(f.string("reason")),
-        "results" => Change::Results(results_from(f)),
-        _ => {
+        OrderAction::Collect => Change::Collect(f.string("collectedAt")),
+        OrderAction::Receive => Change::Receive,
+        OrderAction::Start => Change::Start,
+        OrderAction::Finalize => Change::Finalize,
+        OrderAction::Cancel => Change::Cancel(f.string("reason")),
+        OrderAction::Results => Change::Results(results_from(f)),
+        OrderAction::Correct => {
             let reason = f.string("reason");
             Change::Correct(reason, results_from(f))
         }
+        OrderAction::Update => Change::Patch(patch_from(f)),
     }
 }
 
@@ -829,11 +821,11 @@ pub async fn update(
         &app,
         &headers,
         &id,
-        Permission::TestsUpdate,
+        OrderAction::Update.permission(),
         "PATCH",
         path,
         body,
-        |f| Change::Patch(patch_from(f)),
+        |f| change_of(OrderAction::Update, f),
         BodyKind::MergePatch,
     )
     .await;
@@ -1060,28 +1052,27 @@ pub fn finalize_doc() {}
 )]
 pub fn correct_doc() {}
 
-/// `POST /v1/orders/{orderID}/{action}`: every action; each is
-/// documented as its own operation (`collect_doc` ...).
+/// `POST /v1/orders/{orderID}/{action}`: each lifecycle action on its own
+/// route (the router gives `action`), documented as its own operation
+/// (`collect_doc` ...).
 #[tracing::instrument(skip_all, fields(partner, action = %action))]
 pub async fn act(
+    action: OrderAction,
     State(app): State<AppState>,
-    Path((id, action)): Path<(String, String)>,
+    Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Some(permission) = permission_of(&action) else {
-        return ApiError::NotFound.into_response();
-    };
     let path = format!("/v1/orders/{id}/{action}");
     let prepared = prepare_act(
         &app,
         &headers,
         &id,
-        permission,
+        action.permission(),
         "POST",
         path,
         body,
-        |f| change_of(&action, f),
+        |f| change_of(action, f),
         BodyKind::Json,
     )
     .await;
@@ -1170,30 +1161,39 @@ mod tests {
     /// handler reads.
     #[test]
     fn documented_action_fields_are_read() {
-        let bodies: Vec<(&str, Value)> = vec![
+        let bodies: Vec<(OrderAction, Value)> = vec![
             (
-                "collect",
+                OrderAction::Collect,
                 serde_json::to_value(CollectRequest {
                     collected_at: Some(Utc::now()),
                 })
                 .unwrap(),
             ),
-            ("receive", serde_json::to_value(NoFields {}).unwrap()),
-            ("start", serde_json::to_value(NoFields {}).unwrap()),
-            ("finalize", serde_json::to_value(NoFields {}).unwrap()),
             (
-                "cancel",
+                OrderAction::Receive,
+                serde_json::to_value(NoFields {}).unwrap(),
+            ),
+            (
+                OrderAction::Start,
+                serde_json::to_value(NoFields {}).unwrap(),
+            ),
+            (
+                OrderAction::Finalize,
+                serde_json::to_value(NoFields {}).unwrap(),
+            ),
+            (
+                OrderAction::Cancel,
                 serde_json::to_value(CancelRequest {
                     reason: "ordered in error".into(),
                 })
                 .unwrap(),
             ),
             (
-                "results",
+                OrderAction::Results,
                 serde_json::to_value(ResultsRequest { results: results() }).unwrap(),
             ),
             (
-                "correct",
+                OrderAction::Correct,
                 serde_json::to_value(CorrectRequest {
                     reason: "mix-up".into(),
                     results: results(),
@@ -1202,7 +1202,6 @@ mod tests {
             ),
         ];
         for (action, body) in bodies {
-            assert!(permission_of(action).is_some(), "{action}");
             let mut f = fields_of(&body);
             let change = change_of(action, &mut f);
             assert_eq!(f.finish(), vec![], "{action}");

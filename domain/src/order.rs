@@ -41,6 +41,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::access::Permission;
 use crate::catalog::{Analyte, AnalyteKind, CatalogTest};
 use crate::event::{DomainEvent, StreamKind};
 use crate::patch::{double_option, Patch};
@@ -530,9 +531,8 @@ pub enum OrderRejection {
     /// The action does not fit the order's status (409).
     #[error("cannot {action} an order that is {}", .status.as_str())]
     InvalidStatus {
-        /// The action (`collect`, `receive`, `start`, `results`,
-        /// `finalize`, `correct`, `cancel`, `update`).
-        action: &'static str,
+        /// The action.
+        action: OrderAction,
         /// The order's current status.
         status: OrderStatus,
     },
@@ -541,48 +541,108 @@ pub enum OrderRejection {
     DuplicateAccession,
 }
 
-/// The actions of the status machine and the statuses each is allowed from,
-/// as in the contract's action table.
-pub const ACTIONS: [(&str, &[OrderStatus]); 8] = [
-    ("collect", &[OrderStatus::Ordered]),
-    ("receive", &[OrderStatus::Collected]),
-    ("start", &[OrderStatus::Received]),
-    (
-        "cancel",
-        &[
-            OrderStatus::Ordered,
-            OrderStatus::Collected,
-            OrderStatus::Received,
-        ],
-    ),
-    (
-        "results",
-        &[
-            OrderStatus::Received,
-            OrderStatus::InProgress,
-            OrderStatus::Resulted,
-        ],
-    ),
-    ("finalize", &[OrderStatus::Resulted]),
-    ("correct", &[OrderStatus::Final, OrderStatus::Corrected]),
-    (
-        "update",
-        &[
-            OrderStatus::Ordered,
-            OrderStatus::Collected,
-            OrderStatus::Received,
-            OrderStatus::InProgress,
-        ],
-    ),
-];
+/// What can be done to a placed order: the lifecycle actions (each its own
+/// route, `POST /v1/orders/{orderID}/{action}`) and `update` (`PATCH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderAction {
+    /// Specimen collected.
+    Collect,
+    /// Specimen received by the lab.
+    Receive,
+    /// Testing started.
+    Start,
+    /// Order canceled, with a reason.
+    Cancel,
+    /// Results recorded or replaced.
+    Results,
+    /// Results released (final).
+    Finalize,
+    /// Final results amended, with a reason.
+    Correct,
+    /// Details changed (`PATCH`).
+    Update,
+}
+
+impl OrderAction {
+    /// Every action, in the contract's table order.
+    pub const ALL: [OrderAction; 8] = [
+        OrderAction::Collect,
+        OrderAction::Receive,
+        OrderAction::Start,
+        OrderAction::Cancel,
+        OrderAction::Results,
+        OrderAction::Finalize,
+        OrderAction::Correct,
+        OrderAction::Update,
+    ];
+
+    /// The actions that have a route of their own,
+    /// `POST /v1/orders/{orderID}/{action}` (all but `update`).
+    pub const LIFECYCLE: [OrderAction; 7] = [
+        OrderAction::Collect,
+        OrderAction::Receive,
+        OrderAction::Start,
+        OrderAction::Cancel,
+        OrderAction::Results,
+        OrderAction::Finalize,
+        OrderAction::Correct,
+    ];
+
+    /// The action's name, as its route's last segment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderAction::Collect => "collect",
+            OrderAction::Receive => "receive",
+            OrderAction::Start => "start",
+            OrderAction::Cancel => "cancel",
+            OrderAction::Results => "results",
+            OrderAction::Finalize => "finalize",
+            OrderAction::Correct => "correct",
+            OrderAction::Update => "update",
+        }
+    }
+
+    /// The statuses the action is allowed from (the contract's action
+    /// table).
+    pub fn allowed_from(self) -> &'static [OrderStatus] {
+        use OrderStatus::*;
+        match self {
+            OrderAction::Collect => &[Ordered],
+            OrderAction::Receive => &[Collected],
+            OrderAction::Start => &[Received],
+            OrderAction::Cancel => &[Ordered, Collected, Received],
+            OrderAction::Results => &[Received, InProgress, Resulted],
+            OrderAction::Finalize => &[Resulted],
+            OrderAction::Correct => &[Final, Corrected],
+            OrderAction::Update => &[Ordered, Collected, Received, InProgress],
+        }
+    }
+
+    /// The permission a partner needs for it: results are written only by
+    /// those granted `results:write`.
+    pub fn permission(self) -> Permission {
+        match self {
+            OrderAction::Results | OrderAction::Finalize | OrderAction::Correct => {
+                Permission::ResultsWrite
+            }
+            OrderAction::Collect
+            | OrderAction::Receive
+            | OrderAction::Start
+            | OrderAction::Cancel
+            | OrderAction::Update => Permission::TestsUpdate,
+        }
+    }
+}
+
+impl std::fmt::Display for OrderAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Refuses `action` unless the order's status is one it is allowed from.
-fn require(state: &Order, action: &'static str) -> Result<(), OrderRejection> {
-    let allowed = ACTIONS
-        .iter()
-        .find(|(a, _)| *a == action)
-        .map_or(&[][..], |(_, s)| *s);
-    if allowed.contains(&state.status) {
+fn require(state: &Order, action: OrderAction) -> Result<(), OrderRejection> {
+    if action.allowed_from().contains(&state.status) {
         Ok(())
     } else {
         Err(OrderRejection::InvalidStatus {
@@ -920,7 +980,7 @@ pub fn update(
     patch: OrderPatch,
     now: DateTime<Utc>,
 ) -> Result<Option<OrderEvent>, OrderRejection> {
-    require(state, "update")?;
+    require(state, OrderAction::Update)?;
     let mut errors = Vec::new();
     let mut changes = OrderChanges::default();
     match patch.specimen {
@@ -1011,7 +1071,7 @@ pub fn collect(
     collected_at: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<OrderEvent, OrderRejection> {
-    require(state, "collect")?;
+    require(state, OrderAction::Collect)?;
     let at = match collected_at {
         Some(raw) => {
             let mut errors = Vec::new();
@@ -1030,7 +1090,7 @@ pub fn collect(
 
 /// Decides the lab's receipt of a `collected` order's specimen.
 pub fn receive(state: &Order) -> Result<OrderEvent, OrderRejection> {
-    require(state, "receive")?;
+    require(state, OrderAction::Receive)?;
     Ok(OrderEvent::SpecimenReceived(OrderRef {
         order_id: state.id,
     }))
@@ -1038,13 +1098,13 @@ pub fn receive(state: &Order) -> Result<OrderEvent, OrderRejection> {
 
 /// Decides the start of testing of a `received` order.
 pub fn start(state: &Order) -> Result<OrderEvent, OrderRejection> {
-    require(state, "start")?;
+    require(state, OrderAction::Start)?;
     Ok(OrderEvent::OrderStarted(OrderRef { order_id: state.id }))
 }
 
 /// Decides the release of a `resulted` order's results as final.
 pub fn finalize(state: &Order) -> Result<OrderEvent, OrderRejection> {
-    require(state, "finalize")?;
+    require(state, OrderAction::Finalize)?;
     Ok(OrderEvent::ResultsFinalized(OrderRef {
         order_id: state.id,
     }))
@@ -1053,7 +1113,7 @@ pub fn finalize(state: &Order) -> Result<OrderEvent, OrderRejection> {
 /// Decides the cancellation of an `ordered`, `collected` or `received`
 /// order; `reason` is required (non-blank text, field `reason`).
 pub fn cancel(state: &Order, reason: Option<String>) -> Result<OrderEvent, OrderRejection> {
-    require(state, "cancel")?;
+    require(state, OrderAction::Cancel)?;
     let mut errors = Vec::new();
     check_reason(reason.as_deref(), &mut errors);
     match reason {
@@ -1100,7 +1160,7 @@ pub fn record_results(
     entries: Vec<ResultEntry>,
     ctx: &ResultContext,
 ) -> Result<OrderEvent, OrderRejection> {
-    require(state, "results")?;
+    require(state, OrderAction::Results)?;
     let mut errors = Vec::new();
     let results = judge_entries(state, entries, ctx, &mut errors);
     if !errors.is_empty() {
@@ -1122,7 +1182,7 @@ pub fn correct(
     entries: Vec<ResultEntry>,
     ctx: &ResultContext,
 ) -> Result<OrderEvent, OrderRejection> {
-    require(state, "correct")?;
+    require(state, OrderAction::Correct)?;
     let mut errors = Vec::new();
     check_reason(reason.as_deref(), &mut errors);
     let results = judge_entries(state, entries, ctx, &mut errors);

@@ -711,6 +711,39 @@ mod tests {
         );
     }
 
+    /// The document names each order action the router serves, under the
+    /// permission the action needs, and no other.
+    #[test]
+    fn order_actions_are_documented_as_the_router_serves_them() {
+        use domain::order::OrderAction;
+        let doc: Value = serde_json::from_str(openapi_json()).unwrap();
+        let mut documented: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter_map(|p| p.strip_prefix("/v1/orders/{orderID}/"))
+            .filter(|rest| !rest.contains('/') && *rest != "history")
+            .collect();
+        let mut served: Vec<&str> = OrderAction::LIFECYCLE.iter().map(|a| a.as_str()).collect();
+        documented.sort_unstable();
+        served.sort_unstable();
+        assert_eq!(documented, served);
+        for action in OrderAction::LIFECYCLE {
+            let op = &doc["paths"][format!("/v1/orders/{{orderID}}/{action}")]["post"];
+            let scopes = op["security"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find_map(|s| s["oauth2"].as_array())
+                .unwrap_or_else(|| panic!("{action}: no oauth2 scopes"));
+            assert_eq!(
+                scopes,
+                &vec![Value::from(action.permission().as_str())],
+                "{action}"
+            );
+        }
+    }
+
     #[test]
     fn headings_get_anchors() {
         let html = markdown_to_html("# A `b` c\n\n## Errors\n\n## Errors\n\n## Own {#mine}\n");

@@ -246,7 +246,10 @@ pub async fn serve(
                 partners,
             )?));
         }
-        let app = app.layer(axum::middleware::from_fn(observe));
+        // An unknown path is a problem+json 404 like any other.
+        let app = app
+            .fallback(|| async { contract::problem::ApiError::NotFound })
+            .layer(axum::middleware::from_fn(observe));
         tracing::info!(addr = %listener.local_addr()?, "partner API listening");
         let s = shutdown.clone();
         tasks.spawn(async move {

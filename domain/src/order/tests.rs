@@ -680,29 +680,31 @@ fn collected_at_may_not_be_before_the_patients_birth() {
 
 /// Every action with valid input, and the event type it produces.
 type Action = (
-    &'static str,
+    OrderAction,
     &'static str,
     fn(&Order) -> Result<Option<OrderEvent>, OrderRejection>,
 );
 
 fn actions() -> [Action; 8] {
     [
-        ("collect", "SpecimenCollected", |o| {
+        (OrderAction::Collect, "SpecimenCollected", |o| {
             collect(o, None, now()).map(Some)
         }),
-        ("receive", "SpecimenReceived", |o| receive(o).map(Some)),
-        ("start", "OrderStarted", |o| start(o).map(Some)),
-        ("cancel", "OrderCanceled", |o| {
+        (OrderAction::Receive, "SpecimenReceived", |o| {
+            receive(o).map(Some)
+        }),
+        (OrderAction::Start, "OrderStarted", |o| start(o).map(Some)),
+        (OrderAction::Cancel, "OrderCanceled", |o| {
             cancel(o, Some("patient left".into())).map(Some)
         }),
-        ("results", "ResultsRecorded", |o| {
+        (OrderAction::Results, "ResultsRecorded", |o| {
             record_results(o, vec![hgb("12.5")], &ctx()).map(Some)
         }),
-        ("finalize", "ResultsFinalized", finalize_some),
-        ("correct", "ResultsCorrected", |o| {
+        (OrderAction::Finalize, "ResultsFinalized", finalize_some),
+        (OrderAction::Correct, "ResultsCorrected", |o| {
             correct(o, Some("wrong sample".into()), vec![hgb("12.6")], &ctx()).map(Some)
         }),
-        ("update", "OrderDetailsChanged", |o| {
+        (OrderAction::Update, "OrderDetailsChanged", |o| {
             update(
                 o,
                 OrderPatch {
@@ -722,7 +724,8 @@ fn finalize_some(o: &Order) -> Result<Option<OrderEvent>, OrderRejection> {
 #[test]
 fn every_status_and_action_pair_follows_the_contract_table() {
     use OrderStatus::*;
-    // The contract's action table, written out independently of `ACTIONS`:
+    // The contract's action table, written out independently of
+    // `OrderAction::allowed_from`:
     // (action, allowed from, leads to; `None` = the status stays).
     let table: [(&str, &[OrderStatus], Option<OrderStatus>); 8] = [
         ("collect", &[Ordered], Some(Collected)),
@@ -739,7 +742,7 @@ fn every_status_and_action_pair_follows_the_contract_table() {
         let order = order_in(status);
         assert_eq!(order.status, status);
         for (name, event_type, decide) in actions() {
-            let (_, allowed, leads_to) = table.iter().find(|(a, ..)| *a == name).unwrap();
+            let (_, allowed, leads_to) = table.iter().find(|(a, ..)| *a == name.as_str()).unwrap();
             let result = decide(&order);
             if allowed.contains(&status) {
                 let event = result
@@ -771,7 +774,8 @@ fn every_status_and_action_pair_follows_the_contract_table() {
 
 #[test]
 fn the_published_action_table_matches_the_decisions() {
-    for (name, allowed) in ACTIONS {
+    for name in OrderAction::ALL {
+        let allowed = name.allowed_from();
         let (.., decide) = actions().into_iter().find(|(a, ..)| *a == name).unwrap();
         for status in OrderStatus::ALL {
             let refused = matches!(
@@ -789,14 +793,14 @@ fn an_invalid_status_is_reported_before_bad_input() {
     assert_eq!(
         cancel(&order, None),
         Err(OrderRejection::InvalidStatus {
-            action: "cancel",
+            action: OrderAction::Cancel,
             status: OrderStatus::Final
         })
     );
     assert_eq!(
         record_results(&order, vec![], &ctx()),
         Err(OrderRejection::InvalidStatus {
-            action: "results",
+            action: OrderAction::Results,
             status: OrderStatus::Final
         })
     );
@@ -804,12 +808,12 @@ fn an_invalid_status_is_reported_before_bad_input() {
     assert!(matches!(
         correct(&ordered, None, vec![], &ctx()),
         Err(OrderRejection::InvalidStatus {
-            action: "correct",
+            action: OrderAction::Correct,
             ..
         })
     ));
     let rejection = OrderRejection::InvalidStatus {
-        action: "finalize",
+        action: OrderAction::Finalize,
         status: OrderStatus::InProgress,
     };
     assert_eq!(
