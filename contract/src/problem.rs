@@ -144,9 +144,13 @@ impl ApiError {
         }
     }
 
-    /// An internal error from any displayable cause.
-    pub fn internal(e: impl std::fmt::Display) -> Self {
-        ApiError::Internal(e.to_string())
+    /// An internal error: its cause as `platform::telemetry::cause` words
+    /// it for the log (the database's own message and SQLSTATE, a JSON
+    /// error's kind and place, never a value either quotes); the partner
+    /// sees only an opaque 500.
+    pub fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let e = e.into();
+        ApiError::Internal(platform::telemetry::cause(&*e))
     }
 
     /// The HTTP status.
@@ -303,7 +307,7 @@ impl From<tokio_postgres::Error> for ApiError {
             tracing::warn!(error = %platform::telemetry::cause(&e), "postgres connection failed");
             ApiError::Unavailable("The database is unavailable.", Duration::from_secs(1))
         } else {
-            ApiError::Internal(e.to_string())
+            ApiError::internal(e)
         }
     }
 }

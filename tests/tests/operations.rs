@@ -286,3 +286,52 @@ async fn failure_logs_give_the_databases_words_but_no_values() {
     );
     assert!(!text.contains("Lovelace"), "{text}");
 }
+
+/// A request that fails inside the service (here the read model's table is
+/// gone) is an opaque 500 to the partner, and the service's log gives the
+/// database's own words for it: SQLSTATE, message and the object named.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_internal_error_is_opaque_to_the_partner_and_worded_in_the_log() {
+    let roles = lis::stack::Roles {
+        commands: true,
+        ..lis::stack::Roles::NONE
+    };
+    let s = TestStack::start_with(test_config(), roles).await;
+    let (_, token) = s.standard().await;
+    let mut p = s
+        .spawn_process_with("query-api", &[("LIS_LOG", "warn")])
+        .await;
+    s.read
+        .get()
+        .await
+        .unwrap()
+        .batch_execute("ALTER TABLE orders RENAME TO orders_gone")
+        .await
+        .unwrap();
+    let r = s
+        .http
+        .get(format!("{}/v1/orders/{}", p.base, Uuid::new_v4()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let body = r.text().await.unwrap();
+    for internal in ["42P01", "orders", "relation", "SELECT"] {
+        assert!(
+            !body.contains(internal),
+            "`{internal}` in the answer: {body}"
+        );
+    }
+    p.terminate();
+    let log = p.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("internal error"))
+        .unwrap_or_else(|| panic!("no internal error logged:\n{log}"));
+    assert!(
+        line.contains("42P01") && line.contains("orders") && line.contains("does not exist"),
+        "the log line words the cause as the database did: {line}"
+    );
+    s.stop().await;
+}

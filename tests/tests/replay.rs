@@ -224,21 +224,44 @@ async fn replay_rebuilds_beside_the_live_copy_resumes_and_switches_readers() {
         .to_string();
     let path = format!("/v1/patients/{id}");
     assert_eq!(s.get_consistent(&token, &path, &ct).await.status(), 200);
-    let in_new: i64 = one(
-        &db,
-        &format!("SELECT count(*) FROM {schema}.patients WHERE patient_id = '{id}'"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(in_new, 1);
+    // (The read above may have been served by the old copy, which is kept
+    // current too until readers have followed the switch.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let in_new: i64 = one(
+            &db,
+            &format!("SELECT count(*) FROM {schema}.patients WHERE patient_id = '{id}'"),
+        )
+        .await
+        .unwrap();
+        if in_new == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the write never reached the new copy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Readers read the new copy: a mark made only there shows.
     db.batch_execute(&format!(
         "UPDATE {schema}.patients SET last_name = 'OnlyInTheNewCopy' WHERE patient_id = '{id}'"
     ))
     .await
     .unwrap();
-    let v: Value = s.get(&token, &path).await.json().await.unwrap();
-    assert_eq!(v["lastName"], "OnlyInTheNewCopy");
+    // Readers follow the switch within a poll of the registry.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: Value = s.get(&token, &path).await.json().await.unwrap();
+        if v["lastName"] == "OnlyInTheNewCopy" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readers never moved to the new copy: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // The old copy goes only when asked, and only once readers have left
     // it; reads go on without an error.
