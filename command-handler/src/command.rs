@@ -10,7 +10,7 @@ use deadpool_postgres::Transaction;
 use domain::validation::FieldError;
 
 use crate::idempotency::{Answer, Idempotency};
-use crate::store::AppendError;
+use crate::store::{AppendError, LoadError};
 use crate::AppState;
 
 /// How often a command is retried after losing a race.
@@ -45,8 +45,8 @@ impl From<AppendError> for TxError {
     }
 }
 
-impl From<anyhow::Error> for TxError {
-    fn from(e: anyhow::Error) -> Self {
+impl From<LoadError> for TxError {
+    fn from(e: LoadError) -> Self {
         TxError::Api(e.into())
     }
 }

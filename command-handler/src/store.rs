@@ -153,11 +153,31 @@ pub struct Loaded<E> {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Why a stream could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Postgres failed or could not be reached.
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    /// A stored event does not read as its type.
+    #[error("a stored event does not read")]
+    Event(#[from] serde_json::Error),
+}
+
+impl From<LoadError> for contract::problem::ApiError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Db(e) => e.into(),
+            e @ LoadError::Event(_) => contract::problem::ApiError::internal(e),
+        }
+    }
+}
+
 /// Loads a stream's events; `None` when the stream has none.
 pub async fn load<E: DomainEvent>(
     db: &impl GenericClient,
     stream_id: Uuid,
-) -> Result<Option<Loaded<E>>, anyhow::Error> {
+) -> Result<Option<Loaded<E>>, LoadError> {
     let rows = db
         .query_cached(
             "SELECT event_type, data, occurred_at FROM events WHERE stream_id = $1 ORDER BY version",

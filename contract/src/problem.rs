@@ -287,20 +287,6 @@ impl From<deadpool_postgres::PoolError> for ApiError {
     }
 }
 
-impl From<anyhow::Error> for ApiError {
-    /// A lost database connection inside a wrapped error is still a
-    /// retryable 503, not a 500.
-    fn from(e: anyhow::Error) -> Self {
-        match e.downcast::<tokio_postgres::Error>() {
-            Ok(pg) => pg.into(),
-            Err(e) => match e.downcast::<deadpool_postgres::PoolError>() {
-                Ok(pool) => pool.into(),
-                Err(e) => ApiError::internal(e),
-            },
-        }
-    }
-}
-
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
         if e.is_closed() || e.as_db_error().is_none() {
@@ -337,11 +323,11 @@ impl From<platform::access_cache::AccessError> for ApiError {
 mod tests {
     use super::*;
 
-    /// A lost connection reached through a wrapped (`anyhow`) error is a
-    /// 503 with Retry-After, never a 500 (the fault suite found a 500 when
-    /// Postgres stopped while an aggregate was being loaded).
+    /// A lost connection is a 503 with Retry-After, never a 500 (the fault
+    /// suite found a 500 when Postgres stopped while an aggregate was being
+    /// loaded); a failed statement is a 500.
     #[tokio::test]
-    async fn a_lost_database_behind_anyhow_is_503() {
+    async fn a_lost_database_is_503() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -355,9 +341,9 @@ mod tests {
         .await
         .err()
         .expect("connection refused");
-        let api: ApiError = anyhow::Error::from(err).context("loading a stream").into();
+        let api: ApiError = err.into();
         assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let other: ApiError = anyhow::anyhow!("bad event data").into();
+        let other = ApiError::internal("bad event data");
         assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 

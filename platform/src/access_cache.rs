@@ -69,8 +69,8 @@ pub enum AccessError {
     #[error(transparent)]
     Db(#[from] DbError),
     /// The partner's stored scope is not a scope.
-    #[error("a partner's stored scope does not parse: {0}")]
-    Scope(serde_json::Error),
+    #[error("a partner's stored scope does not parse")]
+    Scope(#[source] serde_json::Error),
 }
 
 /// Partners' access, from this process's copy while its lease holds, from
