@@ -89,7 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/patients/{patient_id}", patch(patients::update))
         .route("/v1/orders", post(orders::create))
         .route("/v1/orders/{order_id}", patch(orders::update));
-    for action in OrderAction::LIFECYCLE {
+    for &action in OrderAction::LIFECYCLE {
         router = router.route(
             &format!("/v1/orders/{{order_id}}/{action}"),
             post(

@@ -1,31 +1,29 @@
 //! The per-request access check: who is calling, with which permissions
 //! and scope, answered as the partner API answers a refusal (`401`, `403`).
 
-use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use axum::http::{header, HeaderMap};
 use domain::access::{Permission, Scope};
-use platform::access_cache::PartnerCache;
+use platform::access_cache::{PartnerAccess, PartnerCache};
 use platform::auth::{verify_token, TokenKeys};
 use uuid::Uuid;
 
 use crate::problem::ApiError;
 
-/// An authenticated partner with its current permissions and scope.
+/// An authenticated partner with its current permissions and scope (shared
+/// with the process's copy of the partners' access, not copied per request).
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The partner id.
     pub partner_id: Uuid,
-    /// Current permissions.
-    pub permissions: BTreeSet<Permission>,
-    /// Current scope.
-    pub scope: Scope,
+    access: Arc<PartnerAccess>,
 }
 
 impl Caller {
     /// 403 unless the caller holds `p`.
     pub fn require(&self, p: Permission) -> Result<(), ApiError> {
-        if self.permissions.contains(&p) {
+        if self.has(p) {
             Ok(())
         } else {
             Err(ApiError::Forbidden(format!(
@@ -36,12 +34,17 @@ impl Caller {
 
     /// Whether the caller holds `p`.
     pub fn has(&self, p: Permission) -> bool {
-        self.permissions.contains(&p)
+        self.access.permissions.contains(&p)
+    }
+
+    /// The caller's current scope.
+    pub fn scope(&self) -> &Scope {
+        &self.access.scope
     }
 
     /// Whether a record of `client` at `location` is in scope.
     pub fn sees(&self, client: &str, location: &str) -> bool {
-        self.scope.contains(client, location)
+        self.access.scope.contains(client, location)
     }
 }
 
@@ -62,16 +65,15 @@ pub async fn authenticate(
         .map(str::trim)
         .ok_or(ApiError::Unauthorized)?;
     let claims = verify_token(keys, token).ok_or(ApiError::Unauthorized)?;
-    let partner = partners
+    let access = partners
         .access(claims.sub)
         .await?
         .ok_or(ApiError::Unauthorized)?;
-    if partner.disabled || partner.secret_version != claims.sv {
+    if access.disabled || access.secret_version != claims.sv {
         return Err(ApiError::Unauthorized);
     }
     Ok(Caller {
         partner_id: claims.sub,
-        permissions: partner.permissions.clone(),
-        scope: partner.scope.clone(),
+        access,
     })
 }

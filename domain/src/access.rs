@@ -36,6 +36,17 @@ pub enum Permission {
 }
 
 impl Permission {
+    /// The six record permissions of an integration partner: create, read
+    /// and update of patients and of tests.
+    pub const RECORDS: [Permission; 6] = [
+        Permission::PatientsCreate,
+        Permission::PatientsRead,
+        Permission::PatientsUpdate,
+        Permission::TestsCreate,
+        Permission::TestsRead,
+        Permission::TestsUpdate,
+    ];
+
     /// Every permission, in a stable order.
     pub const ALL: [Permission; 8] = [
         Permission::PatientsCreate,

@@ -577,16 +577,9 @@ impl OrderAction {
     ];
 
     /// The actions that have a route of their own,
-    /// `POST /v1/orders/{orderID}/{action}` (all but `update`).
-    pub const LIFECYCLE: [OrderAction; 7] = [
-        OrderAction::Collect,
-        OrderAction::Receive,
-        OrderAction::Start,
-        OrderAction::Cancel,
-        OrderAction::Results,
-        OrderAction::Finalize,
-        OrderAction::Correct,
-    ];
+    /// `POST /v1/orders/{orderID}/{action}`: all but `update` (`PATCH`),
+    /// which [`OrderAction::ALL`] lists last.
+    pub const LIFECYCLE: &[OrderAction] = OrderAction::ALL.split_last().unwrap().1;
 
     /// The action's name, as its route's last segment.
     pub fn as_str(self) -> &'static str {

@@ -1209,15 +1209,7 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
         &write,
         &actor,
         "Fault load",
-        [
-            Permission::PatientsCreate,
-            Permission::PatientsRead,
-            Permission::PatientsUpdate,
-            Permission::TestsCreate,
-            Permission::TestsRead,
-            Permission::TestsUpdate,
-        ]
-        .into(),
+        Permission::RECORDS.into(),
         Scope {
             clients: IdSet::all(),
             locations: IdSet::all(),

@@ -728,7 +728,7 @@ mod tests {
         documented.sort_unstable();
         served.sort_unstable();
         assert_eq!(documented, served);
-        for action in OrderAction::LIFECYCLE {
+        for &action in OrderAction::LIFECYCLE {
             let op = &doc["paths"][format!("/v1/orders/{{orderID}}/{action}")]["post"];
             let scopes = op["security"]
                 .as_array()

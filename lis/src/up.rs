@@ -257,15 +257,7 @@ async fn ensure_demo(cfg: &Config, dir: &Path, base: &str) -> anyhow::Result<Pat
     let actor = crate::admin_cli::operator();
     admin::create_client(&pool, &actor, "DEMO", "Demo Clinic").await?;
     admin::create_location(&pool, &actor, "DEMO-MAIN", "DEMO", "Demo Clinic, main site").await?;
-    let permissions = [
-        Permission::PatientsCreate,
-        Permission::PatientsRead,
-        Permission::PatientsUpdate,
-        Permission::TestsCreate,
-        Permission::TestsRead,
-        Permission::TestsUpdate,
-    ]
-    .into();
+    let permissions = Permission::RECORDS.into();
     let scope = Scope {
         clients: IdSet::parse("DEMO").map_err(anyhow::Error::msg)?,
         locations: IdSet::all(),

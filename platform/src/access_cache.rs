@@ -80,13 +80,17 @@ pub enum AccessError {
 pub struct PartnerCache {
     copy: Arc<RwLock<Arc<Copy>>>,
     write: Pool,
+    from_memory: prometheus::IntCounter,
+    from_database: prometheus::IntCounter,
 }
 
-const SELECT: &str =
-    "SELECT partner_id, permissions, scope, disabled, secret_version FROM partners";
-const SELECT_ONE: &str =
-    "SELECT partner_id, permissions, scope, disabled, secret_version FROM partners \
-                          WHERE partner_id = $1";
+macro_rules! select {
+    () => {
+        "SELECT partner_id, permissions, scope, disabled, secret_version FROM partners"
+    };
+}
+const SELECT: &str = select!();
+const SELECT_ONE: &str = concat!(select!(), " WHERE partner_id = $1");
 
 impl PartnerCache {
     /// Starts keeping a copy, on a connection of its own to the write schema
@@ -99,7 +103,13 @@ impl PartnerCache {
             write_schema.to_string(),
             Arc::downgrade(&copy),
         ));
-        PartnerCache { copy, write }
+        let checks = &crate::metrics::ACCESS_CHECKS;
+        PartnerCache {
+            copy,
+            write,
+            from_memory: checks.with_label_values(&["memory"]),
+            from_database: checks.with_label_values(&["database"]),
+        }
     }
 
     /// A partner's current access; `None` for a partner that does not
@@ -108,15 +118,11 @@ impl PartnerCache {
         let copy = Arc::clone(&self.copy.read().unwrap_or_else(|e| e.into_inner()));
         if copy.until.is_some_and(|until| Instant::now() < until) {
             if let Some(p) = copy.partners.get(&id) {
-                crate::metrics::ACCESS_CHECKS
-                    .with_label_values(&["memory"])
-                    .inc();
+                self.from_memory.inc();
                 return Ok(Some(Arc::clone(p)));
             }
         }
-        crate::metrics::ACCESS_CHECKS
-            .with_label_values(&["database"])
-            .inc();
+        self.from_database.inc();
         let db = self.write.get().await.map_err(DbError::from)?;
         let row = db
             .query_opt_cached(SELECT_ONE, &[&id])

@@ -203,9 +203,9 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Starts the writer task, with a connection of its own to the write
-    /// schema (where the log lives) at `url`, so that it never waits behind
-    /// the reads' access checks for one. It ends when the last handle is
-    /// dropped.
+    /// schema (where the log lives) at `url`, so that a commit never waits
+    /// for a pooled connection behind the requests it logs. It ends when the
+    /// last handle is dropped.
     pub fn start(url: &str, write_schema: &str) -> Result<AccessLog, platform::db::DbError> {
         let pool = platform::db::pool(url, write_schema, 1)?;
         let (queue, rx) = mpsc::channel::<Pending>(16 * BATCH);
@@ -525,8 +525,8 @@ pub async fn list(
         let caller = authenticate(&headers, &app.keys, &app.partners).await?;
         caller.require(Permission::AuditRead)?;
         let f = parse_filters(query.as_deref())?;
-        let clients = scope_list(&caller.scope.clients);
-        let locations = scope_list(&caller.scope.locations);
+        let clients = scope_list(&caller.scope().clients);
+        let locations = scope_list(&caller.scope().locations);
         let wanted = f.limit + 1;
         let after_txid = f.after.map(|(txid, _)| txid.to_string());
         let mut w = Conditions::default();

@@ -350,8 +350,8 @@ async fn page(
     access: &mut Access,
     f: Filters,
 ) -> Result<Response, ApiError> {
-    let clients = scope_list(&caller.scope.clients);
-    let locations = scope_list(&caller.scope.locations);
+    let clients = scope_list(&caller.scope().clients);
+    let locations = scope_list(&caller.scope().locations);
     let rows_wanted = f.limit + 1;
     let mut w = Conditions::default();
     w.when(&clients, |p| format!("p.client_id = ANY({p})"))
