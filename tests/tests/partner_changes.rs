@@ -163,3 +163,66 @@ async fn a_partner_change_holds_for_the_next_request_on_every_process() {
     );
     s.stop().await;
 }
+
+/// A change made to `partners` without `lis admin` (an operator with
+/// `psql`) is not waited for, but it still wakes every copy: the trigger on
+/// `partners` notifies this schema's holders, and the next checks refuse.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_made_outside_lis_admin_wakes_every_copy() {
+    let s = TestStack::start().await;
+    s.standard().await;
+    let p = s.partner(SIX, "C1", "*").await;
+    let token = s.token(&p).await;
+    let created = s.create_patient(&token, &patient_body("MRN-PSQL")).await;
+    let ct = header(&created, "consistency-token");
+    let id = json_of(created, 201).await["patientID"]
+        .as_str()
+        .expect("patientID")
+        .to_string();
+    let path = format!("/v1/patients/{id}");
+    assert_eq!(s.get_consistent(&token, &path, &ct).await.status(), 200);
+
+    let (listener, mut conn) = tokio_postgres::connect(&s.cfg.database_url, tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    let (heard, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = heard.send((n.channel().to_string(), n.payload().to_string()));
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN partners_changed")
+        .await
+        .unwrap();
+    s.write
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE partners SET disabled = true WHERE partner_id = $1",
+            &[&p.id],
+        )
+        .await
+        .unwrap();
+    let (channel, payload) = tokio::time::timeout(Duration::from_secs(10), notifications.recv())
+        .await
+        .expect("a notification within 10 s")
+        .expect("the listener is running");
+    assert_eq!(
+        (channel.as_str(), payload.as_str()),
+        ("partners_changed", s.cfg.write_schema.as_str())
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read(&s, &s.base, &token, &id).await != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "the copy kept a disabled partner"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.stop().await;
+}
