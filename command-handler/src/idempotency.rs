@@ -5,7 +5,7 @@
 //! key's advisory lock taken and gets 409; the lock is transaction-scoped, so
 //! a crashed request never leaves a key stuck.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use deadpool_postgres::GenericClient;
 use domain::validation::FieldError;
@@ -72,7 +72,7 @@ impl IntoResponse for Answer {
 #[derive(Debug, Clone)]
 pub struct Idempotency {
     partner_id: Uuid,
-    method: &'static str,
+    method: Method,
     path: String,
     /// The key as sent.
     pub key: String,
@@ -102,7 +102,7 @@ impl Idempotency {
     pub fn from_request(
         headers: &HeaderMap,
         partner_id: Uuid,
-        method: &'static str,
+        method: Method,
         path: String,
         body: &[u8],
     ) -> Result<Option<Self>, ApiError> {
@@ -110,13 +110,7 @@ impl Idempotency {
     }
 
     /// Identifies a request by partner, method, path and body.
-    pub fn new(
-        partner_id: Uuid,
-        method: &'static str,
-        path: String,
-        key: String,
-        body: &[u8],
-    ) -> Self {
+    pub fn new(partner_id: Uuid, method: Method, path: String, key: String, body: &[u8]) -> Self {
         Idempotency {
             partner_id,
             method,
@@ -129,7 +123,7 @@ impl Idempotency {
     fn lock_key(&self) -> i64 {
         let mut h = Sha256::new();
         h.update(self.partner_id.as_bytes());
-        h.update(self.method.as_bytes());
+        h.update(self.method.as_str().as_bytes());
         h.update(self.path.as_bytes());
         h.update(self.key.as_bytes());
         i64::from_be_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
@@ -154,7 +148,12 @@ impl Idempotency {
             .query_opt_cached(
                 "SELECT request_hash, status, headers, body FROM idempotency \
                  WHERE partner_id = $1 AND method = $2 AND path = $3 AND key = $4",
-                &[&self.partner_id, &self.method, &self.path, &self.key],
+                &[
+                    &self.partner_id,
+                    &self.method.as_str(),
+                    &self.path,
+                    &self.key,
+                ],
             )
             .await?;
         let Some(row) = row else { return Ok(None) };
@@ -186,7 +185,7 @@ impl Idempotency {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
             &[
                 &self.partner_id,
-                &self.method,
+                &self.method.as_str(),
                 &self.path,
                 &self.key,
                 &self.request_hash,

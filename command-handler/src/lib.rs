@@ -10,9 +10,12 @@
 //! - [`store`]: appending and loading events.
 //! - [`relay`]: event store -> Kafka, in order, once.
 //! - [`idempotency`]: `Idempotency-Key` handling.
+//! - [`pipeline`]: the one way a partner's write happens: a typed command,
+//!   authorized, decided, written and answered in one transaction.
 //! - [`patients`]: patient commands.
-//! - [`orders`]: order commands and lifecycle actions.
-//! - [`command`]: what every command shares (transaction, retries, idempotency).
+//! - [`orders`]: order commands, one per lifecycle action.
+//! - [`openapi`]: the write operations' bodies and texts in the OpenAPI
+//!   document.
 //! - [`oauth`]: the token endpoint.
 //! - [`admin`]: the operator's commands on reference data.
 //! - [`mailer`]: sends account invitations (a reactor on the account stream).
@@ -22,22 +25,22 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method, Uri};
 use axum::routing::{patch, post};
 use axum::Router;
 use deadpool_postgres::Pool;
-use domain::order::OrderAction;
 use platform::access_cache::PartnerCache;
 use platform::auth::TokenKeys;
 use platform::config::Config;
 
 pub mod admin;
-pub mod command;
 pub mod idempotency;
 pub mod mailer;
 pub mod oauth;
+pub mod openapi;
 pub mod orders;
 pub mod patients;
+pub mod pipeline;
 pub mod relay;
 pub mod store;
 
@@ -81,30 +84,55 @@ impl AppState {
     }
 }
 
-/// The write side's routes.
+/// The write side's routes: one line per command.
 pub fn router(state: AppState) -> Router {
+    use orders::*;
+    use patients::*;
     let mut router = Router::new()
         .route("/oauth/token", post(oauth::token))
-        .route("/v1/patients", post(patients::create))
-        .route("/v1/patients/{patient_id}", patch(patients::update))
-        .route("/v1/orders", post(orders::create))
-        .route("/v1/orders/{order_id}", patch(orders::update));
-    for &action in OrderAction::LIFECYCLE {
-        router = router.route(
-            &format!("/v1/orders/{{order_id}}/{action}"),
-            post(
-                move |app: State<AppState>,
-                      id: Path<String>,
-                      headers: HeaderMap,
-                      body: Result<Bytes, BytesRejection>| {
-                    orders::act(action, app, id, headers, body)
-                },
-            ),
-        );
+        .route("/v1/patients", post(create::<RegisterPatient>))
+        .route("/v1/patients/{patient_id}", patch(change::<UpdatePatient>))
+        .route("/v1/orders", post(create::<PlaceOrder>));
+    for (path, route) in [
+        OnOrder::<UpdateOrder>::route(),
+        OnOrder::<CollectSpecimen>::route(),
+        OnOrder::<ReceiveSpecimen>::route(),
+        OnOrder::<StartTesting>::route(),
+        OnOrder::<CancelOrder>::route(),
+        OnOrder::<RecordResults>::route(),
+        OnOrder::<FinalizeResults>::route(),
+        OnOrder::<CorrectResults>::route(),
+    ] {
+        router = router.route(&path, route);
     }
     router
         .layer(axum::extract::DefaultBodyLimit::max(
             contract::fields::MAX_BODY,
         ))
         .with_state(state)
+}
+
+/// Serves a create.
+#[tracing::instrument(skip_all, fields(partner))]
+async fn create<C: pipeline::Endpoint>(
+    State(app): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> axum::response::Response {
+    pipeline::serve::<C>(&app, method, uri, None, headers, body).await
+}
+
+/// Serves a change to the record the path names.
+#[tracing::instrument(skip_all, fields(partner))]
+pub(crate) async fn change<C: pipeline::Endpoint>(
+    State(app): State<AppState>,
+    method: Method,
+    uri: Uri,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> axum::response::Response {
+    pipeline::serve::<C>(&app, method, uri, Some(id), headers, body).await
 }

@@ -142,6 +142,144 @@ pub async fn append(
     Ok(())
 }
 
+/// A write-side row a decision implies: the uniqueness reservations and the
+/// account a patient holds. A reservation another command took first is a
+/// lost race ([`WriteError::Raced`]): the command runs again and decides
+/// against it.
+#[derive(Debug, Clone)]
+pub enum Row {
+    /// A patient's `externalPatientID` within its client.
+    ExternalPatientId {
+        /// The patient's client.
+        client_id: String,
+        /// The id.
+        external_id: String,
+        /// Its holder.
+        patient_id: Uuid,
+    },
+    /// A patient gives up the `externalPatientID` it held (before taking
+    /// another, or none).
+    ReleaseExternalPatientId {
+        /// The patient.
+        patient_id: Uuid,
+    },
+    /// An order's accession number, unique in the lab.
+    Accession {
+        /// The number.
+        number: String,
+        /// Its order.
+        order_id: Uuid,
+    },
+    /// A patient's new portal account, under its login (unique).
+    Account {
+        /// The account.
+        account_id: Uuid,
+        /// Its patient.
+        patient_id: Uuid,
+        /// The normalized login.
+        login: String,
+    },
+}
+
+/// Everything a decision writes: its events, then the rows they imply.
+#[derive(Debug, Clone, Default)]
+pub struct Writes {
+    /// Events to append, in order.
+    pub events: Vec<Pending>,
+    /// Rows to write after them, in order.
+    pub rows: Vec<Row>,
+}
+
+impl Writes {
+    /// Appends `event` as version `version` of `stream_id`.
+    pub fn event<E: DomainEvent>(&mut self, stream_id: Uuid, version: i64, event: &E) {
+        self.events.push(Pending::new(stream_id, version, event));
+    }
+}
+
+/// Why a decision's writes did not all go in.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Another command appended to a stream or took a reservation first.
+    #[error("another command won a race")]
+    Raced,
+    /// Postgres failed.
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+}
+
+impl From<AppendError> for WriteError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::Conflict => WriteError::Raced,
+            AppendError::Db(e) => WriteError::Db(e),
+        }
+    }
+}
+
+/// Writes a decision in the caller's transaction: the events first (so
+/// the transaction id is taken after every read the decision made), then
+/// the rows.
+pub async fn write(
+    tx: &impl GenericClient,
+    meta: &CommandMeta,
+    writes: &Writes,
+) -> Result<(), WriteError> {
+    append(tx, meta, &writes.events).await?;
+    for row in &writes.rows {
+        let (done, constraint) = match row {
+            Row::ExternalPatientId {
+                client_id,
+                external_id,
+                patient_id,
+            } => (
+                tx.execute_cached(
+                    "INSERT INTO patient_external_ids (client_id, external_patient_id, patient_id) VALUES ($1, $2, $3)",
+                    &[client_id, external_id, patient_id],
+                )
+                .await,
+                "patient_external_ids_pkey",
+            ),
+            Row::ReleaseExternalPatientId { patient_id } => (
+                tx.execute_cached(
+                    "DELETE FROM patient_external_ids WHERE patient_id = $1",
+                    &[patient_id],
+                )
+                .await,
+                "",
+            ),
+            Row::Accession { number, order_id } => (
+                tx.execute_cached(
+                    "INSERT INTO accession_numbers (accession_number, order_id) VALUES ($1, $2)",
+                    &[number, order_id],
+                )
+                .await,
+                "accession_numbers_pkey",
+            ),
+            Row::Account {
+                account_id,
+                patient_id,
+                login,
+            } => (
+                tx.execute_cached(
+                    "INSERT INTO accounts (account_id, patient_id, login, status, version) VALUES ($1, $2, $3, 'invited', 1)",
+                    &[account_id, patient_id, login],
+                )
+                .await,
+                "accounts_login",
+            ),
+        };
+        match done {
+            Ok(_) => {}
+            Err(e) if platform::db::is_unique_violation(&e, constraint) => {
+                return Err(WriteError::Raced)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// A stream as loaded for a decision.
 #[derive(Debug, Clone)]
 pub struct Loaded<E> {
