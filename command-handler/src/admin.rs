@@ -1,20 +1,21 @@
-//! The operator's commands on reference data (clients, locations, partners).
-//! Each is an event in the store, written in one transaction with the
-//! write-side state it changes; secrets appear only in the return value.
+//! The operator's commands on reference data (clients, locations, partners,
+//! the catalog): each an [`Operation`] that [`run`] decides and writes (an
+//! event in the store and the write-side row it changes, in one
+//! transaction); secrets appear only in the return value.
 
 use std::collections::BTreeSet;
 
-use deadpool_postgres::GenericClient;
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool, Transaction};
 use domain::access::{Actor, IdSet, Permission, Scope};
 use domain::event::DomainEvent;
-use domain::reference::{self, Partner, PartnerEvent, ReferenceRejection};
+use domain::reference::{self, Partner, ReferenceRejection};
 use platform::auth::{generate_client_id, generate_secret, hash_secret, permissions_from_db};
 use platform::config::Secret;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::store::{self, CommandMeta, Pending};
+use crate::pipeline::{run, Decision, Operation};
+use crate::store::{self, Row, Writes};
 
 /// Why an admin command failed.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +110,37 @@ pub struct Credentials {
     pub client_secret: String,
 }
 
+/// Registers a lab client (nothing when it exists with that name).
+pub struct RegisterClient {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl Operation for RegisterClient {
+    type Output = bool;
+    async fn decide(&self, tx: &Transaction<'_>) -> Result<Decision<bool>, AdminError> {
+        let existing: Option<String> = tx
+            .query_opt("SELECT name FROM clients WHERE client_id = $1", &[&self.id])
+            .await?
+            .map(|r| r.get(0));
+        let mut writes = Writes::default();
+        let event = reference::register_client(&self.id, &self.name, existing.as_deref())?;
+        if let Some(event) = &event {
+            writes.event(reference::client_stream_id(&self.id), 1, event);
+            writes.rows.push(Row::Client {
+                client_id: self.id.clone(),
+                name: self.name.clone(),
+            });
+        }
+        Ok(Decision {
+            writes,
+            output: event.is_some(),
+        })
+    }
+}
+
 /// Registers a client; `false` when it already exists with that name.
 pub async fn create_client(
     pool: &Pool,
@@ -116,29 +148,62 @@ pub async fn create_client(
     id: &str,
     name: &str,
 ) -> Result<bool, AdminError> {
-    let mut db = pool.get().await?;
-    let tx = db.transaction().await?;
-    let existing: Option<String> = tx
-        .query_opt("SELECT name FROM clients WHERE client_id = $1", &[&id])
-        .await?
-        .map(|r| r.get(0));
-    let Some(event) = reference::register_client(id, name, existing.as_deref())? else {
-        return Ok(false);
+    let command = RegisterClient {
+        id: id.into(),
+        name: name.into(),
     };
-    let meta = CommandMeta::new(actor.clone(), None);
-    store::append(
-        &tx,
-        &meta,
-        &[Pending::new(reference::client_stream_id(id), 1, &event)],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO clients (client_id, name) VALUES ($1, $2)",
-        &[&id, &name],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(true)
+    run(pool, actor, &command).await
+}
+
+/// Registers a location of an existing client (nothing when it exists).
+pub struct RegisterLocation {
+    /// Its id.
+    pub id: String,
+    /// Its client.
+    pub client: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl Operation for RegisterLocation {
+    type Output = bool;
+    async fn decide(&self, tx: &Transaction<'_>) -> Result<Decision<bool>, AdminError> {
+        let client_exists = tx
+            .query_opt(
+                "SELECT 1 FROM clients WHERE client_id = $1",
+                &[&self.client],
+            )
+            .await?
+            .is_some();
+        let existing: Option<(String, String)> = tx
+            .query_opt(
+                "SELECT client_id, name FROM locations WHERE location_id = $1",
+                &[&self.id],
+            )
+            .await?
+            .map(|r| (r.get(0), r.get(1)));
+        let existing = existing.as_ref().map(|(c, n)| (c.as_str(), n.as_str()));
+        let event = reference::register_location(
+            &self.id,
+            &self.client,
+            &self.name,
+            client_exists,
+            existing,
+        )?;
+        let mut writes = Writes::default();
+        if let Some(event) = &event {
+            writes.event(reference::location_stream_id(&self.id), 1, event);
+            writes.rows.push(Row::Location {
+                location_id: self.id.clone(),
+                client_id: self.client.clone(),
+                name: self.name.clone(),
+            });
+        }
+        Ok(Decision {
+            writes,
+            output: event.is_some(),
+        })
+    }
 }
 
 /// Registers a location of an existing client; `false` when it exists.
@@ -149,38 +214,12 @@ pub async fn create_location(
     client: &str,
     name: &str,
 ) -> Result<bool, AdminError> {
-    let mut db = pool.get().await?;
-    let tx = db.transaction().await?;
-    let client_exists = tx
-        .query_opt("SELECT 1 FROM clients WHERE client_id = $1", &[&client])
-        .await?
-        .is_some();
-    let existing: Option<(String, String)> = tx
-        .query_opt(
-            "SELECT client_id, name FROM locations WHERE location_id = $1",
-            &[&id],
-        )
-        .await?
-        .map(|r| (r.get(0), r.get(1)));
-    let existing_ref = existing.as_ref().map(|(c, n)| (c.as_str(), n.as_str()));
-    let Some(event) = reference::register_location(id, client, name, client_exists, existing_ref)?
-    else {
-        return Ok(false);
+    let command = RegisterLocation {
+        id: id.into(),
+        client: client.into(),
+        name: name.into(),
     };
-    let meta = CommandMeta::new(actor.clone(), None);
-    store::append(
-        &tx,
-        &meta,
-        &[Pending::new(reference::location_stream_id(id), 1, &event)],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO locations (location_id, client_id, name) VALUES ($1, $2, $3)",
-        &[&id, &client, &name],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(true)
+    run(pool, actor, &command).await
 }
 
 /// Every client.
@@ -274,6 +313,50 @@ fn state_of(row: &PartnerRow) -> Partner {
     }
 }
 
+/// Registers a partner whose secret was hashed already.
+pub struct RegisterPartner {
+    /// Its id.
+    pub partner_id: Uuid,
+    /// Its OAuth client id.
+    pub client_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its secret's hash.
+    pub secret_hash: String,
+    /// Its permissions.
+    pub permissions: BTreeSet<Permission>,
+    /// Its scope.
+    pub scope: Scope,
+}
+
+impl Operation for RegisterPartner {
+    type Output = ();
+    async fn decide(&self, _: &Transaction<'_>) -> Result<Decision<()>, AdminError> {
+        let event = reference::register_partner(
+            self.partner_id,
+            self.client_id.clone(),
+            &self.name,
+            self.permissions.clone(),
+            self.scope.clone(),
+        )?;
+        let mut writes = Writes::default();
+        writes.event(self.partner_id, 1, &event);
+        writes.rows.push(Row::Partner {
+            partner_id: self.partner_id,
+            client_id: self.client_id.clone(),
+            name: self.name.clone(),
+            secret_hash: self.secret_hash.clone(),
+            permissions: self.permissions.iter().map(|p| p.as_str()).collect(),
+            scope: scope_json(&self.scope)?,
+        });
+        Ok(Decision { writes, output: () })
+    }
+}
+
+fn scope_json(scope: &Scope) -> Result<serde_json::Value, AdminError> {
+    serde_json::to_value(scope).map_err(|e| AdminError::Infra(e.into()))
+}
+
 /// Creates a partner and returns its credentials (the secret only here).
 pub async fn create_partner(
     pool: &Pool,
@@ -282,39 +365,19 @@ pub async fn create_partner(
     permissions: BTreeSet<Permission>,
     scope: Scope,
 ) -> Result<Credentials, AdminError> {
-    let partner_id = Uuid::new_v4();
-    let client_id = generate_client_id();
     let secret = generate_secret();
-    let hash = hash_for(&secret).await?;
-    let event = reference::register_partner(
-        partner_id,
-        client_id.clone(),
-        name,
-        permissions.clone(),
-        scope.clone(),
-    )?;
-    let mut db = pool.get().await?;
-    let tx = db.transaction().await?;
-    let meta = CommandMeta::new(actor.clone(), None);
-    store::append(&tx, &meta, &[Pending::new(partner_id, 1, &event)]).await?;
-    let perms: Vec<&str> = permissions.iter().map(|p| p.as_str()).collect();
-    tx.execute(
-        "INSERT INTO partners (partner_id, client_id, name, secret_hash, permissions, scope, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, 1)",
-        &[
-            &partner_id,
-            &client_id,
-            &name,
-            &hash,
-            &perms,
-            &serde_json::to_value(&scope).map_err(anyhow::Error::from)?,
-        ],
-    )
-    .await?;
-    tx.commit().await?;
+    let command = RegisterPartner {
+        partner_id: Uuid::new_v4(),
+        client_id: generate_client_id(),
+        name: name.into(),
+        secret_hash: hash_for(&secret).await?,
+        permissions,
+        scope,
+    };
+    run(pool, actor, &command).await?;
     Ok(Credentials {
-        partner_id,
-        client_id,
+        partner_id: command.partner_id,
+        client_id: command.client_id,
         client_secret: secret.expose().clone(),
     })
 }
@@ -326,50 +389,113 @@ async fn hash_for(secret: &Secret<String>) -> Result<String, AdminError> {
         .map_err(|e| AdminError::Infra(e.into()))
 }
 
-/// Applies a partner event to the write-side row and appends it.
-async fn record_partner_event(
-    tx: &deadpool_postgres::Transaction<'_>,
-    actor: &Actor,
-    current: &PartnerRow,
-    event: &PartnerEvent,
-    new_hash: Option<&str>,
-) -> Result<(), AdminError> {
-    let meta = CommandMeta::new(actor.clone(), None);
-    let version = current.version + 1;
-    store::append(
-        tx,
-        &meta,
-        &[Pending::new(current.partner_id, version, event)],
-    )
-    .await?;
-    let next = reference::apply_partner(Some(state_of(current)), event).expect("partner exists");
-    let perms: Vec<&str> = next.permissions.iter().map(|p| p.as_str()).collect();
-    let bump = i32::from(new_hash.is_some());
-    tx.execute(
-        "UPDATE partners SET permissions = $2, scope = $3, disabled = $4, version = $5, \
-         secret_hash = COALESCE($6, secret_hash), secret_version = secret_version + $7 \
-         WHERE partner_id = $1",
-        &[
-            &current.partner_id,
-            &perms,
-            &serde_json::to_value(&next.scope).map_err(anyhow::Error::from)?,
-            &next.disabled,
-            &version,
-            &new_hash,
-            &bump,
-        ],
-    )
-    .await?;
-    tracing::info!(partner = %current.partner_id, event = event.event_type(), "partner changed");
-    Ok(())
+/// A change to an existing partner.
+pub enum PartnerChange {
+    /// New permissions and/or scope (unchanged where `None`).
+    Access {
+        /// The new permissions.
+        permissions: Option<BTreeSet<Permission>>,
+        /// The new client scope.
+        clients: Option<IdSet>,
+        /// The new location scope.
+        locations: Option<IdSet>,
+    },
+    /// A new secret (its hash): older tokens stop working at once.
+    Rotate {
+        /// The new secret's hash.
+        secret_hash: String,
+    },
+    /// Disabled: its tokens stop working at once.
+    Disable,
 }
 
-/// Waits until a committed change to a partner holds for the next request
+/// Changes partner `id`.
+pub struct ChangePartner {
+    /// The partner.
+    pub id: Uuid,
+    /// The change.
+    pub change: PartnerChange,
+}
+
+impl Operation for ChangePartner {
+    type Output = PartnerRow;
+    async fn decide(&self, tx: &Transaction<'_>) -> Result<Decision<PartnerRow>, AdminError> {
+        let current = load_partner(tx, self.id).await?;
+        let state = state_of(&current);
+        let (event, new_secret_hash) = match &self.change {
+            PartnerChange::Access {
+                permissions,
+                clients,
+                locations,
+            } => {
+                let scope = Scope {
+                    clients: clients
+                        .clone()
+                        .unwrap_or_else(|| state.scope.clients.clone()),
+                    locations: locations
+                        .clone()
+                        .unwrap_or_else(|| state.scope.locations.clone()),
+                };
+                let permissions = permissions
+                    .clone()
+                    .unwrap_or_else(|| state.permissions.clone());
+                (
+                    reference::change_partner_access(&state, permissions, scope)?,
+                    None,
+                )
+            }
+            PartnerChange::Rotate { secret_hash } => (
+                Some(reference::rotate_partner_secret(&state)?),
+                Some(secret_hash.clone()),
+            ),
+            PartnerChange::Disable => (reference::disable_partner(&state), None),
+        };
+        let Some(event) = event else {
+            return Ok(Decision {
+                writes: Writes::default(),
+                output: current,
+            });
+        };
+        let version = current.version + 1;
+        let next = reference::apply_partner(Some(state), &event).expect("partner exists");
+        let mut writes = Writes::default();
+        writes.event(self.id, version, &event);
+        writes.rows.push(Row::PartnerAccess {
+            partner_id: self.id,
+            permissions: next.permissions.iter().map(|p| p.as_str()).collect(),
+            scope: scope_json(&next.scope)?,
+            disabled: next.disabled,
+            version,
+            new_secret_hash,
+        });
+        tracing::info!(partner = %self.id, event = event.event_type(), "partner changed");
+        Ok(Decision {
+            writes,
+            output: PartnerRow {
+                permissions: next.permissions,
+                scope: next.scope,
+                disabled: next.disabled,
+                version,
+                ..current
+            },
+        })
+    }
+}
+
+/// Changes a partner and waits until the change holds for the next request
 /// on every process (`platform::access_cache`).
-async fn in_effect(db: &deadpool_postgres::Object) -> Result<(), AdminError> {
-    platform::access_cache::await_holders(db)
+async fn change_partner(
+    pool: &Pool,
+    actor: &Actor,
+    id: Uuid,
+    change: PartnerChange,
+) -> Result<PartnerRow, AdminError> {
+    let changed = run(pool, actor, &ChangePartner { id, change }).await?;
+    let db = pool.get().await?;
+    platform::access_cache::await_holders(&db)
         .await
-        .map_err(|e| AdminError::Infra(e.into()))
+        .map_err(|e| AdminError::Infra(e.into()))?;
+    Ok(changed)
 }
 
 /// Changes a partner's permissions and/or scope (unchanged where `None`).
@@ -381,22 +507,12 @@ pub async fn update_partner(
     clients: Option<IdSet>,
     locations: Option<IdSet>,
 ) -> Result<PartnerRow, AdminError> {
-    let mut db = pool.get().await?;
-    let tx = db.transaction().await?;
-    let current = load_partner(&tx, id).await?;
-    let scope = Scope {
-        clients: clients.unwrap_or_else(|| current.scope.clients.clone()),
-        locations: locations.unwrap_or_else(|| current.scope.locations.clone()),
+    let change = PartnerChange::Access {
+        permissions,
+        clients,
+        locations,
     };
-    let permissions = permissions.unwrap_or_else(|| current.permissions.clone());
-    if let Some(event) = reference::change_partner_access(&state_of(&current), permissions, scope)?
-    {
-        record_partner_event(&tx, actor, &current, &event, None).await?;
-    }
-    let updated = load_partner(&tx, id).await?;
-    tx.commit().await?;
-    in_effect(&db).await?;
-    Ok(updated)
+    change_partner(pool, actor, id, change).await
 }
 
 /// Replaces a partner's secret: older tokens stop working at once.
@@ -406,17 +522,11 @@ pub async fn rotate_secret(
     id: Uuid,
 ) -> Result<Credentials, AdminError> {
     let secret = generate_secret();
-    let hash = hash_for(&secret).await?;
-    let mut db = pool.get().await?;
-    let tx = db.transaction().await?;
-    let current = load_partner(&tx, id).await?;
-    let event = reference::rotate_partner_secret(&state_of(&current))?;
-    record_partner_event(&tx, actor, &current, &event, Some(&hash)).await?;
-    tx.commit().await?;
-    in_effect(&db).await?;
+    let secret_hash = hash_for(&secret).await?;
+    let changed = change_partner(pool, actor, id, PartnerChange::Rotate { secret_hash }).await?;
     Ok(Credentials {
         partner_id: id,
-        client_id: current.client_id,
+        client_id: changed.client_id,
         client_secret: secret.expose().clone(),
     })
 }
@@ -427,16 +537,7 @@ pub async fn disable_partner(
     actor: &Actor,
     id: Uuid,
 ) -> Result<PartnerRow, AdminError> {
-    let mut db = pool.get().await?;
-    let tx = db.transaction().await?;
-    let current = load_partner(&tx, id).await?;
-    if let Some(event) = reference::disable_partner(&state_of(&current)) {
-        record_partner_event(&tx, actor, &current, &event, None).await?;
-    }
-    let updated = load_partner(&tx, id).await?;
-    tx.commit().await?;
-    in_effect(&db).await?;
-    Ok(updated)
+    change_partner(pool, actor, id, PartnerChange::Disable).await
 }
 
 impl From<domain::catalog::CatalogRejection> for AdminError {
@@ -459,54 +560,58 @@ pub enum Defined {
 
 /// Defines a catalog test, or revises it when its code exists with another
 /// definition. Past results keep the ranges recorded with them.
+pub struct DefineCatalogTest(pub domain::catalog::CatalogTest);
+
+impl Operation for DefineCatalogTest {
+    type Output = Defined;
+    async fn decide(&self, tx: &Transaction<'_>) -> Result<Decision<Defined>, AdminError> {
+        use domain::catalog::{self, CatalogEvent};
+        let def = &self.0;
+        let existing = tx
+            .query_opt(
+                "SELECT definition, version FROM catalog_tests WHERE code = $1",
+                &[&def.code],
+            )
+            .await?
+            .map(|r| -> Result<(catalog::CatalogTest, i64), AdminError> {
+                Ok((
+                    serde_json::from_value(r.get(0)).map_err(anyhow::Error::from)?,
+                    r.get(1),
+                ))
+            })
+            .transpose()?;
+        let mut writes = Writes::default();
+        let Some(event) = catalog::define_test(def.clone(), existing.as_ref().map(|(d, _)| d))?
+        else {
+            return Ok(Decision {
+                writes,
+                output: Defined::Unchanged,
+            });
+        };
+        let version = existing.as_ref().map_or(1, |(_, v)| v + 1);
+        writes.event(catalog::catalog_stream_id(&def.code), version, &event);
+        writes.rows.push(Row::CatalogTest {
+            code: def.code.clone(),
+            definition: serde_json::to_value(def).map_err(anyhow::Error::from)?,
+            version,
+        });
+        Ok(Decision {
+            writes,
+            output: match event {
+                CatalogEvent::CatalogTestDefined(_) => Defined::Defined,
+                CatalogEvent::CatalogTestRevised(_) => Defined::Revised,
+            },
+        })
+    }
+}
+
+/// Defines a catalog test (see [`DefineCatalogTest`]).
 pub async fn define_catalog_test(
     pool: &Pool,
     actor: &Actor,
     def: domain::catalog::CatalogTest,
 ) -> Result<Defined, AdminError> {
-    use domain::catalog::{self, CatalogEvent};
-    let mut db = pool.get().await?;
-    let tx = db.transaction().await?;
-    let existing = tx
-        .query_opt(
-            "SELECT definition, version FROM catalog_tests WHERE code = $1",
-            &[&def.code],
-        )
-        .await?
-        .map(|r| -> Result<(catalog::CatalogTest, i64), AdminError> {
-            Ok((
-                serde_json::from_value(r.get(0)).map_err(anyhow::Error::from)?,
-                r.get(1),
-            ))
-        })
-        .transpose()?;
-    let Some(event) = catalog::define_test(def.clone(), existing.as_ref().map(|(d, _)| d))? else {
-        return Ok(Defined::Unchanged);
-    };
-    let version = existing.as_ref().map_or(1, |(_, v)| v + 1);
-    let meta = CommandMeta::new(actor.clone(), None);
-    store::append(
-        &tx,
-        &meta,
-        &[Pending::new(
-            catalog::catalog_stream_id(&def.code),
-            version,
-            &event,
-        )],
-    )
-    .await?;
-    let json = serde_json::to_value(&def).map_err(anyhow::Error::from)?;
-    tx.execute(
-        "INSERT INTO catalog_tests (code, definition, version) VALUES ($1, $2, $3) \
-         ON CONFLICT (code) DO UPDATE SET definition = EXCLUDED.definition, version = EXCLUDED.version",
-        &[&def.code, &json, &version],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(match event {
-        CatalogEvent::CatalogTestDefined(_) => Defined::Defined,
-        CatalogEvent::CatalogTestRevised(_) => Defined::Revised,
-    })
+    run(pool, actor, &DefineCatalogTest(def)).await
 }
 
 /// Defines every test of the seed catalog that is not defined yet.

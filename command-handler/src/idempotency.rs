@@ -120,7 +120,8 @@ impl Idempotency {
         }
     }
 
-    fn lock_key(&self) -> i64 {
+    /// The key's advisory lock.
+    pub fn lock_key(&self) -> i64 {
         let mut h = Sha256::new();
         h.update(self.partner_id.as_bytes());
         h.update(self.method.as_str().as_bytes());
@@ -175,11 +176,15 @@ impl Idempotency {
     }
 
     /// Keeps an answer below 500 (a 5xx is not kept: the retry runs again).
-    pub async fn save(&self, db: &impl GenericClient, answer: &Answer) -> Result<(), ApiError> {
+    pub async fn save(
+        &self,
+        db: &impl GenericClient,
+        answer: &Answer,
+    ) -> Result<(), tokio_postgres::Error> {
         if answer.status.is_server_error() {
             return Ok(());
         }
-        let headers = serde_json::to_value(&answer.headers).map_err(ApiError::internal)?;
+        let headers = serde_json::to_value(&answer.headers).expect("headers serialize");
         db.execute_cached(
             "INSERT INTO idempotency (partner_id, method, path, key, request_hash, status, headers, body) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",

@@ -10,8 +10,10 @@
 //! - [`store`]: appending and loading events.
 //! - [`relay`]: event store -> Kafka, in order, once.
 //! - [`idempotency`]: `Idempotency-Key` handling.
-//! - [`pipeline`]: the one way a partner's write happens: a typed command,
-//!   authorized, decided, written and answered in one transaction.
+//! - [`pipeline`]: the one way a write happens: a typed command,
+//!   authorized, decided, written and answered.
+//! - [`group_commit`]: the partner commands a process receives together,
+//!   committed in one transaction, each isolated from the others.
 //! - [`patients`]: patient commands.
 //! - [`orders`]: order commands, one per lifecycle action.
 //! - [`openapi`]: the write operations' bodies and texts in the OpenAPI
@@ -34,6 +36,7 @@ use platform::auth::TokenKeys;
 use platform::config::Config;
 
 pub mod admin;
+pub mod group_commit;
 pub mod idempotency;
 pub mod mailer;
 pub mod oauth;
@@ -68,13 +71,22 @@ pub struct AppState {
     pub partners: PartnerCache,
     /// Token endpoint rate limits.
     pub limiter: Arc<oauth::TokenLimiter>,
+    /// The group commit partner commands run in.
+    pub committer: group_commit::Committer,
 }
+
+/// How many transactions of partner commands a process commits at once
+/// (each takes whatever commands are waiting, up to
+/// [`group_commit::MAX_BATCH`]).
+pub const COMMITTERS: usize = 4;
 
 impl AppState {
     /// Builds the state from configuration.
     pub fn new(cfg: Arc<Config>, write: Pool, keys: TokenKeys, partners: PartnerCache) -> Self {
         let limiter = oauth::TokenLimiter::new(cfg.token_rate_per_minute);
+        let committer = group_commit::Committer::start(write.clone(), COMMITTERS);
         AppState {
+            committer,
             cfg,
             write,
             keys,

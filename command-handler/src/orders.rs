@@ -119,10 +119,7 @@ fn rejection(e: OrderRejection) -> ApiError {
 }
 
 /// Loads a patient from the event store.
-async fn load_patient(
-    db: &impl GenericClient,
-    id: Uuid,
-) -> Result<Option<Patient>, Refusal> {
+async fn load_patient(db: &impl GenericClient, id: Uuid) -> Result<Option<Patient>, Refusal> {
     Ok(load::<Patient>(db, id).await?.map(|c| c.state))
 }
 
@@ -186,7 +183,12 @@ impl Command for PlaceOrder {
         let generated_accession = match &draft.accession_number {
             Some(_) => String::new(),
             None => {
-                let seq: i64 = tx
+                // Outside the transaction: `nextval` may take its id.
+                let seq: i64 = cx
+                    .pool
+                    .get()
+                    .await
+                    .map_err(ApiError::from)?
                     .query_one_cached("SELECT nextval('accession_seq')", &[])
                     .await?
                     .get(0);

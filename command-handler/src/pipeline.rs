@@ -37,11 +37,12 @@ use domain::validation::FieldError;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::group_commit::{self, Planned, Work};
 use crate::idempotency::{Answer, Idempotency};
 use crate::store::{self, CommandMeta, LoadError, WriteError, Writes};
 use crate::AppState;
 
-/// How often a command is retried after losing a race.
+/// How often an operator's command is retried after losing a race.
 const MAX_ATTEMPTS: usize = 8;
 
 /// Why a command's decision did not commit.
@@ -59,18 +60,19 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The answer, given the field errors the body already had. A domain
-    /// "empty" error of a list the body layer found bad elements in is
-    /// dropped (the domain only saw the good elements).
+    /// The answer, given the field errors the body already had. The
+    /// domain's error of a field the body layer named already is dropped
+    /// (it saw no value there), and so is its "empty" of a list the body
+    /// layer found bad elements in (it saw only the good ones).
     fn answer(self, shape: &[FieldError]) -> ApiError {
         match self {
             Refusal::Invalid(errors) => {
                 let mut all = shape.to_vec();
                 all.extend(errors.into_iter().filter(|d| {
-                    !(d.code == "empty"
-                        && shape
-                            .iter()
-                            .any(|s| s.field.starts_with(&format!("{}[", d.field))))
+                    !shape.iter().any(|s| {
+                        s.field == d.field
+                            || (d.code == "empty" && s.field.starts_with(&format!("{}[", d.field)))
+                    })
                 }));
                 match fields::check(all) {
                     Err(e) => e,
@@ -119,6 +121,10 @@ pub struct Cx<'a> {
     pub meta: &'a CommandMeta,
     /// The partner.
     pub caller: &'a Caller,
+    /// Connections for what must happen outside the transaction (a
+    /// sequence value: `nextval` may take the transaction's id, which must
+    /// be taken after every read of the batch).
+    pub pool: &'a deadpool_postgres::Pool,
 }
 
 /// A decision: what to write, and what to answer once it is committed.
@@ -269,7 +275,7 @@ impl<R: Record> Target for Stored<R> {
 }
 
 /// How a command's request looks on the wire.
-pub trait Endpoint: Command + Sized {
+pub trait Endpoint: Command + Sized + 'static {
     /// The permission it needs.
     fn permission() -> Permission;
     /// How its body may come: `None` when it may be left out (an empty body
@@ -376,57 +382,74 @@ async fn prepare<C: Endpoint>(
     })
 }
 
-/// Step 4: runs a command's transaction with idempotency and race retries.
-async fn execute<C: Command>(app: &AppState, request: Request<C>) -> Result<Answer, ApiError> {
-    let mut db = app.write.get().await?;
-    let actor = Actor::Partner {
-        id: request.caller.partner_id,
-    };
-    let key = request.idem.as_ref().map(|i| i.key.clone());
-    for _ in 0..MAX_ATTEMPTS {
-        let tx = db.transaction().await?;
-        if let Some(idem) = &request.idem {
-            if let Some(previous) = idem.begin(&tx).await? {
-                return Ok(previous);
-            }
-        }
-        let meta = CommandMeta::new(actor.clone(), key.clone());
-        match attempt(&tx, &meta, &request).await {
-            Ok(answer) => {
-                if let Some(idem) = &request.idem {
-                    idem.save(&tx, &answer).await?;
-                }
-                tx.commit().await?;
-                store::COMMITTED.notify_one();
-                return Ok(answer);
-            }
-            Err(Refusal::Retry) => {
-                tx.rollback().await?;
-            }
-            Err(refusal) => {
-                tx.rollback().await?;
-                let e = refusal.answer(&request.shape);
-                if let Some(idem) = &request.idem {
-                    idem.save(&db, &Answer::from_error(&e)).await?;
-                }
-                return Err(e);
-            }
-        }
-    }
-    Err(ApiError::Unavailable(
-        "The record is busy; retry.",
-        std::time::Duration::from_secs(1),
-    ))
+/// Step 4: runs the command in the process's next group commit.
+async fn execute<C: Command + 'static>(
+    app: &AppState,
+    request: Request<C>,
+) -> Result<Answer, ApiError> {
+    app.committer.submit(Box::new(request)).await
 }
 
-/// One attempt: the record, `If-Match`, the decision, the writes, the
-/// answer.
-async fn attempt<C: Command>(
-    tx: &Transaction<'_>,
-    meta: &CommandMeta,
+impl<C: Command + 'static> Work for Request<C> {
+    fn actor(&self) -> Actor {
+        Actor::Partner {
+            id: self.caller.partner_id,
+        }
+    }
+
+    fn idempotency(&self) -> Option<&Idempotency> {
+        self.idem.as_ref()
+    }
+
+    fn plan<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        meta: &'a CommandMeta,
+        pool: &'a deadpool_postgres::Pool,
+    ) -> group_commit::Pending<'a, Result<Planned, ApiError>> {
+        Box::pin(async move {
+            if let Some(idem) = &self.idem {
+                match idem.begin(tx).await {
+                    Ok(Some(previous)) => return Ok(Planned::Answered(Ok(previous))),
+                    Ok(None) => {}
+                    Err(e) if e.status().is_server_error() => return Err(e),
+                    Err(e) => return Ok(Planned::Answered(Err(e))),
+                }
+            }
+            let cx = Cx {
+                tx,
+                meta,
+                caller: &self.caller,
+                pool,
+            };
+            match decide(&cx, self).await {
+                Ok((writes, answer)) => Ok(Planned::Commit {
+                    writes,
+                    answer: Ok(answer),
+                }),
+                Err(refusal) => {
+                    let e = refusal.answer(&self.shape);
+                    if e.status().is_server_error() {
+                        Err(e)
+                    } else {
+                        Ok(Planned::Commit {
+                            writes: Writes::default(),
+                            answer: Err(e),
+                        })
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Decides a command: the record, `If-Match`, the decision, the body's
+/// field errors; answers what to write and the rendered answer.
+async fn decide<C: Command>(
+    cx: &Cx<'_>,
     request: &Request<C>,
-) -> Result<Answer, Refusal> {
-    let current = C::Target::find(tx, &request.caller, request.id)
+) -> Result<(Writes, Answer), Refusal> {
+    let current = C::Target::find(cx.tx, cx.caller, request.id)
         .await?
         .ok_or(ApiError::NotFound)?;
     if let (Some(expected), Some(version)) = (request.expected, C::Target::version(&current)) {
@@ -434,15 +457,47 @@ async fn attempt<C: Command>(
             return Err(ApiError::PreconditionFailed.into());
         }
     }
-    let cx = Cx {
-        tx,
-        meta,
-        caller: &request.caller,
-    };
-    let decision = request.command.decide(&cx, &current).await?;
+    let decision = request.command.decide(cx, &current).await?;
     fields::check(request.shape.clone())?;
-    store::write(tx, meta, &decision.writes).await?;
-    Ok(decision.output.render())
+    Ok((decision.writes, decision.output.render()))
+}
+
+/// An operator's command (reference data: clients, locations, partners,
+/// the catalog): decided and written as a partner's is, without the HTTP
+/// steps (`lis admin` authorizes by access to the database).
+pub trait Operation: Send + Sync {
+    /// What a committed operation gives back.
+    type Output: Send;
+    /// Loads what the decision needs and decides in `domain`.
+    fn decide<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+    ) -> impl Future<Output = Result<Decision<Self::Output>, crate::admin::AdminError>> + Send + 'a;
+}
+
+/// Runs an operator's command: decide, write, commit, retried after a lost
+/// race.
+pub async fn run<O: Operation>(
+    pool: &deadpool_postgres::Pool,
+    actor: &Actor,
+    operation: &O,
+) -> Result<O::Output, crate::admin::AdminError> {
+    let mut db = pool.get().await?;
+    for _ in 0..MAX_ATTEMPTS {
+        let tx = db.transaction().await?;
+        let meta = CommandMeta::new(actor.clone(), None);
+        let decision = operation.decide(&tx).await?;
+        match store::write(&tx, &meta, &decision.writes).await {
+            Ok(()) => {
+                tx.commit().await?;
+                store::COMMITTED.notify_one();
+                return Ok(decision.output);
+            }
+            Err(WriteError::Raced) => tx.rollback().await?,
+            Err(WriteError::Db(e)) => return Err(e.into()),
+        }
+    }
+    Err(crate::admin::AdminError::Conflict)
 }
 
 /// Reads the body, mapping an oversize body to 413.

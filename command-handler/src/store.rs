@@ -179,6 +179,61 @@ pub enum Row {
         /// The normalized login.
         login: String,
     },
+    /// A new lab client.
+    Client {
+        /// Its id.
+        client_id: String,
+        /// Its name.
+        name: String,
+    },
+    /// A new location of a client.
+    Location {
+        /// Its id.
+        location_id: String,
+        /// Its client.
+        client_id: String,
+        /// Its name.
+        name: String,
+    },
+    /// A new partner.
+    Partner {
+        /// Its id.
+        partner_id: Uuid,
+        /// Its OAuth client id.
+        client_id: String,
+        /// Its name.
+        name: String,
+        /// Its secret's hash.
+        secret_hash: String,
+        /// Its permissions.
+        permissions: Vec<&'static str>,
+        /// Its scope (JSON).
+        scope: Value,
+    },
+    /// A partner's access as an event left it.
+    PartnerAccess {
+        /// The partner.
+        partner_id: Uuid,
+        /// Its permissions.
+        permissions: Vec<&'static str>,
+        /// Its scope (JSON).
+        scope: Value,
+        /// Whether it is disabled.
+        disabled: bool,
+        /// Its stream version.
+        version: i64,
+        /// A new secret's hash, when the secret was rotated.
+        new_secret_hash: Option<String>,
+    },
+    /// A catalog test's current definition.
+    CatalogTest {
+        /// Its code.
+        code: String,
+        /// Its definition (JSON).
+        definition: Value,
+        /// Its stream version.
+        version: i64,
+    },
 }
 
 /// Everything a decision writes: its events, then the rows they imply.
@@ -227,57 +282,107 @@ pub async fn write(
 ) -> Result<(), WriteError> {
     append(tx, meta, &writes.events).await?;
     for row in &writes.rows {
-        let (done, constraint) = match row {
-            Row::ExternalPatientId {
-                client_id,
-                external_id,
-                patient_id,
-            } => (
-                tx.execute_cached(
-                    "INSERT INTO patient_external_ids (client_id, external_patient_id, patient_id) VALUES ($1, $2, $3)",
-                    &[client_id, external_id, patient_id],
-                )
-                .await,
-                "patient_external_ids_pkey",
-            ),
-            Row::ReleaseExternalPatientId { patient_id } => (
-                tx.execute_cached(
-                    "DELETE FROM patient_external_ids WHERE patient_id = $1",
-                    &[patient_id],
-                )
-                .await,
-                "",
-            ),
-            Row::Accession { number, order_id } => (
-                tx.execute_cached(
-                    "INSERT INTO accession_numbers (accession_number, order_id) VALUES ($1, $2)",
-                    &[number, order_id],
-                )
-                .await,
-                "accession_numbers_pkey",
-            ),
-            Row::Account {
-                account_id,
-                patient_id,
-                login,
-            } => (
-                tx.execute_cached(
-                    "INSERT INTO accounts (account_id, patient_id, login, status, version) VALUES ($1, $2, $3, 'invited', 1)",
-                    &[account_id, patient_id, login],
-                )
-                .await,
-                "accounts_login",
-            ),
-        };
-        match done {
+        let (sql, params, unique) = row.statement();
+        match tx.execute_cached(sql, &params).await {
             Ok(_) => {}
-            Err(e) if platform::db::is_unique_violation(&e, constraint) => {
+            Err(e) if unique.is_some_and(|c| platform::db::is_unique_violation(&e, c)) => {
                 return Err(WriteError::Raced)
             }
             Err(e) => return Err(e.into()),
         }
     }
     Ok(())
+}
+
+type Params<'a> = Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)>;
+
+impl Row {
+    /// The row's statement, its parameters, and the unique constraint a
+    /// concurrent command may have taken first.
+    fn statement(&self) -> (&'static str, Params<'_>, Option<&'static str>) {
+        match self {
+            Row::ExternalPatientId {
+                client_id,
+                external_id,
+                patient_id,
+            } => (
+                "INSERT INTO patient_external_ids (client_id, external_patient_id, patient_id) VALUES ($1, $2, $3)",
+                vec![client_id, external_id, patient_id],
+                Some("patient_external_ids_pkey"),
+            ),
+            Row::ReleaseExternalPatientId { patient_id } => (
+                "DELETE FROM patient_external_ids WHERE patient_id = $1",
+                vec![patient_id],
+                None,
+            ),
+            Row::Accession { number, order_id } => (
+                "INSERT INTO accession_numbers (accession_number, order_id) VALUES ($1, $2)",
+                vec![number, order_id],
+                Some("accession_numbers_pkey"),
+            ),
+            Row::Account {
+                account_id,
+                patient_id,
+                login,
+            } => (
+                "INSERT INTO accounts (account_id, patient_id, login, status, version) VALUES ($1, $2, $3, 'invited', 1)",
+                vec![account_id, patient_id, login],
+                Some("accounts_login"),
+            ),
+            Row::Client { client_id, name } => (
+                "INSERT INTO clients (client_id, name) VALUES ($1, $2)",
+                vec![client_id, name],
+                Some("clients_pkey"),
+            ),
+            Row::Location {
+                location_id,
+                client_id,
+                name,
+            } => (
+                "INSERT INTO locations (location_id, client_id, name) VALUES ($1, $2, $3)",
+                vec![location_id, client_id, name],
+                Some("locations_pkey"),
+            ),
+            Row::Partner {
+                partner_id,
+                client_id,
+                name,
+                secret_hash,
+                permissions,
+                scope,
+            } => (
+                "INSERT INTO partners (partner_id, client_id, name, secret_hash, permissions, scope, version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 1)",
+                vec![partner_id, client_id, name, secret_hash, permissions, scope],
+                None,
+            ),
+            Row::PartnerAccess {
+                partner_id,
+                permissions,
+                scope,
+                disabled,
+                version,
+                new_secret_hash,
+            } => (
+                "UPDATE partners SET permissions = $2, scope = $3, disabled = $4, version = $5, \
+                 secret_hash = COALESCE($6, secret_hash), \
+                 secret_version = secret_version + CASE WHEN $6::text IS NULL THEN 0 ELSE 1 END \
+                 WHERE partner_id = $1",
+                vec![partner_id, permissions, scope, disabled, version, new_secret_hash],
+                None,
+            ),
+            Row::CatalogTest {
+                code,
+                definition,
+                version,
+            } => (
+                "INSERT INTO catalog_tests (code, definition, version) VALUES ($1, $2, $3) \
+                 ON CONFLICT (code) DO UPDATE SET definition = EXCLUDED.definition, version = EXCLUDED.version",
+                vec![code, definition, version],
+                None,
+            ),
+        }
+    }
 }
 
 /// A stream as loaded for a decision.

@@ -125,11 +125,27 @@ impl Fields {
         self.map.contains_key(name)
     }
 
+    /// Refuses a string holding NUL, which no stored text may hold (the
+    /// database refuses it): `None` after recording the error.
+    fn text(&mut self, name: &str, s: String) -> Option<String> {
+        if s.contains('\0') {
+            let path = self.path(name);
+            self.errors.push(FieldError::new(
+                path,
+                "invalid",
+                "must not contain the NUL character",
+            ));
+            None
+        } else {
+            Some(s)
+        }
+    }
+
     /// A string field; absent or `null` is `None`.
     pub fn string(&mut self, name: &str) -> Option<String> {
         match self.map.remove(name) {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s),
+            Some(Value::String(s)) => self.text(name, s),
             Some(_) => {
                 self.wrong_type(name, "a string");
                 None
@@ -142,7 +158,7 @@ impl Fields {
         match self.map.remove(name) {
             None => Patch::Absent,
             Some(Value::Null) => Patch::Null,
-            Some(Value::String(s)) => Patch::Set(s),
+            Some(Value::String(s)) => self.text(name, s).map_or(Patch::Absent, Patch::Set),
             Some(_) => {
                 self.wrong_type(name, "a string or null");
                 Patch::Absent
@@ -174,9 +190,28 @@ impl Fields {
         }
     }
 
-    /// Any JSON value, as sent; absent is `None`.
+    /// Any JSON value, as sent; absent is `None` (and so is a value holding
+    /// a NUL character anywhere, after recording the error).
     pub fn raw(&mut self, name: &str) -> Option<Value> {
-        self.map.remove(name)
+        fn has_nul(v: &Value) -> bool {
+            match v {
+                Value::String(s) => s.contains('\0'),
+                Value::Array(items) => items.iter().any(has_nul),
+                Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+                _ => false,
+            }
+        }
+        let value = self.map.remove(name)?;
+        if has_nul(&value) {
+            let path = self.path(name);
+            self.errors.push(FieldError::new(
+                path,
+                "invalid",
+                "must not contain the NUL character",
+            ));
+            return None;
+        }
+        Some(value)
     }
 
     /// The `index`-th element of the array field `name`, which must be an

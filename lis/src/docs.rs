@@ -256,10 +256,12 @@ impl Shape {
     }
 }
 
-fn header_param(name: &str, description: &str) -> Parameter {
+/// An optional header whose value the server checks against `pattern`
+/// (422 otherwise).
+fn header_param(name: &str, description: &str, pattern: &str) -> Parameter {
     serde_json::from_value(json!({
         "name": name, "in": "header", "required": false,
-        "description": description, "schema": {"type": "string"},
+        "description": description, "schema": {"type": "string", "pattern": pattern},
     }))
     .expect("a header parameter")
 }
@@ -289,6 +291,13 @@ fn retry_after(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Res
     )
 }
 
+/// What `If-Match` may be: `*`, a version's strong tag, or a weak tag.
+const IF_MATCH_PATTERN: &str = r#"^\s*(\*|"0*[1-9][0-9]{0,17}"|W/.*)\s*$"#;
+/// What `Idempotency-Key` may be: 1-255 visible ASCII characters.
+const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
+/// What `Consistency-Token` may be: unpadded base64url.
+const CONSISTENCY_TOKEN_PATTERN: &str = "^\\s*[A-Za-z0-9_-]{1,4096}\\s*$";
+
 impl SharedParts {
     fn add(op: &mut PathOperation, shape: Shape) {
         let params = op.parameters.get_or_insert_with(Vec::new);
@@ -311,7 +320,9 @@ impl SharedParts {
                         "If-Match",
                         "The `ETag` of the version this change is based on, such as `\"3\"`. \
                          When stale: 412 and nothing changes. When absent, the change applies \
-                         to the current version.",
+                         to the current version. `*` matches any version; a weak tag never \
+                         matches (412).",
+                        IF_MATCH_PATTERN,
                     ));
                 }
                 params.push(header_param(
@@ -319,6 +330,7 @@ impl SharedParts {
                     "1-255 visible ASCII characters. A retry with the same key and body \
                      answers the first answer again (any status below 500) and changes \
                      nothing; kept at least 24 hours, per partner, method and path.",
+                    IDEMPOTENCY_KEY_PATTERN,
                 ));
                 answers.insert(
                     "503".into(),
@@ -334,7 +346,9 @@ impl SharedParts {
                     params.push(header_param(
                         "Consistency-Token",
                         "The `Consistency-Token` of a write: the answer reflects at least that \
-                         write (the read waits up to 2 seconds, then answers 503).",
+                         write (the read waits up to 2 seconds, then answers 503). Opaque: \
+                         unpadded base64url, as the write answered it.",
+                        CONSISTENCY_TOKEN_PATTERN,
                     ));
                     "The read model has not caught up with the `Consistency-Token` within 2 \
                      seconds, or a dependency is unavailable; retry after `Retry-After` seconds."
@@ -740,6 +754,22 @@ mod tests {
                 scopes,
                 &vec![Value::from(action.permission().as_str())],
                 "{action}"
+            );
+        }
+    }
+
+    /// A history change's `from` and `to` are whatever the member held:
+    /// a string, a number, an object, null.
+    #[test]
+    fn a_history_change_may_hold_any_json_value() {
+        let doc: Value = serde_json::from_str(openapi_json()).unwrap();
+        let change = &doc["components"]["schemas"]["Change"]["properties"];
+        for side in ["from", "to"] {
+            assert!(change[side].is_object(), "{side}: {}", change[side]);
+            assert!(
+                change[side].get("type").is_none(),
+                "{side}: {}",
+                change[side]
             );
         }
     }

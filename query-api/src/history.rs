@@ -26,11 +26,10 @@ use crate::{paging, QueryState};
 pub struct Change {
     /// The member, in dot notation for nested objects (`address.city`).
     pub field: String,
-    /// Its value before the event; null when it had none.
-    #[schema(value_type = Object)]
+    /// Its value before the event (any JSON value); null when it had none.
     pub from: Value,
-    /// Its value after the event; null when the event removed it.
-    #[schema(value_type = Object)]
+    /// Its value after the event (any JSON value); null when the event
+    /// removed it.
     pub to: Value,
 }
 

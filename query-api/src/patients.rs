@@ -316,8 +316,16 @@ fn parse_filters(raw: Vec<(String, Option<String>)>) -> Result<Filters, ApiError
                 "invalid",
                 "must be 1-64 characters of A-Z a-z 0-9 . _ -",
             )),
-            "lastName" if (1..=100).contains(&value.chars().count()) => f.last_name = Some(value),
-            "lastName" => errors.push(bad("invalid", "must be 1-100 characters")),
+            "lastName"
+                if (1..=100).contains(&value.chars().count())
+                    && !value.chars().any(char::is_control) =>
+            {
+                f.last_name = Some(value)
+            }
+            "lastName" => errors.push(bad(
+                "invalid",
+                "must be 1-100 characters, none of them a control character",
+            )),
             "dateOfBirth" => match NaiveDate::parse_from_str(&value, "%Y-%m-%d") {
                 Ok(d) if value.len() == 10 => f.date_of_birth = Some(d),
                 _ => errors.push(bad("invalid", "must be a date YYYY-MM-DD")),

@@ -417,6 +417,18 @@ async fn bad_order_input_is_refused_with_a_problem_and_writes_nothing() {
             Some(&["clientID"]),
         ),
         row(
+            "create: NUL characters (no stored text may hold one)",
+            M::POST,
+            list,
+            ct(JSON_CT),
+            j(with(
+                valid_order(),
+                json!({"accessionNumber": "A\u{0}", "specimen": {"type": "\u{0}"}}),
+            )),
+            422,
+            Some(&["accessionNumber", "specimen.type"]),
+        ),
+        row(
             "create: accessionNumber with a space",
             M::POST,
             list,
@@ -968,6 +980,15 @@ async fn bad_order_input_is_refused_with_a_problem_and_writes_nothing() {
             j(json!({"results": null})),
             422,
             Some(&["results"]),
+        ),
+        row(
+            "results: a NUL character in a value",
+            M::POST,
+            &record,
+            ct(JSON_CT),
+            results(vec![res("HGB", json!("1\u{0}"), Some("g/dL"))]),
+            422,
+            Some(&["results[0].value"]),
         ),
         row(
             "results: value true",
