@@ -4,14 +4,14 @@
 //! A few committer tasks take what is queued (up to [`MAX_BATCH`]
 //! commands) and run it in one transaction, in two phases:
 //!
-//! 1. **decide**: each command, in arrival order, takes its
-//!    `Idempotency-Key`'s lock, loads what it needs and decides. Nothing is
-//!    written, so the transaction has no id yet: the event store's
-//!    invariant (a transaction's id is taken after every read its events
-//!    depend on; the relay publishes in transaction id order) holds for the
-//!    whole batch. A command that fails here with a server error may have
-//!    aborted the transaction: it is answered, and the others are decided
-//!    again in a new one.
+//! 1. **decide**: every command at once (their statements share the
+//!    connection's pipeline) takes its `Idempotency-Key`'s lock, loads what
+//!    it needs and decides. Nothing is written, so the transaction has no
+//!    id yet: the event store's invariant (a transaction's id is taken
+//!    after every read its events depend on; the relay publishes in
+//!    transaction id order) holds for the whole batch. A command that fails
+//!    here with a server error may have aborted the transaction: it is
+//!    answered, and the others are decided again in a new one.
 //! 2. **write**: each decision's events, rows and kept answer go in under a
 //!    savepoint. A decision that lost a race (a stream version or a
 //!    reservation another command took, in this batch or another) is rolled
@@ -174,32 +174,45 @@ async fn commit_batch(pool: &Pool, batch: Vec<Job>, carried: &mut VecDeque<Job>)
         Ok(tx) => tx,
         Err(e) => return answer_all(batch, e.into()),
     };
-    // Phase 1: decide, in arrival order, without writing.
-    let mut decided = Vec::with_capacity(batch.len());
+    // Phase 1: decide without writing, every command at once (their
+    // statements share the connection's pipeline).
     let mut keys = HashSet::new();
-    let mut jobs = batch.into_iter();
-    while let Some(job) = jobs.next() {
-        if let Some(idem) = job.work.idempotency() {
-            if !keys.insert(idem.lock_key()) {
-                carried.push_back(job);
-                continue;
-            }
+    let mut jobs = Vec::with_capacity(batch.len());
+    for job in batch {
+        match job.work.idempotency() {
+            Some(idem) if !keys.insert(idem.lock_key()) => carried.push_back(job),
+            _ => jobs.push(job),
         }
-        let meta = CommandMeta::new(
-            job.work.actor(),
-            job.work.idempotency().map(|i| i.key.clone()),
-        );
-        match job.work.plan(&tx, &meta, pool).await {
+    }
+    let metas: Vec<CommandMeta> = jobs
+        .iter()
+        .map(|job| {
+            let key = job.work.idempotency().map(|i| i.key.clone());
+            CommandMeta::new(job.work.actor(), key)
+        })
+        .collect();
+    let plans = futures::future::join_all(
+        jobs.iter()
+            .zip(&metas)
+            .map(|(job, meta)| job.work.plan(&tx, meta, pool)),
+    )
+    .await;
+    let mut decided = Vec::with_capacity(jobs.len());
+    let mut failed = None;
+    for ((job, meta), plan) in jobs.into_iter().zip(metas).zip(plans) {
+        match plan {
             Ok(planned) => decided.push(Decided { job, meta, planned }),
-            Err(e) => {
-                // The transaction may be aborted: answer this command and
-                // decide the others again in a new one.
-                let _ = job.reply.send(Err(e));
-                carried.extend(decided.into_iter().map(|d| d.job));
-                carried.extend(jobs);
-                return;
-            }
+            Err(e) if failed.is_none() => failed = Some((job, e)),
+            // Its error may come from the first one's.
+            Err(_) => carried.push_back(job),
         }
+    }
+    if let Some((job, e)) = failed {
+        // The transaction may be aborted: answer the command that failed
+        // first and decide the others again in a new one.
+        let _ = job.reply.send(Err(e));
+        carried.extend(decided.into_iter().map(|d| d.job));
+        return;
     }
     // Phase 2: write each decision under its savepoint.
     let mut answers = Vec::with_capacity(decided.len());

@@ -75,16 +75,11 @@ pub struct AppState {
     pub committer: group_commit::Committer,
 }
 
-/// How many transactions of partner commands a process commits at once
-/// (each takes whatever commands are waiting, up to
-/// [`group_commit::MAX_BATCH`]).
-pub const COMMITTERS: usize = 4;
-
 impl AppState {
     /// Builds the state from configuration.
     pub fn new(cfg: Arc<Config>, write: Pool, keys: TokenKeys, partners: PartnerCache) -> Self {
         let limiter = oauth::TokenLimiter::new(cfg.token_rate_per_minute);
-        let committer = group_commit::Committer::start(write.clone(), COMMITTERS);
+        let committer = group_commit::Committer::start(write.clone(), cfg.committers);
         AppState {
             committer,
             cfg,

@@ -10,7 +10,10 @@ use chrono::Utc;
 use contract::order_view::{OrderView, OrderedTest, PrioritySchema, ResultValueSchema};
 use contract::problem::Problem;
 use contract::views::{AddressSchema, PatientView, SexSchema, WarningSchema};
+use domain::order::{OrderAction, OrderStatus};
 use serde::Serialize;
+use serde_json::json;
+use utoipa::openapi::path::PathItem;
 use uuid::Uuid;
 
 /// The body of `POST /v1/patients`.
@@ -472,219 +475,194 @@ pub fn create_order() {}
 /// [`crate::orders::UpdateOrder`].
 pub fn update_order() {}
 
-#[utoipa::path(
-    post,
-    path = "/v1/orders/{orderID}/collect",
-    operation_id = "collectSpecimen",
-    tag = "orders",
-    summary = "Record specimen collection",
-    description = "Moves an `ordered` order to `collected`. `collectedAt` defaults to the `specimen.collectedAt` given at placement, else now. Allowed from `ordered`; leads to `collected`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `tests:update`.",
-    params(
-        ("orderID" = uuid::Uuid, Path, description = "The order's id."),
-    ),
-    request_body(content = CollectRequest, content_type = "application/json", description = "Optional: no body, or `{}`, is fine."),
-    security(("bearer" = []), ("oauth2" = ["tests:update"])),
-    responses(
-        (status = 200, description = "The order as it now stands (`collected`).", body = OrderView,
-            headers(
-                ("ETag" = String, description = "The new version in quotes."),
-                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
-            )),
-        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The partner lacks `tests:update`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`invalid-status`: the order is not `ordered`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, every one listed in `errors`: `collectedAt` is not an RFC 3339 timestamp or is in the future; an unknown field; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-/// Documentation only: `POST /v1/orders/{orderID}/collect`, the command
-/// [`crate::orders::CollectSpecimen`].
-pub fn collect_specimen() {}
+/// What the document says of a lifecycle action besides what the action
+/// gives (its route, its permission, the statuses it is allowed from).
+struct ActionText {
+    operation_id: &'static str,
+    summary: &'static str,
+    /// What it does, before "Allowed from".
+    lead: &'static str,
+    /// The body's schema, and whether it may be left out (with the words
+    /// saying so).
+    body: (&'static str, Option<&'static str>),
+    /// The status it leads to.
+    leads_to: &'static str,
+    /// What makes its body invalid (422), before the headers' cases.
+    invalid: &'static str,
+}
 
-#[utoipa::path(
-    post,
-    path = "/v1/orders/{orderID}/receive",
-    operation_id = "receiveSpecimen",
-    tag = "orders",
-    summary = "Record specimen receipt by the lab",
-    description = "Moves a `collected` order to `received`. No body is needed. Allowed from `collected`; leads to `received`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `tests:update`.",
-    params(
-        ("orderID" = uuid::Uuid, Path, description = "The order's id."),
-    ),
-    request_body(content = NoFields, content_type = "application/json", description = "Optional: no body is needed; an empty object is accepted."),
-    security(("bearer" = []), ("oauth2" = ["tests:update"])),
-    responses(
-        (status = 200, description = "The order as it now stands (`received`).", body = OrderView,
-            headers(
-                ("ETag" = String, description = "The new version in quotes."),
-                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
-            )),
-        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The partner lacks `tests:update`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`invalid-status`: the order is not `collected`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, every one listed in `errors`: a body with any member; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-/// Documentation only: `POST /v1/orders/{orderID}/receive`, the command
-/// [`crate::orders::ReceiveSpecimen`].
-pub fn receive_specimen() {}
+const NO_BODY: Option<&str> = Some("Optional: no body is needed; an empty object is accepted.");
 
-#[utoipa::path(
-    post,
-    path = "/v1/orders/{orderID}/start",
-    operation_id = "startTesting",
-    tag = "orders",
-    summary = "Record the start of testing",
-    description = "Moves a `received` order to `in_progress`. No body is needed. Allowed from `received`; leads to `in_progress`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `tests:update`.",
-    params(
-        ("orderID" = uuid::Uuid, Path, description = "The order's id."),
-    ),
-    request_body(content = NoFields, content_type = "application/json", description = "Optional: no body is needed; an empty object is accepted."),
-    security(("bearer" = []), ("oauth2" = ["tests:update"])),
-    responses(
-        (status = 200, description = "The order as it now stands (`in_progress`).", body = OrderView,
-            headers(
-                ("ETag" = String, description = "The new version in quotes."),
-                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
-            )),
-        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The partner lacks `tests:update`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`invalid-status`: the order is not `received`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, every one listed in `errors`: a body with any member; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-/// Documentation only: `POST /v1/orders/{orderID}/start`, the command
-/// [`crate::orders::StartTesting`].
-pub fn start_testing() {}
+fn action_text(action: OrderAction) -> ActionText {
+    let (operation_id, summary, lead, body, leads_to, invalid) = match action {
+        OrderAction::Collect => (
+            "collectSpecimen",
+            "Record specimen collection",
+            "Moves an `ordered` order to `collected`. `collectedAt` defaults to the \
+             `specimen.collectedAt` given at placement, else now.",
+            (
+                "CollectRequest",
+                Some("Optional: no body, or `{}`, is fine."),
+            ),
+            "collected",
+            "`collectedAt` is not an RFC 3339 timestamp or is in the future; an unknown field",
+        ),
+        OrderAction::Receive => (
+            "receiveSpecimen",
+            "Record specimen receipt by the lab",
+            "Moves a `collected` order to `received`. No body is needed.",
+            ("NoFields", NO_BODY),
+            "received",
+            "a body with any member",
+        ),
+        OrderAction::Start => (
+            "startTesting",
+            "Record the start of testing",
+            "Moves a `received` order to `in_progress`. No body is needed.",
+            ("NoFields", NO_BODY),
+            "in_progress",
+            "a body with any member",
+        ),
+        OrderAction::Cancel => (
+            "cancelOrder",
+            "Cancel an order",
+            "Moves an `ordered`, `collected` or `received` order to `canceled`, with a \
+             required `reason`.",
+            ("CancelRequest", None),
+            "canceled",
+            "`reason` is missing, blank or longer than 500 characters; an unknown field",
+        ),
+        OrderAction::Results => (
+            "recordResults",
+            "Record results",
+            "Records or replaces results, analyte by analyte, of a `received`, `in_progress` \
+             or `resulted` order, which becomes `resulted`. Values are kept exactly as sent; \
+             the LIS attaches the catalog's reference range for the patient's sex and age on \
+             the collection date, and a flag (`LL`, `HH`, `L`, `H`, `N`, `A`, or none where \
+             the catalog has no range for that patient). Results are not released to the \
+             patient until `finalize`. `results:write` is granted to reference labs and \
+             instrument middleware only.",
+            ("ResultsRequest", None),
+            "resulted",
+            "no `results`, an analyte that none of the order's tests measures \
+             (`unknown_analyte`) or named twice, a value that is not a decimal number for a \
+             numeric analyte (`not_numeric`), a missing unit or one that is not the catalog's \
+             (`unit_mismatch`), an unknown field",
+        ),
+        OrderAction::Finalize => (
+            "finalizeResults",
+            "Release results as final",
+            "Moves a `resulted` order to `final`: its results are released to the patient's \
+             portal. No body is needed.",
+            ("NoFields", NO_BODY),
+            "final",
+            "a body with any member",
+        ),
+        OrderAction::Correct => (
+            "correctResults",
+            "Correct final results",
+            "Amends results of a `final` or `corrected` order, with a required `reason`; the \
+             order becomes `corrected` and the replaced values stay in its history. Ranges and \
+             flags are attached as for `results`.",
+            ("CorrectRequest", None),
+            "corrected",
+            "`reason` missing or blank, no `results`, or a bad result as for `results`; an \
+             unknown field",
+        ),
+        OrderAction::Update => unreachable!("update is PATCH /v1/orders/{{orderID}}"),
+    };
+    ActionText {
+        operation_id,
+        summary,
+        lead,
+        body,
+        leads_to,
+        invalid,
+    }
+}
 
-#[utoipa::path(
-    post,
-    path = "/v1/orders/{orderID}/cancel",
-    operation_id = "cancelOrder",
-    tag = "orders",
-    summary = "Cancel an order",
-    description = "Moves an `ordered`, `collected` or `received` order to `canceled`, with a required `reason`. Allowed from `ordered`, `collected` or `received`; leads to `canceled`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `tests:update`.",
-    params(
-        ("orderID" = uuid::Uuid, Path, description = "The order's id."),
-    ),
-    request_body(content = CancelRequest, content_type = "application/json"),
-    security(("bearer" = []), ("oauth2" = ["tests:update"])),
-    responses(
-        (status = 200, description = "The order as it now stands (`canceled`).", body = OrderView,
-            headers(
-                ("ETag" = String, description = "The new version in quotes."),
-                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
-            )),
-        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The partner lacks `tests:update`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`invalid-status`: the order is `in_progress` or later, or already `canceled`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, every one listed in `errors`: `reason` is missing, blank or longer than 500 characters; an unknown field; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-/// Documentation only: `POST /v1/orders/{orderID}/cancel`, the command
-/// [`crate::orders::CancelOrder`].
-pub fn cancel_order() {}
+/// `` `a` ``, `` `a` or `b` ``, `` `a`, `b` or `c` ``.
+fn statuses(list: &[OrderStatus]) -> String {
+    let quoted: Vec<String> = list.iter().map(|s| format!("`{}`", s.as_str())).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
 
-#[utoipa::path(
-    post,
-    path = "/v1/orders/{orderID}/results",
-    operation_id = "recordResults",
-    tag = "orders",
-    summary = "Record results",
-    description = "Records or replaces results, analyte by analyte, of a `received`, `in_progress` or `resulted` order, which becomes `resulted`. Values are kept exactly as sent; the LIS attaches the catalog's reference range for the patient's sex and age on the collection date, and a flag (`LL`, `HH`, `L`, `H`, `N`, `A`, or none where the catalog has no range for that patient). Results are not released to the patient until `finalize`. `results:write` is granted to reference labs and instrument middleware only. Allowed from `received`, `in_progress` or `resulted`; leads to `resulted`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `results:write`.",
-    params(
-        ("orderID" = uuid::Uuid, Path, description = "The order's id."),
-    ),
-    request_body(content = ResultsRequest, content_type = "application/json"),
-    security(("bearer" = []), ("oauth2" = ["results:write"])),
-    responses(
-        (status = 200, description = "The order as it now stands (`resulted`).", body = OrderView,
-            headers(
-                ("ETag" = String, description = "The new version in quotes."),
-                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
-            )),
-        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The partner lacks `results:write`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`invalid-status`: the order is not `received`, `in_progress` or `resulted`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, every one listed in `errors`: no `results`, an analyte that none of the order's tests measures (`unknown_analyte`) or named twice, a value that is not a decimal number for a numeric analyte (`not_numeric`), a missing unit or one that is not the catalog's (`unit_mismatch`), an unknown field; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-/// Documentation only: `POST /v1/orders/{orderID}/results`, the command
-/// [`crate::orders::RecordResults`].
-pub fn record_results() {}
-
-#[utoipa::path(
-    post,
-    path = "/v1/orders/{orderID}/finalize",
-    operation_id = "finalizeResults",
-    tag = "orders",
-    summary = "Release results as final",
-    description = "Moves a `resulted` order to `final`: its results are released to the patient's portal. No body is needed. Allowed from `resulted`; leads to `final`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `results:write`.",
-    params(
-        ("orderID" = uuid::Uuid, Path, description = "The order's id."),
-    ),
-    request_body(content = NoFields, content_type = "application/json", description = "Optional: no body is needed; an empty object is accepted."),
-    security(("bearer" = []), ("oauth2" = ["results:write"])),
-    responses(
-        (status = 200, description = "The order as it now stands (`final`).", body = OrderView,
-            headers(
-                ("ETag" = String, description = "The new version in quotes."),
-                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
-            )),
-        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The partner lacks `results:write`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`invalid-status`: the order is not `resulted`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, every one listed in `errors`: a body with any member; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-/// Documentation only: `POST /v1/orders/{orderID}/finalize`, the command
-/// [`crate::orders::FinalizeResults`].
-pub fn finalize_results() {}
-
-#[utoipa::path(
-    post,
-    path = "/v1/orders/{orderID}/correct",
-    operation_id = "correctResults",
-    tag = "orders",
-    summary = "Correct final results",
-    description = "Amends results of a `final` or `corrected` order, with a required `reason`; the order becomes `corrected` and the replaced values stay in its history. Ranges and flags are attached as for `results`. Allowed from `final` or `corrected`; leads to `corrected`. With `If-Match`, the action applies only to that version (412 otherwise). Requires `results:write`.",
-    params(
-        ("orderID" = uuid::Uuid, Path, description = "The order's id."),
-    ),
-    request_body(content = CorrectRequest, content_type = "application/json"),
-    security(("bearer" = []), ("oauth2" = ["results:write"])),
-    responses(
-        (status = 200, description = "The order as it now stands (`corrected`).", body = OrderView,
-            headers(
-                ("ETag" = String, description = "The new version in quotes."),
-                ("Consistency-Token" = String, description = "Send it with a read to see at least this write."),
-            )),
-        (status = 400, description = "The body is not a JSON object, or a value has the wrong JSON type.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The partner lacks `results:write`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order, or the order is outside the caller's scope (the same answer).", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`invalid-status`: the order is not `final` or `corrected`, and nothing changed; or `request-in-progress`: a request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "`stale-version`: `If-Match` names a version that is no longer current; nothing changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body is sent, but not as `application/json`.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, every one listed in `errors`: `reason` missing or blank, no `results`, or a bad result as for `results`; an unknown field; or a malformed `If-Match` or `Idempotency-Key`, or a key already used with another body.", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-/// Documentation only: `POST /v1/orders/{orderID}/correct`, the command
-/// [`crate::orders::CorrectResults`].
-pub fn correct_results() {}
+/// The operations of the lifecycle actions, `POST /v1/orders/{orderID}/{action}`
+/// for each of [`OrderAction::LIFECYCLE`]: the statuses, the permission and
+/// the route come from the action itself.
+pub fn action_operations() -> Vec<(String, PathItem)> {
+    let problem = |description: String| {
+        json!({"description": description, "content": {"application/problem+json":
+            {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+    };
+    OrderAction::LIFECYCLE
+        .iter()
+        .map(|&action| {
+            let t = action_text(action);
+            let from = statuses(action.allowed_from());
+            let permission = action.permission().as_str();
+            let (schema, optional) = t.body;
+            let mut body = json!({"content": {"application/json":
+                {"schema": {"$ref": format!("#/components/schemas/{schema}")}}},
+                "required": optional.is_none()});
+            if let Some(words) = optional {
+                body["description"] = json!(words);
+            }
+            let operation = json!({
+                "tags": ["orders"],
+                "summary": t.summary,
+                "description": format!(
+                    "{} Allowed from {from}; leads to `{}`. With `If-Match`, the action applies \
+                     only to that version (412 otherwise). Requires `{permission}`.",
+                    t.lead, t.leads_to
+                ),
+                "operationId": t.operation_id,
+                "parameters": [{"name": "orderID", "in": "path", "required": true,
+                    "description": "The order's id.",
+                    "schema": {"type": "string", "format": "uuid"}}],
+                "requestBody": body,
+                "responses": {
+                    "200": {
+                        "description": format!("The order as it now stands (`{}`).", t.leads_to),
+                        "headers": {
+                            "ETag": {"description": "The new version in quotes.",
+                                "schema": {"type": "string"}},
+                            "Consistency-Token": {"description":
+                                "Send it with a read to see at least this write.",
+                                "schema": {"type": "string"}},
+                        },
+                        "content": {"application/json":
+                            {"schema": {"$ref": "#/components/schemas/Order"}}},
+                    },
+                    "400": problem("The body is not a JSON object, or a value has the wrong \
+                        JSON type.".into()),
+                    "403": problem(format!("The partner lacks `{permission}`.")),
+                    "404": problem("No such order, or the order is outside the caller's \
+                        scope (the same answer).".into()),
+                    "409": problem(format!(
+                        "`invalid-status`: the order is not {from}, and nothing changed; or \
+                         `request-in-progress`: a request with this `Idempotency-Key` is still \
+                         running."
+                    )),
+                    "412": problem("`stale-version`: `If-Match` names a version that is no \
+                        longer current; nothing changed.".into()),
+                    "415": problem("A body is sent, but not as `application/json`.".into()),
+                    "422": problem(format!(
+                        "Invalid fields, every one listed in `errors`: {}; or a malformed \
+                         `If-Match` or `Idempotency-Key`, or a key already used with another \
+                         body.",
+                        t.invalid
+                    )),
+                },
+                "security": [{"bearer": []}, {"oauth2": [permission]}],
+            });
+            let item = serde_json::from_value(json!({ "post": operation }))
+                .expect("an action's operation");
+            (format!("/v1/orders/{{orderID}}/{action}"), item)
+        })
+        .collect()
+}

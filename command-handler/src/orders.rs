@@ -3,7 +3,6 @@
 //! (`POST /v1/orders/{orderID}/{action}`), each an [`OrderChange`] that
 //! [`OnOrder`] runs.
 
-use axum::http::StatusCode;
 use axum::routing::{patch, post, MethodRouter};
 use chrono::{DateTime, Utc};
 use contract::caller::Caller;
@@ -76,20 +75,11 @@ impl Render for OrderWrite {
     fn render(&self) -> Answer {
         let mut seen = vec![(self.view.order_id, self.view.version)];
         seen.extend(self.patient);
-        let (status, location) = if self.created {
-            let location = format!("/v1/orders/{}", self.view.order_id);
-            (StatusCode::CREATED, Some(location))
-        } else {
-            (StatusCode::OK, None)
-        };
+        let created = self
+            .created
+            .then(|| format!("/v1/orders/{}", self.view.order_id));
         let body = serde_json::to_value(&self.view).expect("view serializes");
-        write_answer(
-            status,
-            &body,
-            self.view.etag(),
-            &ConsistencyToken(seen),
-            location,
-        )
+        write_answer(&body, self.view.etag(), &ConsistencyToken(seen), created)
     }
 }
 

@@ -1,7 +1,6 @@
 //! Patient commands: [`RegisterPatient`] (`POST /v1/patients`) and
 //! [`UpdatePatient`] (`PATCH /v1/patients/{patientID}`).
 
-use axum::http::StatusCode;
 use contract::caller::Caller;
 use contract::consistency::ConsistencyToken;
 use contract::fields::{BodyKind, Fields};
@@ -70,13 +69,10 @@ impl Render for PatientWrite {
         if !self.warnings.is_empty() {
             body["warnings"] = json!(self.warnings);
         }
-        let (status, location) = if self.created {
-            let location = format!("/v1/patients/{}", self.view.patient_id);
-            (StatusCode::CREATED, Some(location))
-        } else {
-            (StatusCode::OK, None)
-        };
-        write_answer(status, &body, self.view.etag(), &self.token, location)
+        let created = self
+            .created
+            .then(|| format!("/v1/patients/{}", self.view.patient_id));
+        write_answer(&body, self.view.etag(), &self.token, created)
     }
 }
 

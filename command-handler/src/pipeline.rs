@@ -552,21 +552,24 @@ pub fn body_in_scope(caller: &Caller, body: &Map<String, Value>) -> Result<(), A
     }
 }
 
-/// The consistency token, `ETag` and (for a create) `Location` headers of
-/// a write's answer.
+/// A write's answer: 201 with `Location` when `created` names the new
+/// record's path, 200 otherwise; with its `ETag` and consistency token.
 pub fn write_answer(
-    status: StatusCode,
     body: &Value,
     etag: String,
     token: &contract::consistency::ConsistencyToken,
-    location: Option<String>,
+    created: Option<String>,
 ) -> Answer {
     let mut headers = vec![
         ("etag".to_string(), etag),
         (contract::consistency::HEADER.to_string(), token.encode()),
     ];
-    if let Some(location) = location {
-        headers.push((header::LOCATION.as_str().to_string(), location));
-    }
+    let status = match created {
+        Some(location) => {
+            headers.push((header::LOCATION.as_str().to_string(), location));
+            StatusCode::CREATED
+        }
+        None => StatusCode::OK,
+    };
     Answer::json(status, body, headers)
 }

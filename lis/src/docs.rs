@@ -53,13 +53,6 @@ pub const GUIDE: &str = include_str!("../../docs/partner-guide.md");
         command_handler::openapi::update_order,
         query_api::orders::list,
         query_api::orders::search,
-        command_handler::openapi::collect_specimen,
-        command_handler::openapi::receive_specimen,
-        command_handler::openapi::start_testing,
-        command_handler::openapi::cancel_order,
-        command_handler::openapi::record_results,
-        command_handler::openapi::finalize_results,
-        command_handler::openapi::correct_results,
         query_api::orders::catalog,
         query_api::history::patient_history,
         query_api::history::order_history,
@@ -114,7 +107,7 @@ pub const GUIDE: &str = include_str!("../../docs/partner-guide.md");
         query_api::access_log::AccessPage,
         query_api::access_log::AccessEntry,
     )),
-    modifiers(&SecuritySchemes, &OptionalBodies, &SharedParts),
+    modifiers(&OrderActions, &SecuritySchemes, &SharedParts),
     tags(
         (name = "auth", description = "Access tokens (OAuth 2.0 client credentials)."),
         (name = "patients", description = "Patients of the lab's clients."),
@@ -127,6 +120,18 @@ pub const GUIDE: &str = include_str!("../../docs/partner-guide.md");
     ),
 )]
 pub struct ApiDoc;
+
+/// Adds the order actions' operations, made from `domain::order::OrderAction`
+/// (`command_handler::openapi::action_operations`).
+struct OrderActions;
+
+impl Modify for OrderActions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in command_handler::openapi::action_operations() {
+            openapi.paths.paths.insert(path, item);
+        }
+    }
+}
 
 /// Adds the security schemes the operations name.
 struct SecuritySchemes;
@@ -190,34 +195,6 @@ impl Modify for SecuritySchemes {
                     .build(),
             ),
         );
-    }
-}
-
-/// Marks the bodies of the order actions that need none as optional (the
-/// path annotations can only mark a body optional by also allowing `null`).
-struct OptionalBodies;
-
-/// The operations (all `POST`) whose body may be left out.
-const OPTIONAL_BODIES: [&str; 4] = [
-    "/v1/orders/{orderID}/collect",
-    "/v1/orders/{orderID}/receive",
-    "/v1/orders/{orderID}/start",
-    "/v1/orders/{orderID}/finalize",
-];
-
-impl Modify for OptionalBodies {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for path in OPTIONAL_BODIES {
-            let body = openapi
-                .paths
-                .paths
-                .get_mut(path)
-                .and_then(|item| item.post.as_mut())
-                .and_then(|op| op.request_body.as_mut());
-            if let Some(body) = body {
-                body.required = Some(utoipa::openapi::Required::False);
-            }
-        }
     }
 }
 
@@ -668,8 +645,9 @@ mod tests {
         let ops = operations(&doc);
         assert_eq!(ops.len(), 22, "{ops:?}");
         assert!(ops.iter().all(|o| !o.summary.is_empty()));
-        for path in OPTIONAL_BODIES {
-            let body = &doc["paths"][path]["post"]["requestBody"];
+        for action in ["collect", "receive", "start", "finalize"] {
+            let path = format!("/v1/orders/{{orderID}}/{action}");
+            let body = &doc["paths"][&path]["post"]["requestBody"];
             assert_eq!(body["required"], false, "{path}");
             assert!(body["content"]["application/json"]["schema"]["$ref"].is_string());
         }

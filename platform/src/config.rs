@@ -59,6 +59,9 @@ pub struct Config {
     /// `LIS_TOKEN_RATE_PER_MINUTE`: token requests allowed per `client_id`
     /// and per source address each minute.
     pub token_rate_per_minute: u32,
+    /// `LIS_COMMITTERS`: how many transactions of partner commands a process
+    /// commits at once (each takes the commands waiting, up to 32).
+    pub committers: usize,
     /// `LIS_CONSISTENCY_WAIT_MS`: how long a read waits for a consistency token.
     pub consistency_wait: Duration,
     /// `LIS_SMTP_URL`: `smtp://host:port` where account emails go; none disables mail.
@@ -141,6 +144,7 @@ impl Config {
             data_dir,
             token_ttl: Duration::from_secs(parsed("LIS_TOKEN_TTL_SECS", 3600)?),
             token_rate_per_minute: parsed("LIS_TOKEN_RATE_PER_MINUTE", 60)?,
+            committers: parsed("LIS_COMMITTERS", 4)?,
             consistency_wait: Duration::from_millis(parsed("LIS_CONSISTENCY_WAIT_MS", 2000)?),
             smtp_url: var("LIS_SMTP_URL"),
             mail_from: var("LIS_MAIL_FROM")
@@ -166,6 +170,7 @@ impl Config {
         "LIS_ANALYTICS_KEY_FILE",
         "LIS_TOKEN_TTL_SECS",
         "LIS_TOKEN_RATE_PER_MINUTE",
+        "LIS_COMMITTERS",
         "LIS_CONSISTENCY_WAIT_MS",
         "LIS_SMTP_URL",
         "LIS_MAIL_FROM",
