@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 
 use deadpool_postgres::{GenericClient, Pool, Transaction};
 use domain::access::{Actor, IdSet, Permission, Scope};
-use domain::event::DomainEvent;
 use domain::reference::{self, Partner, ReferenceRejection};
 use platform::auth::{generate_client_id, generate_secret, hash_secret, permissions_from_db};
 use platform::config::Secret;
@@ -468,7 +467,6 @@ impl Operation for ChangePartner {
             version,
             new_secret_hash,
         });
-        tracing::info!(partner = %self.id, event = event.event_type(), "partner changed");
         Ok(Decision {
             writes,
             output: PartnerRow {
@@ -491,6 +489,7 @@ async fn change_partner(
     change: PartnerChange,
 ) -> Result<PartnerRow, AdminError> {
     let changed = run(pool, actor, &ChangePartner { id, change }).await?;
+    tracing::info!(partner = %id, version = changed.version, "partner changed");
     let db = pool.get().await?;
     platform::access_cache::await_holders(&db)
         .await

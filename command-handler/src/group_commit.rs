@@ -9,9 +9,10 @@
 //!    it needs and decides. Nothing is written, so the transaction has no
 //!    id yet: the event store's invariant (a transaction's id is taken
 //!    after every read its events depend on; the relay publishes in
-//!    transaction id order) holds for the whole batch. A command that fails
-//!    here with a server error may have aborted the transaction: it is
-//!    answered, and the others are decided again in a new one.
+//!    transaction id order) holds for the whole batch. When a command fails
+//!    here with a server error and the transaction is aborted, the others
+//!    are decided again in a new one, and the failed ones each alone (a
+//!    failure alone is answered).
 //! 2. **write**: each decision's events, rows and kept answer go in under a
 //!    savepoint. A decision that lost a race (a stream version or a
 //!    reservation another command took, in this batch or another) is rolled
@@ -67,20 +68,21 @@ pub trait Work: Send + Sync {
     fn actor(&self) -> Actor;
     /// Its `Idempotency-Key`, when it has one.
     fn idempotency(&self) -> Option<&Idempotency>;
-    /// Phase 1: decides, reading only (`pool` serves what must not happen
-    /// in the transaction). `Err` is a server error that may have aborted
-    /// the transaction.
+    /// Phase 1: decides, reading only. `Err` is a server error, which may
+    /// have aborted the transaction.
     fn plan<'a>(
         &'a self,
         tx: &'a Transaction<'a>,
         meta: &'a CommandMeta,
-        pool: &'a Pool,
     ) -> Pending<'a, Result<Planned, ApiError>>;
 }
 
 struct Job {
     work: Box<dyn Work>,
     attempts: u32,
+    /// Decided alone: its decision failed in a transaction that then
+    /// turned out aborted, so it may have been the cause.
+    alone: bool,
     reply: oneshot::Sender<Result<Answer, ApiError>>,
 }
 
@@ -100,9 +102,14 @@ impl Committer {
         for _ in 0..tasks.max(1) {
             let (pool, rx) = (pool.clone(), rx.clone());
             tokio::spawn(async move {
-                let mut carried = VecDeque::new();
-                while let Some(batch) = next_batch(&rx, &mut carried).await {
-                    commit_batch(&pool, batch, &mut carried).await;
+                // A panic answers its batch 503 (the replies are dropped)
+                // and the committer goes on.
+                loop {
+                    let run = std::panic::AssertUnwindSafe(commit_until_closed(&pool, &rx));
+                    match futures::FutureExt::catch_unwind(run).await {
+                        Ok(()) => break,
+                        Err(_) => tracing::error!("a committer panicked; its batch was refused"),
+                    }
                 }
             });
         }
@@ -115,6 +122,7 @@ impl Committer {
         let job = Job {
             work,
             attempts: 0,
+            alone: false,
             reply,
         };
         if self.queue.send(job).is_err() {
@@ -128,12 +136,25 @@ fn stopped() -> ApiError {
     ApiError::Unavailable("The service is stopping; retry.", Duration::from_secs(1))
 }
 
+/// Commits batches until the queue closes.
+async fn commit_until_closed(pool: &Pool, rx: &Mutex<mpsc::UnboundedReceiver<Job>>) {
+    let mut carried = VecDeque::new();
+    while let Some(batch) = next_batch(rx, &mut carried).await {
+        commit_batch(pool, batch, &mut carried).await;
+    }
+}
+
 /// The next batch: the commands carried over from the last one first, then
 /// whatever is queued; waits for one when there is none.
 async fn next_batch(
     rx: &Mutex<mpsc::UnboundedReceiver<Job>>,
     carried: &mut VecDeque<Job>,
 ) -> Option<Vec<Job>> {
+    // A command to be decided alone goes first, by itself.
+    if let Some(at) = carried.iter().position(|job| job.alone) {
+        let job = carried.remove(at).expect("a carried command");
+        return Some(vec![job]);
+    }
     let mut batch: Vec<Job> = carried.drain(..).collect();
     let mut rx = if batch.is_empty() {
         let mut rx = rx.lock().await;
@@ -194,29 +215,49 @@ async fn commit_batch(pool: &Pool, batch: Vec<Job>, carried: &mut VecDeque<Job>)
     let plans = futures::future::join_all(
         jobs.iter()
             .zip(&metas)
-            .map(|(job, meta)| job.work.plan(&tx, meta, pool)),
+            .map(|(job, meta)| job.work.plan(&tx, meta)),
     )
     .await;
     let mut decided = Vec::with_capacity(jobs.len());
-    let mut failed = None;
+    let mut failed = Vec::new();
     for ((job, meta), plan) in jobs.into_iter().zip(metas).zip(plans) {
         match plan {
             Ok(planned) => decided.push(Decided { job, meta, planned }),
-            Err(e) if failed.is_none() => failed = Some((job, e)),
-            // Its error may come from the first one's.
-            Err(_) => carried.push_back(job),
+            Err(e) => failed.push((job, e)),
         }
     }
-    if let Some((job, e)) = failed {
-        // The transaction may be aborted: answer the command that failed
-        // first and decide the others again in a new one.
-        let _ = job.reply.send(Err(e));
-        carried.extend(decided.into_iter().map(|d| d.job));
-        return;
+    if !failed.is_empty() {
+        if tx.batch_execute("SELECT 1").await.is_ok() {
+            // The transaction is sound: the failures are their commands'
+            // own (a stored event that does not read, say).
+            for (job, e) in failed {
+                let _ = job.reply.send(Err(e));
+            }
+        } else {
+            // A statement aborted the transaction, and with it every later
+            // statement of the batch. A command that failed alone is
+            // answered; the others are decided again, those that failed
+            // each alone (one of them was the cause).
+            drop(tx);
+            for (job, e) in failed {
+                if job.alone || job.attempts + 1 >= MAX_ATTEMPTS {
+                    let _ = job.reply.send(Err(e));
+                } else {
+                    carried.push_back(Job {
+                        attempts: job.attempts + 1,
+                        alone: true,
+                        ..job
+                    });
+                }
+            }
+            carried.extend(decided.into_iter().map(|d| d.job));
+            return;
+        }
     }
     // Phase 2: write each decision under its savepoint.
     let mut answers = Vec::with_capacity(decided.len());
-    for Decided { job, meta, planned } in decided {
+    let mut decided = decided.into_iter();
+    while let Some(Decided { job, meta, planned }) = decided.next() {
         let (writes, answer) = match planned {
             Planned::Answered(answer) => {
                 answers.push((job.reply, answer));
@@ -234,19 +275,34 @@ async fn commit_batch(pool: &Pool, batch: Vec<Job>, carried: &mut VecDeque<Job>)
             continue;
         }
         match write(&tx, &meta, &writes, keep, &answer).await {
-            Ok(()) => answers.push((job.reply, answer)),
-            Err(WriteError::Raced) if job.attempts + 1 < MAX_ATTEMPTS => {
+            Ok(Ok(())) => answers.push((job.reply, answer)),
+            Ok(Err(WriteError::Raced)) if job.attempts + 1 < MAX_ATTEMPTS => {
                 carried.push_back(Job {
                     attempts: job.attempts + 1,
                     ..job
                 });
             }
-            Err(WriteError::Raced) => {
+            Ok(Err(WriteError::Raced)) => {
                 let busy =
                     ApiError::Unavailable("The record is busy; retry.", Duration::from_secs(1));
                 answers.push((job.reply, Err(busy)));
             }
-            Err(WriteError::Db(e)) => answers.push((job.reply, Err(e.into()))),
+            Ok(Err(WriteError::Db(e))) => answers.push((job.reply, Err(e.into()))),
+            Err(e) => {
+                // A savepoint could not be taken, released or rolled back
+                // to: the transaction may be aborted, and a COMMIT of an
+                // aborted transaction rolls back without an error. Nothing
+                // of the batch is answered as committed.
+                let e = ApiError::from(e);
+                let _ = job.reply.send(Err(copy(&e)));
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(copy(&e)));
+                }
+                for rest in decided {
+                    let _ = rest.job.reply.send(Err(copy(&e)));
+                }
+                return;
+            }
         }
     }
     match tx.commit().await {
@@ -266,37 +322,35 @@ async fn commit_batch(pool: &Pool, batch: Vec<Job>, carried: &mut VecDeque<Job>)
 }
 
 /// One decision's writes and kept answer, under a savepoint: rolled back
-/// alone when any of them fails.
+/// alone when any of them fails. The outer error is the savepoint's own
+/// (the transaction may then be aborted).
 async fn write(
     tx: &Transaction<'_>,
     meta: &CommandMeta,
     writes: &Writes,
     keep: Option<&Idempotency>,
     answer: &Result<Answer, ApiError>,
-) -> Result<(), WriteError> {
+) -> Result<Result<(), WriteError>, tokio_postgres::Error> {
     tx.batch_execute("SAVEPOINT command").await?;
     let written = async {
         store::write(tx, meta, writes).await?;
         if let Some(idem) = keep {
-            let kept = match answer {
-                Ok(answer) => idem.save(tx, answer).await,
-                Err(e) => idem.save(tx, &Answer::from_error(e)).await,
-            };
-            kept?;
+            match answer {
+                Ok(answer) => idem.save(tx, answer).await?,
+                Err(e) => idem.save(tx, &Answer::from_error(e)).await?,
+            }
         }
         Ok::<_, WriteError>(())
     }
     .await;
     match written {
-        Ok(()) => {
-            tx.batch_execute("RELEASE SAVEPOINT command").await?;
-            Ok(())
-        }
-        Err(e) => {
-            tx.batch_execute("ROLLBACK TO SAVEPOINT command").await?;
-            Err(e)
+        Ok(()) => tx.batch_execute("RELEASE SAVEPOINT command").await?,
+        Err(_) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT command; RELEASE SAVEPOINT command")
+                .await?
         }
     }
+    Ok(written)
 }
 
 fn answer_all(batch: Vec<Job>, e: ApiError) {

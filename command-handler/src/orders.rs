@@ -36,6 +36,9 @@ use crate::{change, AppState};
 pub struct PlaceOrder {
     /// The order as sent.
     pub draft: OrderDraft,
+    /// The lab-wide sequence number of its generated accession number,
+    /// when it is sent without one (taken before the transaction).
+    pub sequence: Option<i64>,
 }
 
 /// An order as a write leaves it: the answer's content. Its consistency
@@ -134,6 +137,7 @@ impl Endpoint for PlaceOrder {
     fn parse(f: &mut Fields) -> Self {
         PlaceOrder {
             draft: draft_from(f),
+            sequence: None,
         }
     }
     fn check_scope(caller: &Caller, _: &(), body: &Map<String, Value>) -> Result<(), ApiError> {
@@ -144,6 +148,18 @@ impl Endpoint for PlaceOrder {
 impl Command for PlaceOrder {
     type Target = New;
     type Output = OrderWrite;
+
+    async fn before(&mut self, db: &deadpool_postgres::Pool) -> Result<(), ApiError> {
+        if self.draft.accession_number.is_none() {
+            let row = db
+                .get()
+                .await?
+                .query_one_cached("SELECT nextval('accession_seq')", &[])
+                .await?;
+            self.sequence = Some(row.get(0));
+        }
+        Ok(())
+    }
 
     async fn decide(&self, cx: &Cx<'_>, _: &()) -> Result<Decision<OrderWrite>, Refusal> {
         let draft = &self.draft;
@@ -170,20 +186,9 @@ impl Command for PlaceOrder {
         };
         let codes = draft.tests.clone().unwrap_or_default();
         let now = Utc::now();
-        let generated_accession = match &draft.accession_number {
-            Some(_) => String::new(),
-            None => {
-                // Outside the transaction: `nextval` may take its id.
-                let seq: i64 = cx
-                    .pool
-                    .get()
-                    .await
-                    .map_err(ApiError::from)?
-                    .query_one_cached("SELECT nextval('accession_seq')", &[])
-                    .await?
-                    .get(0);
-                order::generate_accession(now.date_naive(), seq as u64)
-            }
+        let generated_accession = match (&draft.accession_number, self.sequence) {
+            (None, Some(seq)) => order::generate_accession(now.date_naive(), seq as u64),
+            _ => String::new(),
         };
         let accession = draft
             .accession_number
@@ -696,7 +701,7 @@ mod tests {
             }),
             priority: Some(PrioritySchema::Stat),
         };
-        let (PlaceOrder { draft }, errors) = read::<PlaceOrder>(&body);
+        let (PlaceOrder { draft, .. }, errors) = read::<PlaceOrder>(&body);
         assert_eq!(errors, vec![]);
         assert_eq!(draft.tests, Some(vec!["CBC".to_string()]));
         assert_eq!(draft.priority.as_deref(), Some("stat"));

@@ -121,10 +121,6 @@ pub struct Cx<'a> {
     pub meta: &'a CommandMeta,
     /// The partner.
     pub caller: &'a Caller,
-    /// Connections for what must happen outside the transaction (a
-    /// sequence value: `nextval` may take the transaction's id, which must
-    /// be taken after every read of the batch).
-    pub pool: &'a deadpool_postgres::Pool,
 }
 
 /// A decision: what to write, and what to answer once it is committed.
@@ -149,6 +145,15 @@ pub trait Command: Send + Sync {
     type Target: Target;
     /// What a committed command answers.
     type Output: Render + Send;
+    /// What must happen before the command's transaction, outside it (a
+    /// sequence value: `nextval` may take a transaction id, which a group
+    /// commit must take only after every read of its decisions).
+    fn before<'a>(
+        &'a mut self,
+        _db: &'a deadpool_postgres::Pool,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send + 'a {
+        async { Ok(()) }
+    }
     /// Loads what the decision needs besides the record and decides in
     /// `domain`.
     fn decide<'a>(
@@ -363,7 +368,7 @@ async fn prepare<C: Endpoint>(
     }
     let mut f = Fields::new(map?);
     f.read_only(C::READ_ONLY);
-    let command = C::parse(&mut f);
+    let mut command = C::parse(&mut f);
     let shape = f.finish();
     fields::reject_wrong_types(&shape)?;
     let expected = match C::Target::version(&current) {
@@ -372,6 +377,7 @@ async fn prepare<C: Endpoint>(
     };
     let idem =
         Idempotency::from_request(headers, caller.partner_id, method, uri.path().into(), &body)?;
+    command.before(&app.write).await?;
     Ok(Request {
         caller,
         id,
@@ -405,7 +411,6 @@ impl<C: Command + 'static> Work for Request<C> {
         &'a self,
         tx: &'a Transaction<'a>,
         meta: &'a CommandMeta,
-        pool: &'a deadpool_postgres::Pool,
     ) -> group_commit::Pending<'a, Result<Planned, ApiError>> {
         Box::pin(async move {
             if let Some(idem) = &self.idem {
@@ -420,7 +425,6 @@ impl<C: Command + 'static> Work for Request<C> {
                 tx,
                 meta,
                 caller: &self.caller,
-                pool,
             };
             match decide(&cx, self).await {
                 Ok((writes, answer)) => Ok(Planned::Commit {

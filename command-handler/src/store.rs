@@ -263,11 +263,26 @@ pub enum WriteError {
     Db(#[from] tokio_postgres::Error),
 }
 
+impl WriteError {
+    /// A database error, or a lost race when Postgres broke a deadlock or a
+    /// serialization conflict between two transactions (a group commit
+    /// holds several commands' rows: another may want them in the other
+    /// order).
+    fn of(e: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        match e.code() {
+            Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => WriteError::Raced,
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE => WriteError::Raced,
+            _ => WriteError::Db(e),
+        }
+    }
+}
+
 impl From<AppendError> for WriteError {
     fn from(e: AppendError) -> Self {
         match e {
             AppendError::Conflict => WriteError::Raced,
-            AppendError::Db(e) => WriteError::Db(e),
+            AppendError::Db(e) => WriteError::of(e),
         }
     }
 }
@@ -285,10 +300,14 @@ pub async fn write(
         let (sql, params, unique) = row.statement();
         match tx.execute_cached(sql, &params).await {
             Ok(_) => {}
-            Err(e) if unique.is_some_and(|c| platform::db::is_unique_violation(&e, c)) => {
+            Err(e)
+                if unique
+                    .iter()
+                    .any(|c| platform::db::is_unique_violation(&e, c)) =>
+            {
                 return Err(WriteError::Raced)
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(WriteError::of(e)),
         }
     }
     Ok(())
@@ -297,9 +316,9 @@ pub async fn write(
 type Params<'a> = Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)>;
 
 impl Row {
-    /// The row's statement, its parameters, and the unique constraint a
+    /// The row's statement, its parameters, and the unique constraints a
     /// concurrent command may have taken first.
-    fn statement(&self) -> (&'static str, Params<'_>, Option<&'static str>) {
+    fn statement(&self) -> (&'static str, Params<'_>, &'static [&'static str]) {
         match self {
             Row::ExternalPatientId {
                 client_id,
@@ -308,17 +327,17 @@ impl Row {
             } => (
                 "INSERT INTO patient_external_ids (client_id, external_patient_id, patient_id) VALUES ($1, $2, $3)",
                 vec![client_id, external_id, patient_id],
-                Some("patient_external_ids_pkey"),
+                &["patient_external_ids_pkey"],
             ),
             Row::ReleaseExternalPatientId { patient_id } => (
                 "DELETE FROM patient_external_ids WHERE patient_id = $1",
                 vec![patient_id],
-                None,
+                &[],
             ),
             Row::Accession { number, order_id } => (
                 "INSERT INTO accession_numbers (accession_number, order_id) VALUES ($1, $2)",
                 vec![number, order_id],
-                Some("accession_numbers_pkey"),
+                &["accession_numbers_pkey"],
             ),
             Row::Account {
                 account_id,
@@ -327,12 +346,12 @@ impl Row {
             } => (
                 "INSERT INTO accounts (account_id, patient_id, login, status, version) VALUES ($1, $2, $3, 'invited', 1)",
                 vec![account_id, patient_id, login],
-                Some("accounts_login"),
+                &["accounts_login", "accounts_patient"],
             ),
             Row::Client { client_id, name } => (
                 "INSERT INTO clients (client_id, name) VALUES ($1, $2)",
                 vec![client_id, name],
-                Some("clients_pkey"),
+                &["clients_pkey"],
             ),
             Row::Location {
                 location_id,
@@ -341,7 +360,7 @@ impl Row {
             } => (
                 "INSERT INTO locations (location_id, client_id, name) VALUES ($1, $2, $3)",
                 vec![location_id, client_id, name],
-                Some("locations_pkey"),
+                &["locations_pkey"],
             ),
             Row::Partner {
                 partner_id,
@@ -354,7 +373,7 @@ impl Row {
                 "INSERT INTO partners (partner_id, client_id, name, secret_hash, permissions, scope, version) \
                  VALUES ($1, $2, $3, $4, $5, $6, 1)",
                 vec![partner_id, client_id, name, secret_hash, permissions, scope],
-                None,
+                &[],
             ),
             Row::PartnerAccess {
                 partner_id,
@@ -369,7 +388,7 @@ impl Row {
                  secret_version = secret_version + CASE WHEN $6::text IS NULL THEN 0 ELSE 1 END \
                  WHERE partner_id = $1",
                 vec![partner_id, permissions, scope, disabled, version, new_secret_hash],
-                None,
+                &[],
             ),
             Row::CatalogTest {
                 code,
@@ -379,7 +398,7 @@ impl Row {
                 "INSERT INTO catalog_tests (code, definition, version) VALUES ($1, $2, $3) \
                  ON CONFLICT (code) DO UPDATE SET definition = EXCLUDED.definition, version = EXCLUDED.version",
                 vec![code, definition, version],
-                None,
+                &[],
             ),
         }
     }
