@@ -166,11 +166,21 @@ impl Fields {
         }
     }
 
-    /// An integer field; absent or `null` is `None`.
+    /// An integer field; absent or `null` is `None`. A number with a zero
+    /// fraction (`35.0`) is an integer, as JSON Schema counts it.
     pub fn integer(&mut self, name: &str) -> Option<i64> {
+        /// Beyond 2^53 a float no longer holds every integer exactly.
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        let whole = |n: &serde_json::Number| {
+            n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() <= EXACT)
+                    .map(|f| f as i64)
+            })
+        };
         match self.map.remove(name) {
             None | Some(Value::Null) => None,
-            Some(Value::Number(n)) if n.is_i64() => n.as_i64(),
+            Some(Value::Number(n)) if whole(&n).is_some() => whole(&n),
             Some(_) => {
                 self.wrong_type(name, "an integer");
                 None
@@ -304,6 +314,18 @@ mod tests {
 
     fn fields(v: Value) -> Fields {
         Fields::new(v.as_object().unwrap().clone())
+    }
+
+    #[test]
+    fn a_number_with_a_zero_fraction_is_an_integer() {
+        let mut f = fields(json!({"a": 35.0, "b": 35.5, "c": 35, "d": 1e300, "e": -2.0}));
+        assert_eq!(f.integer("a"), Some(35));
+        assert_eq!(f.integer("b"), None);
+        assert_eq!(f.integer("c"), Some(35));
+        assert_eq!(f.integer("d"), None);
+        assert_eq!(f.integer("e"), Some(-2));
+        let got: Vec<String> = f.finish().into_iter().map(|e| e.field).collect();
+        assert_eq!(got, vec!["b", "d"]);
     }
 
     #[test]
