@@ -57,9 +57,9 @@ impl TokenLimiter {
 /// section 4.4.2). The credentials go either in HTTP Basic or in the body.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenRequest {
-    /// Always `client_credentials`.
-    #[schema(example = "client_credentials")]
-    pub grant_type: String,
+    /// Always `client_credentials` (another grant type answers 400
+    /// `unsupported_grant_type`).
+    pub grant_type: GrantType,
     /// The partner's `client_id`, unless sent in HTTP Basic.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = String)]
@@ -68,6 +68,14 @@ pub struct TokenRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = String)]
     pub client_secret: Option<String>,
+}
+
+/// The one grant type the token endpoint serves.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub enum GrantType {
+    /// OAuth 2.0 client credentials.
+    #[serde(rename = "client_credentials")]
+    ClientCredentials,
 }
 
 /// A successful token answer (RFC 6749 section 5.1).

@@ -72,6 +72,7 @@ pub const GUIDE: &str = include_str!("../../docs/partner-guide.md");
         query_api::patients::PatientSearch,
         query_api::patients::PatientPage,
         command_handler::oauth::TokenRequest,
+        command_handler::oauth::GrantType,
         command_handler::oauth::TokenResponse,
         command_handler::oauth::OAuthError,
         contract::order_view::OrderView,
@@ -750,6 +751,21 @@ mod tests {
                 change[side]
             );
         }
+    }
+
+    /// The token request's `grant_type` is the one value the endpoint
+    /// serves, so no other one is schema-valid.
+    #[test]
+    fn the_grant_type_is_client_credentials_only() {
+        let doc: Value = serde_json::from_str(openapi_json()).unwrap();
+        assert_eq!(
+            doc["components"]["schemas"]["GrantType"]["enum"],
+            json!(["client_credentials"])
+        );
+        assert_eq!(
+            doc["components"]["schemas"]["TokenRequest"]["properties"]["grant_type"]["$ref"],
+            "#/components/schemas/GrantType"
+        );
     }
 
     #[test]
