@@ -14,7 +14,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::pipeline::{run, Decision, Operation};
-use crate::store::{self, Row, Writes};
+use crate::store::{Row, Writes};
 
 /// Why an admin command failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,15 +42,6 @@ impl From<tokio_postgres::Error> for AdminError {
 impl From<deadpool_postgres::PoolError> for AdminError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         AdminError::Infra(e.into())
-    }
-}
-
-impl From<store::AppendError> for AdminError {
-    fn from(e: store::AppendError) -> Self {
-        match e {
-            store::AppendError::Conflict => AdminError::Conflict,
-            store::AppendError::Db(e) => e.into(),
-        }
     }
 }
 

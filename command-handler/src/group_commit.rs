@@ -42,7 +42,7 @@ use crate::store::{self, CommandMeta, WriteError, Writes};
 pub const MAX_BATCH: usize = 32;
 
 /// How often a command is decided again after losing a race.
-const MAX_ATTEMPTS: u32 = 8;
+pub const MAX_ATTEMPTS: u32 = 8;
 
 /// What phase 1 decided for one command.
 pub enum Planned {

@@ -42,14 +42,9 @@ use crate::idempotency::{Answer, Idempotency};
 use crate::store::{self, CommandMeta, LoadError, WriteError, Writes};
 use crate::AppState;
 
-/// How often an operator's command is retried after losing a race.
-const MAX_ATTEMPTS: usize = 8;
-
-/// Why a command's decision did not commit.
+/// Why a command is refused.
 #[derive(Debug)]
 pub enum Refusal {
-    /// Lost a race (a stream version or a reservation): run again.
-    Retry,
     /// Field errors, answered together with the body's.
     Invalid(Vec<FieldError>),
     /// A business refusal (409 and the like); the body's field errors, when
@@ -81,7 +76,6 @@ impl Refusal {
             }
             Refusal::Rejected(_) if !shape.is_empty() => ApiError::unprocessable(shape.to_vec()),
             Refusal::Rejected(e) | Refusal::Final(e) => e,
-            Refusal::Retry => ApiError::internal("a retry escaped the retry loop"),
         }
     }
 }
@@ -101,15 +95,6 @@ impl From<tokio_postgres::Error> for Refusal {
 impl From<LoadError> for Refusal {
     fn from(e: LoadError) -> Self {
         Refusal::Final(e.into())
-    }
-}
-
-impl From<WriteError> for Refusal {
-    fn from(e: WriteError) -> Self {
-        match e {
-            WriteError::Raced => Refusal::Retry,
-            WriteError::Db(e) => e.into(),
-        }
     }
 }
 
@@ -487,7 +472,7 @@ pub async fn run<O: Operation>(
     operation: &O,
 ) -> Result<O::Output, crate::admin::AdminError> {
     let mut db = pool.get().await?;
-    for _ in 0..MAX_ATTEMPTS {
+    for _ in 0..group_commit::MAX_ATTEMPTS {
         let tx = db.transaction().await?;
         let meta = CommandMeta::new(actor.clone(), None);
         let decision = operation.decide(&tx).await?;
