@@ -21,7 +21,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use platform::config::Config;
 use platform::envelope::Envelope;
-use platform::kafka::{partition_for, Topic};
+use platform::kafka::{partition_for, FetchWait, Topic};
 use platform::offsets::{self, Owner};
 use platform::pseudonym::Pseudonyms;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
@@ -103,7 +103,13 @@ pub async fn run(
         let term = async {
             let producer: FutureProducer = platform::kafka::producer_config(&cfg).create()?;
             let stored = offsets::load(&write.get().await?, OWNER).await?;
-            let consumer = offsets::assigned_consumer(&cfg, "lis-analytics", &SOURCES, &stored)?;
+            let consumer = offsets::assigned_consumer(
+                &cfg,
+                "lis-analytics",
+                &SOURCES,
+                &stored,
+                FetchWait::Long,
+            )?;
             tracing::info!("analytics publisher is running");
             loop {
                 let batch =

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures::TryStreamExt;
 use platform::config::Config;
-use platform::kafka::{partition_for, Topic};
+use platform::kafka::{partition_for, FetchWait, Topic};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -224,7 +224,8 @@ pub async fn consume(cfg: &Config) -> anyhow::Result<Consumed> {
     let cfg = cfg.clone();
     tokio::task::spawn_blocking(move || {
         let group = format!("lis-bench-consume-{}", Uuid::new_v4().simple());
-        let c: BaseConsumer = platform::kafka::consumer_config(&cfg, &group).create()?;
+        let c: BaseConsumer =
+            platform::kafka::consumer_config(&cfg, &group, FetchWait::Short).create()?;
         let mut tpl = TopicPartitionList::new();
         let mut remaining = std::collections::HashMap::new();
         for topic in Topic::ALL {

@@ -23,7 +23,7 @@ use lettre::message::SinglePart;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message as Mail, Tokio1Executor};
 use platform::config::Config;
 use platform::envelope::Envelope;
-use platform::kafka::Topic;
+use platform::kafka::{FetchWait, Topic};
 use platform::offsets::{self, Offsets, Owner};
 use rand::RngCore;
 use rdkafka::message::Message;
@@ -140,8 +140,13 @@ pub async fn run(cfg: Config, write: Pool, shutdown: impl Future<Output = ()>) {
         let term = async {
             let smtp = transport(&url)?;
             let stored = offsets::load(&write.get().await?, OWNER).await?;
-            let consumer =
-                offsets::assigned_consumer(&cfg, "lis-mailer", &[Topic::Patients], &stored)?;
+            let consumer = offsets::assigned_consumer(
+                &cfg,
+                "lis-mailer",
+                &[Topic::Patients],
+                &stored,
+                FetchWait::Long,
+            )?;
             loop {
                 let msg = consumer.recv().await?;
                 let next = msg.offset() + 1;

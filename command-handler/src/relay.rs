@@ -32,7 +32,7 @@ use domain::event::StreamKind;
 use platform::chain::{self, ChainKey, Hash, Linker};
 use platform::config::Config;
 use platform::envelope::{Envelope, CHAIN_HASH_HEADER, CHAIN_SEQ_HEADER, POSITION_HEADER};
-use platform::kafka::{partition_for, Topic};
+use platform::kafka::{partition_for, FetchWait, Topic};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -45,9 +45,12 @@ const BATCH: i64 = 2000;
 /// How long an idle relay waits before looking for new events when no
 /// command of its own process signals a commit.
 const POLL: Duration = Duration::from_millis(20);
-/// How often, at most, a busy relay signs the chain's head (an idle one
-/// signs as soon as it has published everything).
+/// How often, at most, a busy relay signs the chain's head.
 const SIGN_EVERY: Duration = Duration::from_secs(1);
+/// How often, at most, an idle relay signs it (it signs once it has
+/// published everything, but not after every small batch of a light load:
+/// each signature is a produce request that the next batch waits behind).
+const SIGN_IDLE: Duration = Duration::from_millis(100);
 
 /// A position in the event store's publication order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -479,8 +482,8 @@ struct Signed {
 
 impl Signed {
     /// Signs the chain's head and publishes the checkpoint, when it is new
-    /// and either the relay is `idle` or the last signature is
-    /// [`SIGN_EVERY`] old.
+    /// and the last signature is [`SIGN_IDLE`] old with the relay `idle`,
+    /// or [`SIGN_EVERY`] old.
     async fn sign(
         &mut self,
         relay: &Relay,
@@ -488,7 +491,8 @@ impl Signed {
         linker: &Linker,
         idle: bool,
     ) -> anyhow::Result<()> {
-        let due = idle || self.at.is_none_or(|t| t.elapsed() >= SIGN_EVERY);
+        let every = if idle { SIGN_IDLE } else { SIGN_EVERY };
+        let due = self.at.is_none_or(|t| t.elapsed() >= every);
         let (seq, head) = linker.head();
         if seq <= self.seq || !due {
             return Ok(());
@@ -564,7 +568,8 @@ pub async fn read_partition_tails(
     let from = from.clone();
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer =
-            platform::kafka::consumer_config(&cfg, "lis-relay-resync").create()?;
+            platform::kafka::consumer_config(&cfg, "lis-relay-resync", FetchWait::Short)
+                .create()?;
         let mut tpl = TopicPartitionList::new();
         let mut names = HashMap::new();
         let mut remaining: HashMap<PartitionKey, i64> = HashMap::new();

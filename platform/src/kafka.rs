@@ -123,16 +123,47 @@ pub fn producer_config(cfg: &Config) -> ClientConfig {
     c
 }
 
+/// How long the broker may hold a consumer's fetch (`fetch.wait.max.ms`).
+///
+/// tansu 0.6 holds every fetch that long, records or not: it reads the
+/// partitions, then sleeps what is left of the wait before it answers. So
+/// the wait is at once the consumer's latency (a record produced just after
+/// a fetch began arrives with the next one: one to two waits after it was
+/// produced), its throughput (a fetch's worth of records per wait) and,
+/// while idle, its cost to the broker (a fetch, one query per partition,
+/// per wait).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchWait {
+    /// 20 ms, for consumers someone waits on: the projector (its lag is
+    /// what a read without a consistency token sees, and replay's speed),
+    /// and readers of the log up to its end (verify, the relay's resync,
+    /// the bench's probes).
+    Short,
+    /// 250 ms, for consumers no one waits on within a second: the mailer
+    /// and the analytics publisher. Their idle fetches are what pays for
+    /// the projector's short ones.
+    Long,
+}
+
+impl FetchWait {
+    fn millis(self) -> &'static str {
+        match self {
+            FetchWait::Short => "20",
+            FetchWait::Long => "250",
+        }
+    }
+}
+
 /// Settings of a consumer that assigns partitions itself and keeps its
 /// offsets in Postgres.
-pub fn consumer_config(cfg: &Config, group: &str) -> ClientConfig {
+pub fn consumer_config(cfg: &Config, group: &str, wait: FetchWait) -> ClientConfig {
     let mut c = base_config(cfg);
     c.set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "50");
+        .set("fetch.wait.max.ms", wait.millis());
     c
 }
 
@@ -199,7 +230,7 @@ pub fn read_from_start(
     use rdkafka::message::{Headers, Message};
     use rdkafka::{Offset, TopicPartitionList};
     let group = format!("lis-reader-{}", Uuid::new_v4().simple());
-    let c: BaseConsumer = consumer_config(cfg, &group).create()?;
+    let c: BaseConsumer = consumer_config(cfg, &group, FetchWait::Short).create()?;
     let mut tpl = TopicPartitionList::new();
     let mut remaining = 0i64;
     let mut names = std::collections::HashMap::new();

@@ -11,7 +11,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
 use crate::db::Cached;
-use crate::kafka::Topic;
+use crate::kafka::{FetchWait, Topic};
 
 /// The next offset of each (topic name, partition).
 pub type Offsets = HashMap<(String, i32), i64>;
@@ -88,14 +88,15 @@ pub async fn store(
 }
 
 /// A consumer in `group` assigned every partition of `topics`, each from
-/// its offset in `stored`, or from the beginning.
+/// its offset in `stored`, or from the beginning, whose fetches wait `wait`.
 pub fn assigned_consumer(
     cfg: &Config,
     group: &str,
     topics: &[Topic],
     stored: &Offsets,
+    wait: FetchWait,
 ) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = crate::kafka::consumer_config(cfg, group).create()?;
+    let consumer: StreamConsumer = crate::kafka::consumer_config(cfg, group, wait).create()?;
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
         let name = topic.name(&cfg.topic_prefix);

@@ -65,11 +65,212 @@ impl Versions {
     }
 }
 
+/// The patient and order rows a batch changes: read once before the batch
+/// (one statement per table for the streams it already has rows of),
+/// changed in memory by each event, and written once after it (one
+/// multi-row statement per table), instead of a read and a write per event.
+#[derive(Default)]
+pub struct Rows {
+    patients: HashMap<Uuid, Loaded<Patient>>,
+    orders: HashMap<Uuid, Loaded<Order>>,
+    changed_patients: HashSet<Uuid>,
+    changed_orders: HashSet<Uuid>,
+}
+
+impl Rows {
+    /// Loads the rows of the patient and order streams in `envelopes` that
+    /// `versions` says have rows (rows and versions commit together).
+    pub async fn load(
+        tx: &Transaction<'_>,
+        versions: &Versions,
+        envelopes: &[Envelope],
+    ) -> anyhow::Result<Rows> {
+        let known = |kind: StreamKind| -> Vec<Uuid> {
+            let ids: HashSet<Uuid> = envelopes
+                .iter()
+                .filter(|e| StreamKind::parse(&e.stream_type) == Some(kind))
+                .filter(|e| versions.applied.contains_key(&e.stream_id))
+                .map(|e| e.stream_id)
+                .collect();
+            ids.into_iter().collect()
+        };
+        let mut rows = Rows::default();
+        let patients = known(StreamKind::Patient);
+        if !patients.is_empty() {
+            for r in tx
+                .query_cached(
+                    "SELECT patient_id, client_id, location_id, external_patient_id, first_name, \
+                     last_name, date_of_birth, sex, email, phone, address, version, created_at, \
+                     updated_at FROM patients WHERE patient_id = ANY($1)",
+                    &[&patients],
+                )
+                .await?
+            {
+                let loaded = patient_row(&r)?;
+                rows.patients.insert(loaded.state.id, loaded);
+            }
+        }
+        let orders = known(StreamKind::Order);
+        if !orders.is_empty() {
+            for r in tx
+                .query_cached(
+                    "SELECT order_id, patient_id, client_id, location_id, accession_number, \
+                     external_order_id, tests, specimen, priority, status, results, cancel_reason, \
+                     version, created_at, updated_at FROM orders WHERE order_id = ANY($1)",
+                    &[&orders],
+                )
+                .await?
+            {
+                let loaded = order_row(&r)?;
+                rows.orders.insert(loaded.state.id, loaded);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Writes every row the batch changed.
+    pub async fn save(&self, tx: &Transaction<'_>) -> anyhow::Result<()> {
+        self.save_patients(tx).await?;
+        self.save_orders(tx).await
+    }
+
+    async fn save_patients(&self, tx: &Transaction<'_>) -> anyhow::Result<()> {
+        if self.changed_patients.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<Uuid> = self.changed_patients.iter().copied().collect();
+        ids.sort_unstable();
+        let n = ids.len();
+        let (mut client, mut location, mut external) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut first, mut last, mut dob, mut sex) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut email, mut phone, mut address) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut version, mut created, mut updated) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for id in &ids {
+            let row = &self.patients[id];
+            let p = &row.state;
+            client.push(p.client_id.as_str());
+            location.push(p.location_id.as_str());
+            external.push(p.external_patient_id.as_deref());
+            first.push(p.first_name.as_str());
+            last.push(p.last_name.as_str());
+            dob.push(p.date_of_birth);
+            sex.push(p.sex.as_str());
+            email.push(p.email.as_deref());
+            phone.push(p.phone.as_deref());
+            address.push(p.address.as_ref().map(serde_json::to_value).transpose()?);
+            version.push(row.version);
+            created.push(row.created_at);
+            updated.push(row.updated_at);
+        }
+        tx.execute_cached(
+            "INSERT INTO patients (patient_id, client_id, location_id, external_patient_id, first_name, \
+             last_name, date_of_birth, sex, email, phone, address, version, created_at, updated_at) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::date[], $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::bigint[], \
+             $13::timestamptz[], $14::timestamptz[]) \
+             ON CONFLICT (patient_id) DO UPDATE SET location_id = EXCLUDED.location_id, \
+             external_patient_id = EXCLUDED.external_patient_id, first_name = EXCLUDED.first_name, \
+             last_name = EXCLUDED.last_name, date_of_birth = EXCLUDED.date_of_birth, sex = EXCLUDED.sex, \
+             email = EXCLUDED.email, phone = EXCLUDED.phone, address = EXCLUDED.address, \
+             version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
+            &[
+                &ids, &client, &location, &external, &first, &last, &dob, &sex, &email, &phone,
+                &address, &version, &created, &updated,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn save_orders(&self, tx: &Transaction<'_>) -> anyhow::Result<()> {
+        if self.changed_orders.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<Uuid> = self.changed_orders.iter().copied().collect();
+        ids.sort_unstable();
+        let n = ids.len();
+        let (mut patient, mut client, mut location, mut accession, mut external) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut tests, mut specimen, mut priority, mut status, mut results, mut cancel) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut version, mut created, mut updated) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for id in &ids {
+            let row = &self.orders[id];
+            let o = &row.state;
+            patient.push(o.patient_id);
+            client.push(o.client_id.as_str());
+            location.push(o.location_id.as_str());
+            accession.push(o.accession_number.as_str());
+            external.push(o.external_order_id.as_deref());
+            tests.push(serde_json::to_value(&o.tests)?);
+            specimen.push(serde_json::to_value(&o.specimen)?);
+            priority.push(o.priority.as_str());
+            status.push(o.status.as_str());
+            results.push(serde_json::to_value(&o.results)?);
+            cancel.push(o.cancel_reason.as_deref());
+            version.push(row.version);
+            created.push(row.created_at);
+            updated.push(row.updated_at);
+        }
+        tx.execute_cached(
+            "INSERT INTO orders (order_id, patient_id, client_id, location_id, accession_number, \
+             external_order_id, tests, specimen, priority, status, results, cancel_reason, version, \
+             created_at, updated_at) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::jsonb[], $8::jsonb[], $9::text[], $10::text[], $11::jsonb[], $12::text[], \
+             $13::bigint[], $14::timestamptz[], $15::timestamptz[]) \
+             ON CONFLICT (order_id) DO UPDATE SET location_id = EXCLUDED.location_id, \
+             external_order_id = EXCLUDED.external_order_id, specimen = EXCLUDED.specimen, \
+             priority = EXCLUDED.priority, status = EXCLUDED.status, results = EXCLUDED.results, \
+             cancel_reason = EXCLUDED.cancel_reason, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
+            &[
+                &ids, &patient, &client, &location, &accession, &external, &tests, &specimen,
+                &priority, &status, &results, &cancel, &version, &created, &updated,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 /// Applies one event inside the batch's transaction; a patient or order
 /// event also adds its row to `history`.
 pub async fn apply(
     tx: &Transaction<'_>,
     versions: &mut Versions,
+    rows: &mut Rows,
     history: &mut History,
     env: &Envelope,
 ) -> anyhow::Result<()> {
@@ -89,7 +290,7 @@ pub async fn apply(
     match StreamKind::parse(&env.stream_type) {
         Some(StreamKind::Patient) => {
             let event = PatientEvent::from_parts(&env.event_type, data)?;
-            if !patient_event(tx, history, env, event, applied.is_some()).await? {
+            if !patient_event(rows, history, env, event)? {
                 // Leave the stream's version alone so that the missing
                 // registration still applies when it arrives.
                 return Ok(());
@@ -132,7 +333,7 @@ pub async fn apply(
         }
         Some(StreamKind::Order) => {
             let event = OrderEvent::from_parts(&env.event_type, data)?;
-            if !order_event(tx, history, env, event, applied.is_some()).await? {
+            if !order_event(tx, rows, history, env, event).await? {
                 return Ok(());
             }
         }
@@ -156,22 +357,15 @@ pub async fn apply(
     Ok(())
 }
 
-/// Applies a patient event; `false` when it cannot apply (an update of a
-/// patient whose registration has not been applied).
-async fn patient_event(
-    tx: &Transaction<'_>,
+/// Applies a patient event to its row in `rows`; `false` when it cannot
+/// apply (an update of a patient whose registration has not been applied).
+fn patient_event(
+    rows: &mut Rows,
     history: &mut History,
     env: &Envelope,
     event: PatientEvent,
-    known: bool,
 ) -> anyhow::Result<bool> {
-    // A stream with no applied version has no row yet (rows and versions
-    // commit together): nothing to load.
-    let current = if known {
-        load_patient(tx, env.stream_id).await?
-    } else {
-        None
-    };
+    let current = rows.patients.remove(&env.stream_id);
     let (before, created_at) = Loaded::before(&current, env, |p, c, u| {
         PatientView::from_state(p, None, c, u)
     })?;
@@ -183,50 +377,34 @@ async fn patient_event(
         );
         return Ok(false);
     };
-    let address = next
-        .address
-        .as_ref()
-        .map(serde_json::to_value)
-        .transpose()?;
-    tx.execute_cached(
-        "INSERT INTO patients (patient_id, client_id, location_id, external_patient_id, first_name, \
-         last_name, date_of_birth, sex, email, phone, address, version, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
-         ON CONFLICT (patient_id) DO UPDATE SET location_id = EXCLUDED.location_id, \
-         external_patient_id = EXCLUDED.external_patient_id, first_name = EXCLUDED.first_name, \
-         last_name = EXCLUDED.last_name, date_of_birth = EXCLUDED.date_of_birth, sex = EXCLUDED.sex, \
-         email = EXCLUDED.email, phone = EXCLUDED.phone, address = EXCLUDED.address, \
-         version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
-        &[
-            &next.id,
-            &next.client_id,
-            &next.location_id,
-            &next.external_patient_id,
-            &next.first_name,
-            &next.last_name,
-            &next.date_of_birth,
-            &next.sex.as_str(),
-            &next.email,
-            &next.phone,
-            &address,
-            &env.version,
-            &env.occurred_at,
-        ],
-    )
-    .await?;
     let after = PatientView::from_state(&next, None, created_at, env.occurred_at);
     history.record(env, before.as_ref(), serde_json::to_value(after)?);
+    rows.patients
+        .insert(env.stream_id, Loaded::changed(next, created_at, env));
+    rows.changed_patients.insert(env.stream_id);
     Ok(true)
 }
 
 /// A record's state as its read model row holds it, with the row's times.
 struct Loaded<T> {
     state: T,
+    /// The row's version: the last event applied to it.
+    version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
 impl<T> Loaded<T> {
+    /// The row after `env` made `state` of it.
+    fn changed(state: T, created_at: DateTime<Utc>, env: &Envelope) -> Loaded<T> {
+        Loaded {
+            state,
+            version: env.version,
+            created_at,
+            updated_at: env.occurred_at,
+        }
+    }
+
     /// The record's representation before `env` (none for its first event),
     /// for the history row, and its creation time.
     fn before<V: serde::Serialize>(
@@ -248,21 +426,7 @@ impl<T> Loaded<T> {
     }
 }
 
-async fn load_patient(
-    tx: &Transaction<'_>,
-    id: uuid::Uuid,
-) -> anyhow::Result<Option<Loaded<Patient>>> {
-    let Some(r) = tx
-        .query_opt_cached(
-            "SELECT patient_id, client_id, location_id, external_patient_id, first_name, last_name, \
-             date_of_birth, sex, email, phone, address, version, created_at, updated_at \
-             FROM patients WHERE patient_id = $1",
-            &[&id],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
+fn patient_row(r: &tokio_postgres::Row) -> anyhow::Result<Loaded<Patient>> {
     let address: Option<serde_json::Value> = r.get(10);
     let state = Patient {
         id: r.get(0),
@@ -278,11 +442,12 @@ async fn load_patient(
         address: address.map(serde_json::from_value::<Address>).transpose()?,
         version: r.get(11),
     };
-    Ok(Some(Loaded {
+    Ok(Loaded {
         state,
+        version: r.get(11),
         created_at: r.get(12),
         updated_at: r.get(13),
-    }))
+    })
 }
 
 async fn partner_event(
@@ -333,20 +498,16 @@ async fn partner_event(
     Ok(())
 }
 
-/// Applies an order event; `false` when it cannot apply (a change of an
-/// order whose placement has not been applied).
+/// Applies an order event to its row in `rows`; `false` when it cannot
+/// apply (a change of an order whose placement has not been applied).
 async fn order_event(
     tx: &Transaction<'_>,
+    rows: &mut Rows,
     history: &mut History,
     env: &Envelope,
     event: OrderEvent,
-    known: bool,
 ) -> anyhow::Result<bool> {
-    let current = if known {
-        load_order(tx, env.stream_id).await?
-    } else {
-        None
-    };
+    let current = rows.orders.remove(&env.stream_id);
     let (before, created_at) = Loaded::before(&current, env, |o, c, u| {
         OrderView::from_state(o, None, c, u)
     })?;
@@ -368,49 +529,15 @@ async fn order_event(
         )
         .await?;
     }
-    tx.execute_cached(
-        "INSERT INTO orders (order_id, patient_id, client_id, location_id, accession_number, external_order_id, \
-         tests, specimen, priority, status, results, cancel_reason, version, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) \
-         ON CONFLICT (order_id) DO UPDATE SET location_id = EXCLUDED.location_id, \
-         external_order_id = EXCLUDED.external_order_id, specimen = EXCLUDED.specimen, \
-         priority = EXCLUDED.priority, status = EXCLUDED.status, results = EXCLUDED.results, \
-         cancel_reason = EXCLUDED.cancel_reason, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
-        &[
-            &next.id,
-            &next.patient_id,
-            &next.client_id,
-            &next.location_id,
-            &next.accession_number,
-            &next.external_order_id,
-            &serde_json::to_value(&next.tests)?,
-            &serde_json::to_value(&next.specimen)?,
-            &next.priority.as_str(),
-            &next.status.as_str(),
-            &serde_json::to_value(&next.results)?,
-            &next.cancel_reason,
-            &env.version,
-            &env.occurred_at,
-        ],
-    )
-    .await?;
     let after = OrderView::from_state(&next, None, created_at, env.occurred_at);
     history.record(env, before.as_ref(), serde_json::to_value(after)?);
+    rows.orders
+        .insert(env.stream_id, Loaded::changed(next, created_at, env));
+    rows.changed_orders.insert(env.stream_id);
     Ok(true)
 }
 
-async fn load_order(tx: &Transaction<'_>, id: uuid::Uuid) -> anyhow::Result<Option<Loaded<Order>>> {
-    let Some(r) = tx
-        .query_opt_cached(
-            "SELECT order_id, patient_id, client_id, location_id, accession_number, external_order_id, tests, \
-             specimen, priority, status, results, cancel_reason, version, created_at, updated_at \
-             FROM orders WHERE order_id = $1",
-            &[&id],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
+fn order_row(r: &tokio_postgres::Row) -> anyhow::Result<Loaded<Order>> {
     let priority: &str = r.get(8);
     let status: &str = r.get(9);
     let state = Order {
@@ -430,9 +557,10 @@ async fn load_order(tx: &Transaction<'_>, id: uuid::Uuid) -> anyhow::Result<Opti
         cancel_reason: r.get(11),
         version: r.get(12),
     };
-    Ok(Some(Loaded {
+    Ok(Loaded {
         state,
+        version: r.get(12),
         created_at: r.get(13),
         updated_at: r.get(14),
-    }))
+    })
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use platform::config::Config;
 use platform::envelope::Envelope;
-use platform::kafka::Topic;
+use platform::kafka::{FetchWait, Topic};
 use platform::offsets::{self, Offsets, Owner};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -54,7 +54,7 @@ async fn stored_offsets(read: &Pool) -> anyhow::Result<Offsets> {
 async fn consumer(cfg: &Config, read: &Pool) -> anyhow::Result<StreamConsumer> {
     let stored = stored_offsets(read).await?;
     let group = format!("lis-projector-{}", cfg.read_schema);
-    offsets::assigned_consumer(cfg, &group, &Topic::ALL, &stored)
+    offsets::assigned_consumer(cfg, &group, &Topic::ALL, &stored, FetchWait::Short)
 }
 
 /// Applies one batch of messages and their offsets in one transaction.
@@ -85,11 +85,13 @@ async fn apply_batch(read: &Pool, batch: &[BorrowedMessage<'_>]) -> anyhow::Resu
     }
     let streams: Vec<uuid::Uuid> = envelopes.iter().map(|e| e.stream_id).collect();
     let mut versions = apply::Versions::load(&tx, &streams).await?;
+    let mut rows = apply::Rows::load(&tx, &versions, &envelopes).await?;
     let mut history = history::History::default();
     for env in &envelopes {
-        apply::apply(&tx, &mut versions, &mut history, env).await?;
+        apply::apply(&tx, &mut versions, &mut rows, &mut history, env).await?;
         newest = Some(env.occurred_at);
     }
+    rows.save(&tx).await?;
     versions.save(&tx).await?;
     history.save(&tx).await?;
     offsets::store(&tx, Owner::ReadModels, &offsets::after(batch)).await?;
@@ -200,7 +202,8 @@ pub async fn log_ends(cfg: &Config) -> anyhow::Result<HashMap<(String, i32), i64
     let cfg = cfg.clone();
     tokio::task::spawn_blocking(move || {
         let c: rdkafka::consumer::BaseConsumer =
-            platform::kafka::consumer_config(&cfg, "lis-projector-ends").create()?;
+            platform::kafka::consumer_config(&cfg, "lis-projector-ends", FetchWait::Long)
+                .create()?;
         let mut ends = HashMap::new();
         for topic in Topic::ALL {
             let name = topic.name(&cfg.topic_prefix);
