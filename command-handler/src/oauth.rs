@@ -236,6 +236,9 @@ pub async fn token(
         }
     }
     let secret = basic.map(|b| b.1).or_else(|| field("client_secret"));
+    // No client_id this server issues holds a NUL (nor can Postgres compare
+    // one): such a client is unknown, not a database failure.
+    let client_id = client_id.filter(|c| !c.contains('\0'));
     let (Some(client_id), Some(secret)) = (client_id, secret) else {
         return oauth_error(
             StatusCode::UNAUTHORIZED,

@@ -29,7 +29,7 @@ pub struct NewPatient {
     /// The partner's identifier for the patient: 1-64 visible ASCII
     /// characters, unique within the client (a second create answers 409).
     #[serde(rename = "externalPatientID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    #[schema(value_type = String, pattern = "^[!-~]{1,64}$")]
     pub external_patient_id: Option<String>,
     /// The lab client, within the caller's scope.
     #[serde(rename = "clientID")]
@@ -109,7 +109,7 @@ pub struct PatientMergePatch {
     /// A new external id (unique within the client, 409 otherwise), or
     /// `null` to remove it.
     #[serde(rename = "externalPatientID", skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 64)]
+    #[schema(pattern = "^[!-~]{1,64}$")]
     pub external_patient_id: Option<String>,
 }
 
@@ -178,11 +178,11 @@ pub struct NewOrder {
     /// generates one as `A-YYYYMMDD-NNNNNN` (the UTC date of placement and a
     /// lab-wide sequence number).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    #[schema(value_type = String, pattern = "^[!-~]{1,64}$")]
     pub accession_number: Option<String>,
     /// The partner's identifier for the order: 1-64 visible ASCII characters.
     #[serde(rename = "externalOrderID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    #[schema(value_type = String, pattern = "^[!-~]{1,64}$")]
     pub external_order_id: Option<String>,
     /// The tests ordered, at least one, each a code of the lab's catalog
     /// (`GET /v1/catalog`; 422 `unknown_test` otherwise) ordered once.
@@ -235,7 +235,7 @@ pub struct OrderMergePatch {
     pub priority: Option<PrioritySchema>,
     /// A new external order id, or `null` to remove it.
     #[serde(rename = "externalOrderID", skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(pattern = "^[!-~]{1,64}$")]
     pub external_order_id: Option<String>,
 }
 

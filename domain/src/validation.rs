@@ -52,6 +52,15 @@ pub fn is_external_id(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// [`is_reference_id`] as a JSON Schema pattern, as the OpenAPI document
+/// states it.
+pub const REFERENCE_ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
+/// [`is_external_id`] as a JSON Schema pattern.
+pub const EXTERNAL_ID_PATTERN: &str = "^[!-~]{1,64}$";
+/// A name filter (1-100 characters, none a control character) as a JSON
+/// Schema pattern.
+pub const NAME_FILTER_PATTERN: &str = "^[^\\x00-\\x1F\\x7F-\\x9F]{1,100}$";
+
 /// Validates a reference id field, pushing an error when it is malformed.
 pub fn check_reference_id(field: &str, value: &str, errors: &mut Vec<FieldError>) {
     if !is_reference_id(value) {

@@ -768,6 +768,85 @@ mod tests {
         );
     }
 
+    /// Lists, searches and creates state the syntax of their identifier
+    /// and name fields as the server checks them (schemathesis found empty
+    /// and non-ASCII values that the document allowed answered 422).
+    #[test]
+    fn identifier_fields_state_the_syntax_the_server_checks() {
+        use domain::validation::{EXTERNAL_ID_PATTERN, NAME_FILTER_PATTERN, REFERENCE_ID_PATTERN};
+        let doc: Value = serde_json::from_str(openapi_json()).unwrap();
+        let want = |field: &str| match field {
+            "clientID" | "locationID" => Some(REFERENCE_ID_PATTERN),
+            "externalPatientID" | "accessionNumber" | "externalOrderID" => {
+                Some(EXTERNAL_ID_PATTERN)
+            }
+            "lastName" => Some(NAME_FILTER_PATTERN),
+            _ => None,
+        };
+        let mut checked = 0;
+        for path in ["/v1/patients", "/v1/orders"] {
+            for p in doc["paths"][path]["get"]["parameters"].as_array().unwrap() {
+                let name = p["name"].as_str().unwrap();
+                if let Some(pattern) = want(name) {
+                    assert_eq!(p["schema"]["pattern"], pattern, "GET {path} {name}");
+                    checked += 1;
+                }
+            }
+        }
+        for (schema, fields) in [
+            (
+                "PatientSearch",
+                &["clientID", "locationID", "externalPatientID", "lastName"][..],
+            ),
+            (
+                "OrderSearch",
+                &[
+                    "clientID",
+                    "locationID",
+                    "accessionNumber",
+                    "externalOrderID",
+                ],
+            ),
+            (
+                "NewPatient",
+                &["clientID", "locationID", "externalPatientID"],
+            ),
+            ("NewOrder", &["clientID", "locationID", "externalOrderID"]),
+        ] {
+            for field in fields {
+                let property = &doc["components"]["schemas"][schema]["properties"][field];
+                assert_eq!(
+                    property["pattern"],
+                    want(field).unwrap(),
+                    "{schema}.{field}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 8 + 14);
+        // The patterns say what the checks do.
+        for (value, reference, external) in [
+            ("DEMO-MAIN", true, true),
+            ("", false, false),
+            ("MRN 1", false, false),
+            ("MRN/1", false, true),
+            ("é", false, false),
+        ] {
+            assert_eq!(
+                domain::validation::is_reference_id(value),
+                reference,
+                "{value}"
+            );
+            assert_eq!(
+                domain::validation::is_external_id(value),
+                external,
+                "{value}"
+            );
+        }
+        assert_eq!(REFERENCE_ID_PATTERN, "^[A-Za-z0-9._-]{1,64}$");
+        assert_eq!(EXTERNAL_ID_PATTERN, "^[!-~]{1,64}$");
+    }
+
     #[test]
     fn headings_get_anchors() {
         let html = markdown_to_html("# A `b` c\n\n## Errors\n\n## Errors\n\n## Own {#mine}\n");

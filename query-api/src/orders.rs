@@ -147,17 +147,19 @@ pub struct OrderListQuery {
     #[param(value_type = Option<OrderStatusSchema>)]
     pub status: Option<OrderStatusSchema>,
     /// Only the order with this accession number.
-    #[param(max_length = 64)]
+    #[param(pattern = "^[!-~]{1,64}$")]
     pub accession_number: Option<String>,
     /// Only orders with this external order id.
     #[serde(rename = "externalOrderID")]
-    #[param(max_length = 64)]
+    #[param(pattern = "^[!-~]{1,64}$")]
     pub external_order_id: Option<String>,
     /// Only orders of this client.
     #[serde(rename = "clientID")]
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub client_id: Option<String>,
     /// Only orders at this location.
     #[serde(rename = "locationID")]
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub location_id: Option<String>,
     /// Only orders changed at or after this time (RFC 3339).
     pub updated_since: Option<DateTime<Utc>>,
@@ -184,19 +186,19 @@ pub struct OrderSearch {
     pub status: Option<OrderStatusSchema>,
     /// Only the order with this accession number.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, max_length = 64)]
+    #[schema(value_type = String, pattern = "^[!-~]{1,64}$")]
     pub accession_number: Option<String>,
     /// Only orders with this external order id.
     #[serde(rename = "externalOrderID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, max_length = 64)]
+    #[schema(value_type = String, pattern = "^[!-~]{1,64}$")]
     pub external_order_id: Option<String>,
     /// Only orders of this client.
     #[serde(rename = "clientID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub client_id: Option<String>,
     /// Only orders at this location.
     #[serde(rename = "locationID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub location_id: Option<String>,
     /// Only orders changed at or after this time (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]

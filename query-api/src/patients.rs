@@ -217,15 +217,18 @@ struct Filters {
 pub struct PatientListQuery {
     /// Only the patient with this external id.
     #[serde(rename = "externalPatientID")]
-    #[param(max_length = 64)]
+    #[param(pattern = "^[!-~]{1,64}$")]
     pub external_patient_id: Option<String>,
     /// Only patients of this client.
     #[serde(rename = "clientID")]
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub client_id: Option<String>,
     /// Only patients at this location.
     #[serde(rename = "locationID")]
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub location_id: Option<String>,
     /// Only patients with exactly this family name.
+    #[param(pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]{1,100}$")]
     pub last_name: Option<String>,
     /// Only patients born on this date.
     pub date_of_birth: Option<NaiveDate>,
@@ -247,19 +250,19 @@ pub struct PatientListQuery {
 pub struct PatientSearch {
     /// Only the patient with this external id.
     #[serde(rename = "externalPatientID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, max_length = 64)]
+    #[schema(value_type = String, pattern = "^[!-~]{1,64}$")]
     pub external_patient_id: Option<String>,
     /// Only patients of this client.
     #[serde(rename = "clientID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub client_id: Option<String>,
     /// Only patients at this location.
     #[serde(rename = "locationID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub location_id: Option<String>,
     /// Only patients with exactly this family name.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]{1,100}$")]
     pub last_name: Option<String>,
     /// Only patients born on this date.
     #[serde(skip_serializing_if = "Option::is_none")]

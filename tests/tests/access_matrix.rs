@@ -630,6 +630,16 @@ async fn token_endpoint_answers_like_rfc_6749() {
     )
     .await;
     assert_oauth_error("unknown client_id", &a, 401, "invalid_client");
+    // A NUL, which Postgres cannot take in text, is no client_id either
+    // (it answered 503 "database unavailable"; schemathesis found it).
+    let a = token_request(
+        &s,
+        &s.http,
+        &[cc, ("client_id", "\0"), ("client_secret", secret)],
+        None,
+    )
+    .await;
+    assert_oauth_error("client_id with a NUL", &a, 401, "invalid_client");
     let a = token_request(
         &s,
         &s.http,
