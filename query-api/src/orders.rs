@@ -178,39 +178,39 @@ pub struct OrderListQuery {
 pub struct OrderSearch {
     /// Only orders of this patient.
     #[serde(rename = "patientID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Uuid)]
+    #[schema(nullable = true, value_type = Uuid)]
     pub patient_id: Option<Uuid>,
     /// Only orders in this status.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = OrderStatusSchema)]
+    #[schema(nullable = true, value_type = OrderStatusSchema)]
     pub status: Option<OrderStatusSchema>,
     /// Only the order with this accession number.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, pattern = "^[!-~]{1,64}$")]
+    #[schema(nullable = true, value_type = String, pattern = "^[!-~]{1,64}$")]
     pub accession_number: Option<String>,
     /// Only orders with this external order id.
     #[serde(rename = "externalOrderID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, pattern = "^[!-~]{1,64}$")]
+    #[schema(nullable = true, value_type = String, pattern = "^[!-~]{1,64}$")]
     pub external_order_id: Option<String>,
     /// Only orders of this client.
     #[serde(rename = "clientID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    #[schema(nullable = true, value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub client_id: Option<String>,
     /// Only orders at this location.
     #[serde(rename = "locationID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    #[schema(nullable = true, value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub location_id: Option<String>,
     /// Only orders changed at or after this time (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = DateTime<Utc>)]
+    #[schema(nullable = true, value_type = DateTime<Utc>)]
     pub updated_since: Option<DateTime<Utc>>,
     /// Page size, 1-500 (default 50).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = i64, minimum = 1, maximum = 500, default = 50)]
+    #[schema(nullable = true, value_type = i64, minimum = 1, maximum = 500, default = 50)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String)]
+    #[schema(nullable = true, value_type = String)]
     pub cursor: Option<String>,
 }
 

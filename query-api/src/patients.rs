@@ -250,35 +250,35 @@ pub struct PatientListQuery {
 pub struct PatientSearch {
     /// Only the patient with this external id.
     #[serde(rename = "externalPatientID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, pattern = "^[!-~]{1,64}$")]
+    #[schema(nullable = true, value_type = String, pattern = "^[!-~]{1,64}$")]
     pub external_patient_id: Option<String>,
     /// Only patients of this client.
     #[serde(rename = "clientID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    #[schema(nullable = true, value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub client_id: Option<String>,
     /// Only patients at this location.
     #[serde(rename = "locationID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    #[schema(nullable = true, value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub location_id: Option<String>,
     /// Only patients with exactly this family name.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]{1,100}$")]
+    #[schema(nullable = true, value_type = String, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]{1,100}$")]
     pub last_name: Option<String>,
     /// Only patients born on this date.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = NaiveDate)]
+    #[schema(nullable = true, value_type = NaiveDate)]
     pub date_of_birth: Option<NaiveDate>,
     /// Only patients changed at or after this time (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = DateTime<Utc>)]
+    #[schema(nullable = true, value_type = DateTime<Utc>)]
     pub updated_since: Option<DateTime<Utc>>,
     /// Page size, 1-500 (default 50).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = i64, minimum = 1, maximum = 500, default = 50)]
+    #[schema(nullable = true, value_type = i64, minimum = 1, maximum = 500, default = 50)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String)]
+    #[schema(nullable = true, value_type = String)]
     pub cursor: Option<String>,
 }
 
