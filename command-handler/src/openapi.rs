@@ -40,10 +40,16 @@ pub struct NewPatient {
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub location_id: String,
     /// Given name (1-100 characters).
-    #[schema(max_length = 100)]
+    #[schema(
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub first_name: String,
     /// Family name (1-100 characters).
-    #[schema(max_length = 100)]
+    #[schema(
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub last_name: String,
     /// Date of birth, `YYYY-MM-DD`, from 1900-01-01 to today.
     pub date_of_birth: chrono::NaiveDate,
@@ -77,11 +83,11 @@ pub struct NewPatient {
 pub struct PatientMergePatch {
     /// New given name.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, max_length = 100)]
+    #[schema(value_type = String, max_length = 100, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$")]
     pub first_name: Option<String>,
     /// New family name.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, max_length = 100)]
+    #[schema(value_type = String, max_length = 100, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$")]
     pub last_name: Option<String>,
     /// New date of birth.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -119,18 +125,38 @@ pub struct PatientMergePatch {
 pub struct AddressMergePatch {
     /// First line.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub line1: Option<String>,
     /// Second line.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub line2: Option<String>,
     /// City.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub city: Option<String>,
     /// State or region.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub state: Option<String>,
     /// Postal code.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub postal_code: Option<String>,
     /// ISO 3166-1 alpha-2 country code.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -206,7 +232,7 @@ pub struct NewSpecimen {
     /// absent, the specimen type the catalog gives the ordered tests, which
     /// must then all share one.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, max_length = 64)]
+    #[schema(value_type = String, max_length = 64, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$")]
     pub specimen_type: Option<String>,
     /// When it was collected, if it already was (RFC 3339; not in the future
     /// nor before the patient's date of birth). The order stays `ordered`
@@ -245,7 +271,7 @@ pub struct OrderMergePatch {
 pub struct SpecimenMergePatch {
     /// A new specimen type (it cannot be removed).
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, max_length = 64)]
+    #[schema(value_type = String, max_length = 64, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$")]
     pub specimen_type: Option<String>,
     /// A new collection instant (RFC 3339, not in the future), or `null` to
     /// remove it while the order is still `ordered`.
@@ -272,7 +298,10 @@ pub struct CollectRequest {
 #[schema(example = json!({"reason": "Ordered in error"}))]
 pub struct CancelRequest {
     /// Why the order is canceled: non-blank, up to 500 characters.
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(
+        max_length = 500,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub reason: String,
 }
 
@@ -315,7 +344,10 @@ pub struct ResultsRequest {
 #[schema(example = json!({"reason": "Sample mix-up", "results": [{"code": "HGB", "value": "13.1", "unit": "g/dL"}]}))]
 pub struct CorrectRequest {
     /// Why the results are amended: non-blank, up to 500 characters.
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(
+        max_length = 500,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub reason: String,
     /// The corrected results, at least one; each replaces its analyte's
     /// result, which stays in the order's history.

@@ -83,6 +83,11 @@ pub fn check_external_id(field: &str, value: &str, errors: &mut Vec<FieldError>)
     }
 }
 
+/// [`check_text`] as a JSON Schema pattern: no control character and not
+/// only white space (Rust's `trim` set); its length is the field's
+/// `maxLength`.
+pub const TEXT_PATTERN: &str = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$";
+
 /// Validates a free-text field of bounded length with no control characters.
 pub fn check_text(field: &str, value: &str, max: usize, errors: &mut Vec<FieldError>) {
     if value.trim().is_empty() {

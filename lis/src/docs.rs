@@ -824,6 +824,37 @@ mod tests {
             }
         }
         assert_eq!(checked, 8 + 14);
+        // Free text: no control character, not only white space.
+        let text = domain::validation::TEXT_PATTERN;
+        let schemas = &doc["components"]["schemas"];
+        let mut texts = 0;
+        for (schema, fields) in [
+            ("NewPatient", &["firstName", "lastName"][..]),
+            ("PatientMergePatch", &["firstName", "lastName"]),
+            (
+                "Address",
+                &["line1", "line2", "city", "state", "postalCode"],
+            ),
+            (
+                "AddressMergePatch",
+                &["line1", "line2", "city", "state", "postalCode"],
+            ),
+            ("NewSpecimen", &["type"]),
+            ("SpecimenMergePatch", &["type"]),
+            ("CancelRequest", &["reason"]),
+            ("CorrectRequest", &["reason"]),
+        ] {
+            for field in fields {
+                let property = &schemas[schema]["properties"][field];
+                assert_eq!(property["pattern"], text, "{schema}.{field}: {property}");
+                assert!(
+                    property["maxLength"].is_u64(),
+                    "{schema}.{field}: {property}"
+                );
+                texts += 1;
+            }
+        }
+        assert_eq!(texts, 18);
         // A search's filters may be null (the same as absent), as the
         // server takes them.
         for schema in ["PatientSearch", "OrderSearch"] {
