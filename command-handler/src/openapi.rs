@@ -29,7 +29,7 @@ pub struct NewPatient {
     /// The partner's identifier for the patient: 1-64 visible ASCII
     /// characters, unique within the client (a second create answers 409).
     #[serde(rename = "externalPatientID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, pattern = "^[!-~]{1,64}$")]
+    #[schema(nullable = true, value_type = String, pattern = "^[!-~]{1,64}$")]
     pub external_patient_id: Option<String>,
     /// The lab client, within the caller's scope.
     #[serde(rename = "clientID")]
@@ -60,15 +60,15 @@ pub struct NewPatient {
     /// `invalid_email`; one that is another account's login is stored with
     /// the warning `email_in_use`. The patient is created in every case.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, max_length = 254)]
+    #[schema(nullable = true, value_type = String, max_length = 254)]
     pub email: Option<String>,
     /// Phone number: up to 32 characters of digits, spaces and `+ - ( ) .`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, max_length = 32)]
+    #[schema(nullable = true, value_type = String, max_length = 32)]
     pub phone: Option<String>,
     /// Postal address.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = AddressSchema)]
+    #[schema(nullable = true, value_type = AddressSchema)]
     pub address: Option<AddressSchema>,
 }
 
@@ -160,6 +160,7 @@ pub struct AddressMergePatch {
     pub postal_code: Option<String>,
     /// ISO 3166-1 alpha-2 country code.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Z]{2}$")]
     pub country: Option<String>,
 }
 
@@ -204,11 +205,11 @@ pub struct NewOrder {
     /// generates one as `A-YYYYMMDD-NNNNNN` (the UTC date of placement and a
     /// lab-wide sequence number).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, pattern = "^[!-~]{1,64}$")]
+    #[schema(nullable = true, value_type = String, pattern = "^[!-~]{1,64}$")]
     pub accession_number: Option<String>,
     /// The partner's identifier for the order: 1-64 visible ASCII characters.
     #[serde(rename = "externalOrderID", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, pattern = "^[!-~]{1,64}$")]
+    #[schema(nullable = true, value_type = String, pattern = "^[!-~]{1,64}$")]
     pub external_order_id: Option<String>,
     /// The tests ordered, at least one, each a code of the lab's catalog
     /// (`GET /v1/catalog`; 422 `unknown_test` otherwise) ordered once.
@@ -216,11 +217,11 @@ pub struct NewOrder {
     pub tests: Vec<OrderedTest>,
     /// The specimen.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = NewSpecimen)]
+    #[schema(nullable = true, value_type = NewSpecimen)]
     pub specimen: Option<NewSpecimen>,
     /// How urgent the order is (default `routine`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = PrioritySchema)]
+    #[schema(nullable = true, value_type = PrioritySchema)]
     pub priority: Option<PrioritySchema>,
 }
 
@@ -232,13 +233,13 @@ pub struct NewSpecimen {
     /// absent, the specimen type the catalog gives the ordered tests, which
     /// must then all share one.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, max_length = 64, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$")]
+    #[schema(nullable = true, value_type = String, max_length = 64, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$")]
     pub specimen_type: Option<String>,
     /// When it was collected, if it already was (RFC 3339; not in the future
     /// nor before the patient's date of birth). The order stays `ordered`
     /// until `collect`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = chrono::DateTime<Utc>)]
+    #[schema(nullable = true, value_type = chrono::DateTime<Utc>)]
     pub collected_at: Option<chrono::DateTime<Utc>>,
 }
 
@@ -311,7 +312,7 @@ pub struct CancelRequest {
 pub struct ResultInput {
     /// The analyte's code, measured by one of the order's tests (422
     /// `unknown_analyte` otherwise), reported once per request.
-    #[schema(example = "HGB")]
+    #[schema(example = "HGB", pattern = "^[^\\x00]*$")]
     pub code: String,
     /// The value, kept exactly as sent: a string (`"5.20"`, `"<0.5"`,
     /// `"Not detected"`) or a number. For a numeric analyte a decimal number,
@@ -320,7 +321,7 @@ pub struct ResultInput {
     /// The unit: required for a numeric analyte and exactly the catalog's
     /// (422 `unit_mismatch` otherwise); a text analyte has none.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, example = "g/dL")]
+    #[schema(value_type = String, example = "g/dL", pattern = "^[^\\x00]*$")]
     pub unit: Option<String>,
 }
 

@@ -10,7 +10,8 @@
 //!    and `Idempotency-Key` (422);
 //! 4. in one transaction, retried after a lost race ([`execute`]): replay
 //!    an earlier answer to the same `Idempotency-Key`; load the record
-//!    again and check `If-Match` (412, when the body had no bad field); load what the decision needs and
+//!    again and check `If-Match` (412, when the body had no bad field and
+//!    the decision names none); load what the decision needs and
 //!    decide in `domain` ([`Command::decide`]); merge the decision's field
 //!    errors with the body's; append the events and write the rows they
 //!    imply ([`store::write`]); keep the answer for the key; commit;
@@ -441,13 +442,16 @@ async fn decide<C: Command>(
     let current = C::Target::find(cx.tx, cx.caller, request.id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    // A bad body is answered (422, every bad field) before a stale version.
-    if let (Some(expected), Some(version)) = (request.expected, C::Target::version(&current)) {
-        if expected != version && request.shape.is_empty() {
-            return Err(ApiError::PreconditionFailed.into());
-        }
-    }
-    let decision = request.command.decide(cx, &current).await?;
+    let stale = matches!(
+        (request.expected, C::Target::version(&current)),
+        (Some(expected), Some(version)) if expected != version
+    );
+    let decision = match request.command.decide(cx, &current).await {
+        // Bad input is answered (422, every bad field) before a stale version.
+        Err(Refusal::Invalid(errors)) => return Err(Refusal::Invalid(errors)),
+        _ if stale && request.shape.is_empty() => return Err(ApiError::PreconditionFailed.into()),
+        decision => decision?,
+    };
     fields::check(request.shape.clone())?;
     Ok((decision.writes, decision.output.render()))
 }

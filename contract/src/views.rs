@@ -129,27 +129,27 @@ pub enum SexSchema {
 pub struct AddressSchema {
     /// First line.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$")]
+    #[schema(nullable = true, value_type = String, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$")]
     pub line1: Option<String>,
     /// Second line.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$")]
+    #[schema(nullable = true, value_type = String, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$")]
     pub line2: Option<String>,
     /// City.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$")]
+    #[schema(nullable = true, value_type = String, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$")]
     pub city: Option<String>,
     /// State or region.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$")]
+    #[schema(nullable = true, value_type = String, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$")]
     pub state: Option<String>,
     /// Postal code.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$")]
+    #[schema(nullable = true, value_type = String, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$")]
     pub postal_code: Option<String>,
     /// ISO 3166-1 alpha-2 country code, such as `US`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, pattern = "^[A-Z]{2}$")]
+    #[schema(nullable = true, value_type = String, pattern = "^[A-Z]{2}$")]
     pub country: Option<String>,
 }
 

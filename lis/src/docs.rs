@@ -235,11 +235,16 @@ impl Shape {
 }
 
 /// An optional header whose value the server checks against `pattern`
-/// (422 otherwise).
-fn header_param(name: &str, description: &str, pattern: &str) -> Parameter {
+/// (422 otherwise), with an `example` of a valid value when one can be
+/// written down (an opaque token cannot).
+fn header_param(name: &str, description: &str, pattern: &str, example: Option<&str>) -> Parameter {
+    let mut schema = json!({"type": "string", "pattern": pattern});
+    if let Some(example) = example {
+        schema["example"] = json!(example);
+    }
     serde_json::from_value(json!({
         "name": name, "in": "header", "required": false,
-        "description": description, "schema": {"type": "string", "pattern": pattern},
+        "description": description, "schema": schema,
     }))
     .expect("a header parameter")
 }
@@ -301,6 +306,7 @@ impl SharedParts {
                          to the current version. `*` matches any version; a weak tag never \
                          matches (412).",
                         IF_MATCH_PATTERN,
+                        Some("\"3\""),
                     ));
                 }
                 params.push(header_param(
@@ -309,6 +315,7 @@ impl SharedParts {
                      answers the first answer again (any status below 500) and changes \
                      nothing; kept at least 24 hours, per partner, method and path.",
                     IDEMPOTENCY_KEY_PATTERN,
+                    Some("order-4711-attempt"),
                 ));
                 answers.insert(
                     "503".into(),
@@ -327,6 +334,7 @@ impl SharedParts {
                          write (the read waits up to 2 seconds, then answers 503). Opaque: \
                          unpadded base64url, as the write answered it.",
                         CONSISTENCY_TOKEN_PATTERN,
+                        None,
                     ));
                     "The read model has not caught up with the `Consistency-Token` within 2 \
                      seconds, or a dependency is unavailable; retry after `Retry-After` seconds."

@@ -89,6 +89,19 @@ async fn create_read_list_search_update() {
     let problem: Value = r.json().await.unwrap();
     assert_eq!(error_fields(&problem), ["nickname"], "{problem}");
     assert_eq!(s.event_count(None).await, events_before);
+    // So is a value the domain refuses.
+    let r = s
+        .patch(
+            &token,
+            &location,
+            Some("\"1\""),
+            r#"{"dateOfBirth":"1800-01-01"}"#,
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(error_fields(&problem), ["dateOfBirth"], "{problem}");
+    assert_eq!(s.event_count(None).await, events_before);
     let r = s
         .patch(
             &token,

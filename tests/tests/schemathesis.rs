@@ -5,30 +5,22 @@
 //!
 //! Not yet part of the test run (`#[ignore]`): it still fails. Run it with
 //! `scripts/test --test schemathesis -- --ignored` (needs `pip install
-//! schemathesis==4.32.5`). What it still finds (schemathesis 4.32.5,
-//! `--seed 1`), and what each needs:
-//!
-//! - `Idempotency-Key` reused with another body answers 422 `reused` (as
-//!   the IETF draft says); schemathesis generates the same short keys for
-//!   different bodies. Needs the key left out of generation, or unique keys.
-//! - Cursors and consistency tokens are opaque: a value the server did not
-//!   issue answers 422. The configuration pins issued ones, but the
-//!   examples and coverage phases do not apply pins to request bodies.
-//! - The coverage phase sends `If-Match: 0` (a serialized wrong-type value,
-//!   which the header's pattern excludes) and counts its 422 as a
-//!   rejected valid request.
-//! - Free-text fields (`firstName`, `specimen.type`, result codes, reasons)
-//!   state lengths but not that they may hold no control character and not
-//!   only spaces; they need patterns kept beside `check_text`.
-//! - `POST /v1/orders` examples name a patient that does not exist (422
-//!   `unknown_patient`): no schema can name an existing record.
+//! schemathesis==4.32.5`). What it still finds (`--seed 1`): values that
+//! break a domain rule no schema states, such as a `dateOfBirth` before
+//! 1900 or in the future, a `specimen.collectedAt` before the patient's
+//! birth, and a NUL in a result's text value (`ResultValue` is an untagged
+//! union whose string side has no pattern yet). Each needs either a
+//! pattern the rule fits or, for rules that depend on today or on other
+//! records, the hooks filling a valid value in cases meant to be valid, as
+//! they do for ids.
 //!
 //! Schemathesis is given what a real partner has and a schema cannot say:
 //! ids of records that exist and cursors and consistency tokens this server
 //! issued (opaque values that no pattern can generate), in its own
-//! configuration file. `412` counts as an expected answer to a schema-valid
-//! request, as `409` does: a stale `If-Match` is a state conflict, not bad
-//! data.
+//! configuration file, and through hooks (`tests/python/schemathesis_hooks.py`)
+//! where the configuration does not reach. `412` counts as an expected
+//! answer to a schema-valid request, as `409` does: a stale `If-Match` is a
+//! state conflict, not bad data.
 
 use std::fmt::Write as _;
 
@@ -123,6 +115,14 @@ async fn schemathesis_finds_nothing() {
 
     let patient_cursor = cursor(&s, &token, "/v1/patients", &ct).await;
     let order_cursor = cursor(&s, &token, "/v1/orders", &ct).await;
+    // The same values for the phases that do not apply the configuration's
+    // body values (tests/python/schemathesis_hooks.py).
+    let pins = json!({"body": {
+        "/v1/patients": {"clientID": "C1", "locationID": "L1"},
+        "/v1/orders": {"clientID": "C1", "locationID": "L1", "patientID": patient},
+        "/v1/patients/search": {"cursor": patient_cursor},
+        "/v1/orders/search": {"cursor": order_cursor},
+    }});
     let cursors = [
         ("/v1/patients", "query", patient_cursor.clone()),
         ("/v1/patients/search", "body", patient_cursor),
@@ -173,7 +173,11 @@ expected-statuses = ["2xx", "3xx", 401, 403, 404, 409, 412, 429]
     let file = dir.join("schemathesis.toml");
     std::fs::write(&file, config).expect("config");
 
+    let hooks =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/schemathesis_hooks.py");
     let out = std::process::Command::new("python3")
+        .env("SCHEMATHESIS_HOOKS", &hooks)
+        .env("LIS_ST_PINS", pins.to_string())
         .args(["-m", "schemathesis.cli", "--config-file"])
         .arg(&file)
         .arg("run")
