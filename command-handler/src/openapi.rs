@@ -64,7 +64,7 @@ pub struct NewPatient {
     pub email: Option<String>,
     /// Phone number: up to 32 characters of digits, spaces and `+ - ( ) .`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = true, value_type = String, max_length = 32)]
+    #[schema(nullable = true, value_type = String, max_length = 32, pattern = "^[0-9 +().-]*[0-9][0-9 +().-]*$")]
     pub phone: Option<String>,
     /// Postal address.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -103,6 +103,7 @@ pub struct PatientMergePatch {
     pub email: Option<String>,
     /// New phone, or `null` to remove it.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 32, pattern = "^[0-9 +().-]*[0-9][0-9 +().-]*$")]
     pub phone: Option<String>,
     /// Parts of the address to change (each part `null` to remove it), or
     /// `null` to remove the whole address.

@@ -221,14 +221,48 @@ pub struct SpecimenSchema {
 /// A result value, kept exactly as sent: a JSON string (`"5.20"`, `"<0.5"`,
 /// `"Not detected"`) or a JSON number. For a numeric analyte a string must
 /// be a decimal number, optionally right after `<`, `>`, `<=` or `>=`.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
-#[schema(as = ResultValue)]
 pub enum ResultValueSchema {
     /// A JSON string.
     Text(String),
     /// A JSON number.
     Number(f64),
+}
+
+// Written out because a variant's field takes no `pattern` in utoipa's
+// derive: the string side holds no NUL, as the server checks.
+impl utoipa::PartialSchema for ResultValueSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
+        };
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[^\\x00]*$"))
+                    .description(Some("A JSON string (no NUL).")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Number)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+                    .description(Some("A JSON number.")),
+            )
+            .description(Some(
+                "A result value, kept exactly as sent: a JSON string (`\"5.20\"`, `\"<0.5\"`,\n\
+                 `\"Not detected\"`) or a JSON number. For a numeric analyte a string must\n\
+                 be a decimal number, optionally right after `<`, `>`, `<=` or `>=`.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ResultValueSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ResultValue".into()
+    }
 }
 
 // Describes the domain's `RangeView`.

@@ -124,7 +124,7 @@ pub enum SexSchema {
 // Describes the domain's `Address` in the OpenAPI document.
 /// A postal address; every part is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = Address)]
 pub struct AddressSchema {
     /// First line.
