@@ -75,33 +75,19 @@ async fn create_read_list_search_update() {
         .await;
     assert_eq!(r.status(), 412);
     assert_eq!(s.event_count(None).await, events_before);
-    // A bad body is named before the version is compared: 422, not 412
-    // (schemathesis saw 412 answer a schema-invalid request).
-    let r = s
-        .patch(
-            &token,
-            &location,
-            Some("\"1\""),
-            r#"{"firstName":"Augusta","nickname":"Ada"}"#,
-        )
-        .await;
-    assert_eq!(r.status(), 422);
-    let problem: Value = r.json().await.unwrap();
-    assert_eq!(error_fields(&problem), ["nickname"], "{problem}");
-    assert_eq!(s.event_count(None).await, events_before);
-    // So is a value the domain refuses.
-    let r = s
-        .patch(
-            &token,
-            &location,
-            Some("\"1\""),
-            r#"{"dateOfBirth":"1800-01-01"}"#,
-        )
-        .await;
-    assert_eq!(r.status(), 422);
-    let problem: Value = r.json().await.unwrap();
-    assert_eq!(error_fields(&problem), ["dateOfBirth"], "{problem}");
-    assert_eq!(s.event_count(None).await, events_before);
+    // A bad body, or a value the domain refuses, is named before the
+    // version is compared: 422, not 412 (schemathesis saw 412 answer a
+    // schema-invalid request).
+    for (body, field) in [
+        (r#"{"firstName":"Augusta","nickname":"Ada"}"#, "nickname"),
+        (r#"{"dateOfBirth":"1800-01-01"}"#, "dateOfBirth"),
+    ] {
+        let r = s.patch(&token, &location, Some("\"1\""), body).await;
+        assert_eq!(r.status(), 422, "{body}");
+        let problem: Value = r.json().await.unwrap();
+        assert_eq!(error_fields(&problem), [field], "{problem}");
+        assert_eq!(s.event_count(None).await, events_before);
+    }
     let r = s
         .patch(
             &token,
