@@ -135,50 +135,21 @@ impl Rows {
     }
 
     async fn save_patients(&self, tx: &Transaction<'_>) -> anyhow::Result<()> {
-        if self.changed_patients.is_empty() {
+        let (ids, rows) = changed(&self.patients, &self.changed_patients);
+        if ids.is_empty() {
             return Ok(());
         }
-        let mut ids: Vec<Uuid> = self.changed_patients.iter().copied().collect();
-        ids.sort_unstable();
-        let n = ids.len();
-        let (mut client, mut location, mut external) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut first, mut last, mut dob, mut sex) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut email, mut phone, mut address) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut version, mut created, mut updated) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for id in &ids {
-            let row = &self.patients[id];
-            let p = &row.state;
-            client.push(p.client_id.as_str());
-            location.push(p.location_id.as_str());
-            external.push(p.external_patient_id.as_deref());
-            first.push(p.first_name.as_str());
-            last.push(p.last_name.as_str());
-            dob.push(p.date_of_birth);
-            sex.push(p.sex.as_str());
-            email.push(p.email.as_deref());
-            phone.push(p.phone.as_deref());
-            address.push(p.address.as_ref().map(serde_json::to_value).transpose()?);
-            version.push(row.version);
-            created.push(row.created_at);
-            updated.push(row.updated_at);
-        }
+        let (version, created, updated) = times(&rows);
+        let address = rows
+            .iter()
+            .map(|r| {
+                r.state
+                    .address
+                    .as_ref()
+                    .map(serde_json::to_value)
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         tx.execute_cached(
             "INSERT INTO patients (patient_id, client_id, location_id, external_patient_id, first_name, \
              last_name, date_of_birth, sex, email, phone, address, version, created_at, updated_at) \
@@ -191,8 +162,20 @@ impl Rows {
              email = EXCLUDED.email, phone = EXCLUDED.phone, address = EXCLUDED.address, \
              version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
             &[
-                &ids, &client, &location, &external, &first, &last, &dob, &sex, &email, &phone,
-                &address, &version, &created, &updated,
+                &ids,
+                &column(&rows, |p| p.client_id.as_str()),
+                &column(&rows, |p| p.location_id.as_str()),
+                &column(&rows, |p| p.external_patient_id.as_deref()),
+                &column(&rows, |p| p.first_name.as_str()),
+                &column(&rows, |p| p.last_name.as_str()),
+                &column(&rows, |p| p.date_of_birth),
+                &column(&rows, |p| p.sex.as_str()),
+                &column(&rows, |p| p.email.as_deref()),
+                &column(&rows, |p| p.phone.as_deref()),
+                &address,
+                &version,
+                &created,
+                &updated,
             ],
         )
         .await?;
@@ -200,50 +183,19 @@ impl Rows {
     }
 
     async fn save_orders(&self, tx: &Transaction<'_>) -> anyhow::Result<()> {
-        if self.changed_orders.is_empty() {
+        let (ids, rows) = changed(&self.orders, &self.changed_orders);
+        if ids.is_empty() {
             return Ok(());
         }
-        let mut ids: Vec<Uuid> = self.changed_orders.iter().copied().collect();
-        ids.sort_unstable();
-        let n = ids.len();
-        let (mut patient, mut client, mut location, mut accession, mut external) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut tests, mut specimen, mut priority, mut status, mut results, mut cancel) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut version, mut created, mut updated) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for id in &ids {
-            let row = &self.orders[id];
-            let o = &row.state;
-            patient.push(o.patient_id);
-            client.push(o.client_id.as_str());
-            location.push(o.location_id.as_str());
-            accession.push(o.accession_number.as_str());
-            external.push(o.external_order_id.as_deref());
-            tests.push(serde_json::to_value(&o.tests)?);
-            specimen.push(serde_json::to_value(&o.specimen)?);
-            priority.push(o.priority.as_str());
-            status.push(o.status.as_str());
-            results.push(serde_json::to_value(&o.results)?);
-            cancel.push(o.cancel_reason.as_deref());
-            version.push(row.version);
-            created.push(row.created_at);
-            updated.push(row.updated_at);
-        }
+        let json = |f: fn(&Order) -> serde_json::Result<serde_json::Value>| {
+            rows.iter()
+                .map(|r| f(&r.state))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let (version, created, updated) = times(&rows);
+        let tests = json(|o| serde_json::to_value(&o.tests))?;
+        let specimen = json(|o| serde_json::to_value(&o.specimen))?;
+        let results = json(|o| serde_json::to_value(&o.results))?;
         tx.execute_cached(
             "INSERT INTO orders (order_id, patient_id, client_id, location_id, accession_number, \
              external_order_id, tests, specimen, priority, status, results, cancel_reason, version, \
@@ -256,13 +208,52 @@ impl Rows {
              priority = EXCLUDED.priority, status = EXCLUDED.status, results = EXCLUDED.results, \
              cancel_reason = EXCLUDED.cancel_reason, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
             &[
-                &ids, &patient, &client, &location, &accession, &external, &tests, &specimen,
-                &priority, &status, &results, &cancel, &version, &created, &updated,
+                &ids,
+                &column(&rows, |o| o.patient_id),
+                &column(&rows, |o| o.client_id.as_str()),
+                &column(&rows, |o| o.location_id.as_str()),
+                &column(&rows, |o| o.accession_number.as_str()),
+                &column(&rows, |o| o.external_order_id.as_deref()),
+                &tests,
+                &specimen,
+                &column(&rows, |o| o.priority.as_str()),
+                &column(&rows, |o| o.status.as_str()),
+                &results,
+                &column(&rows, |o| o.cancel_reason.as_deref()),
+                &version,
+                &created,
+                &updated,
             ],
         )
         .await?;
         Ok(())
     }
+}
+
+/// The ids a batch changed, in order (so that two batches lock rows in the
+/// same order), and their rows.
+fn changed<'a, T>(
+    rows: &'a HashMap<Uuid, Loaded<T>>,
+    ids: &HashSet<Uuid>,
+) -> (Vec<Uuid>, Vec<&'a Loaded<T>>) {
+    let mut ids: Vec<Uuid> = ids.iter().copied().collect();
+    ids.sort_unstable();
+    let rows = ids.iter().map(|id| &rows[id]).collect();
+    (ids, rows)
+}
+
+/// One column of a multi-row statement: `f` of each row's state.
+fn column<'a, T, U>(rows: &[&'a Loaded<T>], f: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(|r| f(&r.state)).collect()
+}
+
+/// The version, creation and change time columns.
+fn times<T>(rows: &[&Loaded<T>]) -> (Vec<i64>, Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) {
+    (
+        rows.iter().map(|r| r.version).collect(),
+        rows.iter().map(|r| r.created_at).collect(),
+        rows.iter().map(|r| r.updated_at).collect(),
+    )
 }
 
 /// Applies one event inside the batch's transaction; a patient or order

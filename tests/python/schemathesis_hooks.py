@@ -97,25 +97,18 @@ CREATED = {}
 
 @schemathesis.hook
 def after_call(ctx, case, response):
-    if case.method.upper() != "POST" or response.status_code != 201:
+    name = {"/v1/patients": "patientID", "/v1/orders": "orderID"}.get(case.operation.path)
+    if name is None or case.method.upper() != "POST" or response.status_code != 201:
         return
     token = next(
-        (value for name, value in response.headers.items() if name.lower() == "consistency-token"),
+        (value for key, value in response.headers.items() if key.lower() == "consistency-token"),
         None,
     )
     if isinstance(token, list):
         token = token[0] if token else None
-    try:
-        created = response.json()
-    except Exception:
-        return
-    for name in ("patientID", "orderID"):
-        if token and isinstance(created, dict) and name in created and case.operation.path in (
-            "/v1/patients",
-            "/v1/orders",
-        ):
-            if (name == "patientID") == (case.operation.path == "/v1/patients"):
-                CREATED[str(created[name])] = token
+    created = response.json()
+    if token and name in created:
+        CREATED[str(created[name])] = token
 
 
 def _valid_dates(body):
