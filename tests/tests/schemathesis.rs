@@ -109,7 +109,22 @@ async fn schemathesis_finds_nothing() {
     // What the configuration cannot give: body values in the phases that do
     // not apply its pins, and headers and query values that depend on the
     // record a case reads (tests/python/schemathesis_hooks.py).
-    let pins = json!({"consistencyToken": ct, "asOf": "2026-01-01T00:00:00Z", "body": {
+    // The header patterns as the document states them (the hooks check
+    // generated values against them).
+    let doc: Value = serde_json::from_str(lis::docs::openapi_json()).expect("document");
+    let header_pattern = |name: &str| {
+        doc["paths"]["/v1/patients/{patientID}"]["patch"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["schema"]["pattern"].clone())
+            .unwrap_or_else(|| panic!("{name} is documented"))
+    };
+    let pins = json!({"consistencyToken": ct, "asOf": "2026-01-01T00:00:00Z",
+        "patterns": {"If-Match": header_pattern("If-Match"),
+                     "Idempotency-Key": header_pattern("Idempotency-Key")},
+        "body": {
         "/v1/patients": {"clientID": "C1", "locationID": "L1"},
         "/v1/orders": {"clientID": "C1", "locationID": "L1", "patientID": patient},
         "/v1/patients/search": {"cursor": patient_cursor},
