@@ -39,6 +39,12 @@ impl From<tokio_postgres::Error> for AdminError {
     }
 }
 
+impl From<crate::pipeline::Raced> for AdminError {
+    fn from(_: crate::pipeline::Raced) -> Self {
+        AdminError::Conflict
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for AdminError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         AdminError::Infra(e.into())
@@ -110,6 +116,7 @@ pub struct RegisterClient {
 
 impl Operation for RegisterClient {
     type Output = bool;
+    type Error = AdminError;
     async fn decide(&self, tx: &Transaction<'_>) -> Result<Decision<bool>, AdminError> {
         let existing: Option<String> = tx
             .query_opt("SELECT name FROM clients WHERE client_id = $1", &[&self.id])
@@ -157,6 +164,7 @@ pub struct RegisterLocation {
 
 impl Operation for RegisterLocation {
     type Output = bool;
+    type Error = AdminError;
     async fn decide(&self, tx: &Transaction<'_>) -> Result<Decision<bool>, AdminError> {
         let client_exists = tx
             .query_opt(
@@ -321,6 +329,7 @@ pub struct RegisterPartner {
 
 impl Operation for RegisterPartner {
     type Output = ();
+    type Error = AdminError;
     async fn decide(&self, _: &Transaction<'_>) -> Result<Decision<()>, AdminError> {
         let event = reference::register_partner(
             self.partner_id,
@@ -409,6 +418,7 @@ pub struct ChangePartner {
 
 impl Operation for ChangePartner {
     type Output = PartnerRow;
+    type Error = AdminError;
     async fn decide(&self, tx: &Transaction<'_>) -> Result<Decision<PartnerRow>, AdminError> {
         let current = load_partner(tx, self.id).await?;
         let state = state_of(&current);
@@ -554,6 +564,7 @@ pub struct DefineCatalogTest(pub domain::catalog::CatalogTest);
 
 impl Operation for DefineCatalogTest {
     type Output = Defined;
+    type Error = AdminError;
     async fn decide(&self, tx: &Transaction<'_>) -> Result<Decision<Defined>, AdminError> {
         use domain::catalog::{self, CatalogEvent};
         let def = &self.0;

@@ -35,6 +35,7 @@ use platform::access_cache::PartnerCache;
 use platform::auth::TokenKeys;
 use platform::config::Config;
 
+pub mod accounts;
 pub mod admin;
 pub mod group_commit;
 pub mod idempotency;

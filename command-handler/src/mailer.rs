@@ -1,7 +1,9 @@
 //! The invitation mailer: a reactor on the account stream that sends each
-//! invited patient a one-time activation link by SMTP.
+//! invited patient a one-time activation link, by SMTP (`LIS_SMTP_URL`) or
+//! into a directory of `.eml` files (`LIS_MAIL_OUTBOX`, the local stack's).
 //!
-//! It reads `PatientAccountInvited` from Kafka. For each invitation it makes
+//! It reads `PatientAccountInvited` and `ActivationLinkRequested` from
+//! Kafka. For each it makes
 //! a fresh random token, stores only its SHA-256 hash (keyed by the event
 //! id), sends the mail, then marks the invitation sent and stores the Kafka
 //! offset in one transaction. A crash before that mark sends again with a new
@@ -20,7 +22,9 @@ use domain::account::AccountEvent;
 use domain::event::DomainEvent;
 use lettre::message::header::ContentType;
 use lettre::message::SinglePart;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message as Mail, Tokio1Executor};
+use lettre::{
+    AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message as Mail, Tokio1Executor,
+};
 use platform::config::Config;
 use platform::envelope::Envelope;
 use platform::kafka::{FetchWait, Topic};
@@ -37,6 +41,39 @@ pub const ACTIVATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Hashes an activation token for storage.
 pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Where mail goes.
+enum Outbox {
+    /// An SMTP server.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// A directory of `.eml` files.
+    Files(AsyncFileTransport<Tokio1Executor>),
+}
+
+impl Outbox {
+    fn of(cfg: &Config) -> anyhow::Result<Option<Outbox>> {
+        Ok(match (&cfg.smtp_url, &cfg.mail_outbox) {
+            (Some(url), _) => Some(Outbox::Smtp(transport(url)?)),
+            (None, Some(dir)) => {
+                std::fs::create_dir_all(dir)?;
+                Some(Outbox::Files(AsyncFileTransport::new(dir)))
+            }
+            (None, None) => None,
+        })
+    }
+
+    async fn send(&self, mail: Mail) -> anyhow::Result<()> {
+        match self {
+            Outbox::Smtp(t) => {
+                t.send(mail).await?;
+            }
+            Outbox::Files(t) => {
+                t.send(mail).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn transport(url: &str) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
@@ -85,14 +122,17 @@ async fn store_offset(write: &Pool, topic: &str, partition: i32, next: i64) -> a
 async fn handle(
     cfg: &Config,
     write: &Pool,
-    smtp: &AsyncSmtpTransport<Tokio1Executor>,
+    outbox: &Outbox,
     env: &Envelope,
     topic: &str,
     partition: i32,
     next: i64,
 ) -> anyhow::Result<()> {
-    let AccountEvent::PatientAccountInvited(invited) =
-        AccountEvent::from_parts(&env.event_type, env.data.clone())?;
+    let (account_id, email) = match AccountEvent::from_parts(&env.event_type, env.data.clone())? {
+        AccountEvent::PatientAccountInvited(e) => (e.account_id, e.email),
+        AccountEvent::ActivationLinkRequested(e) => (e.account_id, e.email),
+        _ => return store_offset(write, topic, partition, next).await,
+    };
     let mut raw = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut raw);
     let token = URL_SAFE_NO_PAD.encode(raw);
@@ -103,13 +143,13 @@ async fn handle(
             "INSERT INTO activation_tokens (token_hash, account_id, event_id, expires_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (event_id) DO UPDATE SET token_hash = EXCLUDED.token_hash, expires_at = EXCLUDED.expires_at \
              WHERE activation_tokens.sent_at IS NULL RETURNING 1",
-            &[&token_hash(&token), &invited.account_id, &env.event_id, &expires],
+            &[&token_hash(&token), &account_id, &env.event_id, &expires],
         )
         .await?
         .is_some();
     drop(db);
     if due {
-        smtp.send(invitation(cfg, &invited.email, &token)?).await?;
+        outbox.send(invitation(cfg, &email, &token)?).await?;
         let mut db = write.get().await?;
         let tx = db.transaction().await?;
         tx.execute(
@@ -121,7 +161,7 @@ async fn handle(
         offsets::store(&tx, OWNER, &next).await?;
         tx.commit().await?;
         platform::metrics::MAILS_SENT.inc();
-        tracing::info!(account = %invited.account_id, "invitation sent");
+        tracing::info!(account = %account_id, "activation link sent");
     } else {
         store_offset(write, topic, partition, next).await?;
     }
@@ -129,16 +169,18 @@ async fn handle(
 }
 
 /// Runs the mailer until `shutdown` resolves; does nothing without
-/// `LIS_SMTP_URL`.
+/// `LIS_SMTP_URL` or `LIS_MAIL_OUTBOX`.
 pub async fn run(cfg: Config, write: Pool, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let Some(url) = cfg.smtp_url.clone() else {
-        tracing::info!("LIS_SMTP_URL is not set: account invitations are not mailed");
+    if cfg.smtp_url.is_none() && cfg.mail_outbox.is_none() {
+        tracing::info!(
+            "neither LIS_SMTP_URL nor LIS_MAIL_OUTBOX is set: account invitations are not mailed"
+        );
         return shutdown.await;
-    };
+    }
     loop {
         let term = async {
-            let smtp = transport(&url)?;
+            let outbox = Outbox::of(&cfg)?.ok_or_else(|| anyhow::anyhow!("no outbox"))?;
             let stored = offsets::load(&write.get().await?, OWNER).await?;
             let consumer = offsets::assigned_consumer(
                 &cfg,
@@ -154,11 +196,11 @@ pub async fn run(cfg: Config, write: Pool, shutdown: impl Future<Output = ()>) {
                     .payload()
                     .and_then(|p| serde_json::from_slice::<Envelope>(p).ok());
                 match env {
-                    Some(env) if env.event_type == "PatientAccountInvited" => {
+                    Some(env) if env.stream_type == "account" => {
                         handle(
                             &cfg,
                             &write,
-                            &smtp,
+                            &outbox,
                             &env,
                             msg.topic(),
                             msg.partition(),

@@ -456,26 +456,33 @@ async fn decide<C: Command>(
     Ok((decision.writes, decision.output.render()))
 }
 
-/// An operator's command (reference data: clients, locations, partners,
-/// the catalog): decided and written as a partner's is, without the HTTP
-/// steps (`lis admin` authorizes by access to the database).
+/// A command without the HTTP steps: an operator's (reference data,
+/// the catalog, portal accounts; `lis admin` authorizes by access to the
+/// database) or the patient portal's (which authenticates the patient
+/// itself). Decided and written as a partner's is.
 pub trait Operation: Send + Sync {
     /// What a committed operation gives back.
     type Output: Send;
+    /// Why it fails.
+    type Error: From<tokio_postgres::Error> + From<deadpool_postgres::PoolError> + From<Raced>;
     /// Loads what the decision needs and decides in `domain`.
     fn decide<'a>(
         &'a self,
         tx: &'a Transaction<'a>,
-    ) -> impl Future<Output = Result<Decision<Self::Output>, crate::admin::AdminError>> + Send + 'a;
+    ) -> impl Future<Output = Result<Decision<Self::Output>, Self::Error>> + Send + 'a;
 }
 
-/// Runs an operator's command: decide, write, commit, retried after a lost
-/// race.
+/// An operation lost a race every time it was tried.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("a concurrent change won every attempt")]
+pub struct Raced;
+
+/// Runs an operation: decide, write, commit, retried after a lost race.
 pub async fn run<O: Operation>(
     pool: &deadpool_postgres::Pool,
     actor: &Actor,
     operation: &O,
-) -> Result<O::Output, crate::admin::AdminError> {
+) -> Result<O::Output, O::Error> {
     let mut db = pool.get().await?;
     for _ in 0..group_commit::MAX_ATTEMPTS {
         let tx = db.transaction().await?;
@@ -491,7 +498,7 @@ pub async fn run<O: Operation>(
             Err(WriteError::Db(e)) => return Err(e.into()),
         }
     }
-    Err(crate::admin::AdminError::Conflict)
+    Err(Raced.into())
 }
 
 /// Reads the body, mapping an oversize body to 413.

@@ -179,6 +179,28 @@ pub enum Row {
         /// The normalized login.
         login: String,
     },
+    /// An account's status as an event left it.
+    AccountStatus {
+        /// The account.
+        account_id: Uuid,
+        /// Its status.
+        status: &'static str,
+        /// Its stream version.
+        version: i64,
+    },
+    /// An account's first password (its hash), which also ends its
+    /// activation links and its count of failed logins.
+    AccountPassword {
+        /// The account.
+        account_id: Uuid,
+        /// The password's slow hash (PHC string).
+        hash: String,
+    },
+    /// Every portal session of an account ends (it was locked or disabled).
+    EndSessions {
+        /// The account.
+        account_id: Uuid,
+    },
     /// A new lab client.
     Client {
         /// Its id.
@@ -347,6 +369,29 @@ impl Row {
                 "INSERT INTO accounts (account_id, patient_id, login, status, version) VALUES ($1, $2, $3, 'invited', 1)",
                 vec![account_id, patient_id, login],
                 &["accounts_login", "accounts_patient"],
+            ),
+            Row::AccountStatus {
+                account_id,
+                status,
+                version,
+            } => (
+                "UPDATE accounts SET status = $2, version = $3, \
+                 failed_logins = CASE WHEN $2 = 'active' THEN 0 ELSE failed_logins END \
+                 WHERE account_id = $1",
+                vec![account_id, status, version],
+                &[],
+            ),
+            Row::AccountPassword { account_id, hash } => (
+                "WITH used AS (UPDATE activation_tokens SET used_at = now() \
+                 WHERE account_id = $1 AND used_at IS NULL) \
+                 UPDATE accounts SET password_hash = $2, failed_logins = 0 WHERE account_id = $1",
+                vec![account_id, hash],
+                &[],
+            ),
+            Row::EndSessions { account_id } => (
+                "DELETE FROM portal_sessions WHERE account_id = $1",
+                vec![account_id],
+                &[],
             ),
             Row::Client { client_id, name } => (
                 "INSERT INTO clients (client_id, name) VALUES ($1, $2)",

@@ -1,5 +1,11 @@
 //! The patient portal account: its own stream, so that account and login
 //! activity never change the patient's version.
+//!
+//! Its lifecycle: invited (a partner gave the patient a valid email) →
+//! active (the patient chose a password through the emailed link) ⇄ locked
+//! (after repeated failed logins; an operator unlocks it) → disabled (by an
+//! operator, for good). No password, hash or token is ever in an event:
+//! those are write-side state beside the stream.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -12,6 +18,17 @@ use crate::event::{DomainEvent, StreamKind};
 pub enum AccountEvent {
     /// An account was opened for a patient and an invitation is due.
     PatientAccountInvited(PatientAccountInvited),
+    /// The patient asked for a new activation link; one is due.
+    ActivationLinkRequested(ActivationLinkRequested),
+    /// The patient chose a password through an activation link.
+    PatientAccountActivated(AccountChange),
+    /// Too many failed logins in a row: logins are refused until an
+    /// operator unlocks the account.
+    PatientAccountLocked(AccountChange),
+    /// An operator unlocked the account.
+    PatientAccountUnlocked(AccountChange),
+    /// An operator disabled the account for good.
+    PatientAccountDisabled(AccountChange),
 }
 
 impl DomainEvent for AccountEvent {
@@ -19,6 +36,11 @@ impl DomainEvent for AccountEvent {
     fn event_type(&self) -> &'static str {
         match self {
             AccountEvent::PatientAccountInvited(_) => "PatientAccountInvited",
+            AccountEvent::ActivationLinkRequested(_) => "ActivationLinkRequested",
+            AccountEvent::PatientAccountActivated(_) => "PatientAccountActivated",
+            AccountEvent::PatientAccountLocked(_) => "PatientAccountLocked",
+            AccountEvent::PatientAccountUnlocked(_) => "PatientAccountUnlocked",
+            AccountEvent::PatientAccountDisabled(_) => "PatientAccountDisabled",
         }
     }
 }
@@ -36,6 +58,24 @@ pub struct PatientAccountInvited {
     pub email: String,
 }
 
+/// Data of `ActivationLinkRequested`: the link goes to the login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivationLinkRequested {
+    /// The account.
+    #[serde(rename = "accountID")]
+    pub account_id: Uuid,
+    /// The login email the new link goes to.
+    pub email: String,
+}
+
+/// Data of the events that only name the account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountChange {
+    /// The account.
+    #[serde(rename = "accountID")]
+    pub account_id: Uuid,
+}
+
 /// Where an account stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,15 +84,34 @@ pub enum AccountStatus {
     Invited,
     /// Activated by the patient.
     Active,
+    /// Locked after repeated failed logins.
+    Locked,
+    /// Disabled by an operator.
+    Disabled,
 }
 
 impl AccountStatus {
+    /// Every status.
+    pub const ALL: [AccountStatus; 4] = [
+        AccountStatus::Invited,
+        AccountStatus::Active,
+        AccountStatus::Locked,
+        AccountStatus::Disabled,
+    ];
+
     /// The contract's spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             AccountStatus::Invited => "invited",
             AccountStatus::Active => "active",
+            AccountStatus::Locked => "locked",
+            AccountStatus::Disabled => "disabled",
         }
+    }
+
+    /// Parses the contract's spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        AccountStatus::ALL.into_iter().find(|v| v.as_str() == s)
     }
 }
 
@@ -71,6 +130,42 @@ pub struct Account {
     pub version: i64,
 }
 
+/// Why an account command is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AccountRejection {
+    /// The account is not in a status the command applies to.
+    #[error("the account is {0:?}")]
+    Status(AccountStatus),
+}
+
+/// What can be done to an account, each allowed from some statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountAction {
+    /// The patient sets a first password (invited only).
+    Activate,
+    /// The patient asks for a new activation link (invited only).
+    RequestLink,
+    /// Repeated failed logins lock it (active only).
+    Lock,
+    /// An operator unlocks it (locked only).
+    Unlock,
+    /// An operator disables it (any but disabled).
+    Disable,
+}
+
+impl AccountAction {
+    /// Whether the action applies to an account in `status`.
+    pub fn allowed_from(self, status: AccountStatus) -> bool {
+        use AccountStatus::*;
+        match self {
+            AccountAction::Activate | AccountAction::RequestLink => status == Invited,
+            AccountAction::Lock => status == Active,
+            AccountAction::Unlock => status == Locked,
+            AccountAction::Disable => status != Disabled,
+        }
+    }
+}
+
 /// Opens an account for a patient with a valid, unused email.
 pub fn open(account_id: Uuid, patient_id: Uuid, email: String) -> AccountEvent {
     AccountEvent::PatientAccountInvited(PatientAccountInvited {
@@ -80,17 +175,58 @@ pub fn open(account_id: Uuid, patient_id: Uuid, email: String) -> AccountEvent {
     })
 }
 
+/// Decides `action` on `account`: the event it produces.
+pub fn decide(account: &Account, action: AccountAction) -> Result<AccountEvent, AccountRejection> {
+    if !action.allowed_from(account.status) {
+        return Err(AccountRejection::Status(account.status));
+    }
+    let change = AccountChange {
+        account_id: account.id,
+    };
+    Ok(match action {
+        AccountAction::Activate => AccountEvent::PatientAccountActivated(change),
+        AccountAction::RequestLink => {
+            AccountEvent::ActivationLinkRequested(ActivationLinkRequested {
+                account_id: account.id,
+                email: account.email.clone(),
+            })
+        }
+        AccountAction::Lock => AccountEvent::PatientAccountLocked(change),
+        AccountAction::Unlock => AccountEvent::PatientAccountUnlocked(change),
+        AccountAction::Disable => AccountEvent::PatientAccountDisabled(change),
+    })
+}
+
 /// Folds one event into the state.
 pub fn apply(state: Option<Account>, event: &AccountEvent) -> Option<Account> {
-    match event {
-        AccountEvent::PatientAccountInvited(e) => Some(Account {
-            id: e.account_id,
-            patient_id: e.patient_id,
-            email: e.email.clone(),
-            status: AccountStatus::Invited,
-            version: state.map_or(1, |s| s.version + 1),
-        }),
-    }
+    let version = state.as_ref().map_or(1, |s| s.version + 1);
+    let status = match event {
+        AccountEvent::PatientAccountInvited(e) => {
+            return Some(Account {
+                id: e.account_id,
+                patient_id: e.patient_id,
+                email: e.email.clone(),
+                status: AccountStatus::Invited,
+                version,
+            })
+        }
+        AccountEvent::ActivationLinkRequested(_) => None,
+        AccountEvent::PatientAccountActivated(_) | AccountEvent::PatientAccountUnlocked(_) => {
+            Some(AccountStatus::Active)
+        }
+        AccountEvent::PatientAccountLocked(_) => Some(AccountStatus::Locked),
+        AccountEvent::PatientAccountDisabled(_) => Some(AccountStatus::Disabled),
+    };
+    state.map(|s| Account {
+        status: status.unwrap_or(s.status),
+        version,
+        ..s
+    })
+}
+
+/// Folds a whole stream.
+pub fn replay(events: &[AccountEvent]) -> Option<Account> {
+    events.iter().fold(None, apply)
 }
 
 #[cfg(test)]
@@ -108,5 +244,42 @@ mod tests {
         assert_eq!(state.patient_id, p);
         let back = AccountEvent::from_parts("PatientAccountInvited", event.to_data()).unwrap();
         assert_eq!(back, event);
+    }
+
+    #[test]
+    fn the_lifecycle_moves_only_along_its_edges() {
+        let a = Uuid::new_v4();
+        let mut state = apply(None, &open(a, Uuid::new_v4(), "ada@example.org".into())).unwrap();
+        for refused in [AccountAction::Lock, AccountAction::Unlock] {
+            assert_eq!(
+                decide(&state, refused),
+                Err(AccountRejection::Status(AccountStatus::Invited))
+            );
+        }
+        let link = decide(&state, AccountAction::RequestLink).unwrap();
+        state = apply(Some(state), &link).unwrap();
+        assert_eq!((state.status, state.version), (AccountStatus::Invited, 2));
+        for (action, then) in [
+            (AccountAction::Activate, AccountStatus::Active),
+            (AccountAction::Lock, AccountStatus::Locked),
+            (AccountAction::Unlock, AccountStatus::Active),
+            (AccountAction::Disable, AccountStatus::Disabled),
+        ] {
+            let event = decide(&state, action).unwrap();
+            let back = AccountEvent::from_parts(event.event_type(), event.to_data()).unwrap();
+            assert_eq!(back, event);
+            state = apply(Some(state), &event).unwrap();
+            assert_eq!(state.status, then);
+        }
+        assert_eq!(state.version, 6);
+        for action in [
+            AccountAction::Activate,
+            AccountAction::RequestLink,
+            AccountAction::Lock,
+            AccountAction::Unlock,
+            AccountAction::Disable,
+        ] {
+            assert!(decide(&state, action).is_err(), "{action:?} after disable");
+        }
     }
 }

@@ -37,6 +37,35 @@ enum What {
         #[command(subcommand)]
         cmd: CatalogCmd,
     },
+    /// Patients' portal accounts, by their login email.
+    Account {
+        #[command(subcommand)]
+        cmd: AccountCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCmd {
+    /// Unlock an account locked after repeated failed logins.
+    Unlock {
+        /// The account's login email.
+        email: String,
+    },
+    /// Disable an account for good (its sessions end at once).
+    Disable {
+        /// The account's login email.
+        email: String,
+    },
+}
+
+impl AccountCmd {
+    fn parts(self) -> (String, domain::account::AccountAction) {
+        use domain::account::AccountAction;
+        match self {
+            AccountCmd::Unlock { email } => (email, AccountAction::Unlock),
+            AccountCmd::Disable { email } => (email, AccountAction::Disable),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -325,6 +354,22 @@ pub async fn run(cfg: &Config, a: Admin) -> anyhow::Result<()> {
                 println!("{added} catalog tests added");
             }
         },
+        What::Account { cmd } => {
+            use command_handler::accounts::{AccountError, AccountKey, ChangeAccount};
+            let (email, action) = cmd.parts();
+            let change = ChangeAccount {
+                key: AccountKey::Login(email),
+                action,
+            };
+            match command_handler::pipeline::run(&pool, &actor, &change).await {
+                Ok(account) => println!("account {}: {}", account.id, account.status.as_str()),
+                Err(AccountError::Unknown) => anyhow::bail!("no portal account has that login"),
+                Err(AccountError::Rejected(domain::account::AccountRejection::Status(s))) => {
+                    anyhow::bail!("the account is {}: nothing to {action:?}", s.as_str())
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         What::Partner { cmd } => match cmd {
             PartnerCmd::Create {
                 name,

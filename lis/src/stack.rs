@@ -29,6 +29,8 @@ pub struct Roles {
     pub mailer: bool,
     /// The analytics publisher (Kafka -> `lis.analytics.v1`, de-identified).
     pub analytics: bool,
+    /// The patient portal's pages (`/portal`).
+    pub portal: bool,
 }
 
 impl Roles {
@@ -40,6 +42,7 @@ impl Roles {
         projector: true,
         mailer: true,
         analytics: true,
+        portal: true,
     };
 
     /// No role: start from this and switch roles on.
@@ -50,11 +53,12 @@ impl Roles {
         projector: false,
         mailer: false,
         analytics: false,
+        portal: false,
     };
 
     /// Parses `all` or a comma-separated list of
     /// `command-handler`, `query-api`, `relay`, `projector`, `mailer`,
-    /// `analytics`.
+    /// `analytics`, `portal`.
     pub fn parse(s: &str) -> Result<Roles, String> {
         let mut r = Roles::NONE;
         for part in s.split(',').map(str::trim) {
@@ -66,6 +70,7 @@ impl Roles {
                 "projector" => r.projector = true,
                 "mailer" => r.mailer = true,
                 "analytics" => r.analytics = true,
+                "portal" => r.portal = true,
                 other => return Err(format!("unknown role `{other}`")),
             }
         }
@@ -73,7 +78,7 @@ impl Roles {
     }
 
     fn http(&self) -> bool {
-        self.commands || self.queries
+        self.commands || self.queries || self.portal
     }
 }
 
@@ -230,21 +235,34 @@ pub async fn serve(
                 partners.clone(),
             )));
         }
-        if roles.queries {
-            let read = platform::read_models::ReadModels::following(
-                &cfg.database_url,
-                &cfg.read_schema,
-                write.clone(),
-                16,
+        let read = if roles.queries || roles.portal {
+            Some(
+                platform::read_models::ReadModels::following(
+                    &cfg.database_url,
+                    &cfg.read_schema,
+                    write.clone(),
+                    16,
+                )
+                .await?,
             )
-            .await?;
+        } else {
+            None
+        };
+        if let (true, Some(read)) = (roles.queries, &read) {
             app = app.merge(query_api::router(query_api::QueryState::new(
                 cfg.clone(),
-                read,
+                read.clone(),
                 write.clone(),
                 keys.clone(),
                 partners,
             )?));
+        }
+        if let (true, Some(read)) = (roles.portal, read) {
+            app = app.merge(portal::router(portal::PortalState::new(
+                &cfg,
+                write.clone(),
+                read,
+            )));
         }
         // An unknown path is a problem+json 404 like any other.
         let app = app

@@ -217,7 +217,7 @@ async fn ensure_services(cfg: &Config, dir: &Path, base: &str) -> anyhow::Result
         return Ok(());
     }
     let exe = std::env::current_exe()?;
-    let env = vec![
+    let mut env = vec![
         ("LIS_DATA_DIR", dir.display().to_string()),
         (
             "LIS_TOKEN_KEY_FILE",
@@ -232,6 +232,14 @@ async fn ensure_services(cfg: &Config, dir: &Path, base: &str) -> anyhow::Result
             cfg.analytics_key_file.canonicalize()?.display().to_string(),
         ),
     ];
+    if cfg.smtp_url.is_none() && cfg.mail_outbox.is_none() {
+        let outbox = dir.join("outbox");
+        std::fs::create_dir_all(&outbox)?;
+        env.push((
+            "LIS_MAIL_OUTBOX",
+            outbox.canonicalize()?.display().to_string(),
+        ));
+    }
     let cwd = std::env::current_dir()?;
     let pid = spawn_detached(
         &exe,
@@ -325,6 +333,15 @@ pub async fn up(cfg: &Config) -> anyhow::Result<()> {
     println!("LIS is up.");
     println!("  base URL:             {base}");
     println!("  demo credentials:     {}", demo.display());
+    println!("  patient portal:       {base}/portal");
+    match (&cfg.smtp_url, &cfg.mail_outbox) {
+        (Some(url), _) => println!("  account emails:       {url}"),
+        (None, Some(outbox)) => println!("  account emails:       {}", outbox.display()),
+        (None, None) => println!(
+            "  account emails:       {} (.eml files)",
+            dir.join("outbox").display()
+        ),
+    }
     println!("  logs:                 {}", dir.join("logs").display());
     println!("  stop with:            cargo run --release -p lis -- down");
     Ok(())

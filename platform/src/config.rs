@@ -59,6 +59,9 @@ pub struct Config {
     /// `LIS_TOKEN_RATE_PER_MINUTE`: token requests allowed per `client_id`
     /// and per source address each minute.
     pub token_rate_per_minute: u32,
+    /// `LIS_PORTAL_RATE_PER_MINUTE`: portal logins and new-link requests
+    /// allowed per source address and minute.
+    pub portal_rate_per_minute: u32,
     /// `LIS_COMMITTERS`: how many transactions of partner commands a process
     /// commits at once (each takes the commands waiting, up to 32).
     pub committers: usize,
@@ -66,6 +69,10 @@ pub struct Config {
     pub consistency_wait: Duration,
     /// `LIS_SMTP_URL`: `smtp://host:port` where account emails go; none disables mail.
     pub smtp_url: Option<String>,
+    /// `LIS_MAIL_OUTBOX`: a directory where account emails are written as
+    /// `.eml` files when `LIS_SMTP_URL` is not set (`lis up` sets it to
+    /// `.lis/outbox`); neither set disables mail.
+    pub mail_outbox: Option<PathBuf>,
     /// `LIS_MAIL_FROM`: sender of account emails.
     pub mail_from: String,
     /// `LIS_PUBLIC_URL`: origin written into links in emails.
@@ -144,9 +151,11 @@ impl Config {
             data_dir,
             token_ttl: Duration::from_secs(parsed("LIS_TOKEN_TTL_SECS", 3600)?),
             token_rate_per_minute: parsed("LIS_TOKEN_RATE_PER_MINUTE", 60)?,
+            portal_rate_per_minute: parsed("LIS_PORTAL_RATE_PER_MINUTE", 20)?,
             committers: parsed("LIS_COMMITTERS", 4)?,
             consistency_wait: Duration::from_millis(parsed("LIS_CONSISTENCY_WAIT_MS", 2000)?),
             smtp_url: var("LIS_SMTP_URL"),
+            mail_outbox: var("LIS_MAIL_OUTBOX").map(PathBuf::from),
             mail_from: var("LIS_MAIL_FROM")
                 .unwrap_or_else(|| "LIS <no-reply@lis.localhost>".into()),
             public_url: var("LIS_PUBLIC_URL").unwrap_or_else(|| format!("http://{http_addr}")),
@@ -170,9 +179,11 @@ impl Config {
         "LIS_ANALYTICS_KEY_FILE",
         "LIS_TOKEN_TTL_SECS",
         "LIS_TOKEN_RATE_PER_MINUTE",
+        "LIS_PORTAL_RATE_PER_MINUTE",
         "LIS_COMMITTERS",
         "LIS_CONSISTENCY_WAIT_MS",
         "LIS_SMTP_URL",
+        "LIS_MAIL_OUTBOX",
         "LIS_MAIL_FROM",
         "LIS_PUBLIC_URL",
         "LIS_LOG",

@@ -8,7 +8,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use contract::order_view::OrderView;
 use contract::views::PatientView;
 use deadpool_postgres::Transaction;
-use domain::account::AccountEvent;
+use domain::account::{AccountEvent, AccountStatus};
 use domain::catalog::{self, CatalogEvent};
 use domain::event::{DomainEvent, StreamKind};
 use domain::order::{self, Order, OrderEvent, OrderStatus, Priority};
@@ -287,21 +287,36 @@ pub async fn apply(
                 return Ok(());
             }
         }
-        Some(StreamKind::Account) => {
-            let AccountEvent::PatientAccountInvited(e) =
-                AccountEvent::from_parts(&env.event_type, data)?;
-            tx.execute_cached(
-                "INSERT INTO accounts (account_id, patient_id, status, version, created_at) \
-                 VALUES ($1, $2, 'invited', $3, $4) ON CONFLICT (account_id) DO NOTHING",
-                &[&e.account_id, &e.patient_id, &env.version, &env.occurred_at],
-            )
-            .await?;
-            history.record(
-                env,
-                None,
-                serde_json::json!({"accountID": e.account_id, "patientID": e.patient_id, "status": "invited"}),
-            );
-        }
+        Some(StreamKind::Account) => match AccountEvent::from_parts(&env.event_type, data)? {
+            AccountEvent::PatientAccountInvited(e) => {
+                tx.execute_cached(
+                    "INSERT INTO accounts (account_id, patient_id, status, version, created_at) \
+                     VALUES ($1, $2, 'invited', $3, $4) ON CONFLICT (account_id) DO NOTHING",
+                    &[&e.account_id, &e.patient_id, &env.version, &env.occurred_at],
+                )
+                .await?;
+                history.record(
+                    env,
+                    None,
+                    serde_json::json!({"accountID": e.account_id, "patientID": e.patient_id, "status": "invited"}),
+                );
+            }
+            event => {
+                let status = account_status(&event).map(AccountStatus::as_str);
+                let row = tx
+                    .query_opt(
+                        "UPDATE accounts a SET status = COALESCE($2, a.status), version = $3 \
+                         FROM (SELECT status FROM accounts WHERE account_id = $1) old \
+                         WHERE a.account_id = $1 RETURNING a.patient_id, old.status, a.status",
+                        &[&env.stream_id, &status, &env.version],
+                    )
+                    .await?;
+                if let Some(row) = row {
+                    let state = |status: &str| serde_json::json!({"accountID": env.stream_id, "patientID": row.get::<_, Uuid>(0), "status": status});
+                    history.record(env, Some(&state(row.get(1))), state(row.get(2)));
+                }
+            }
+        },
         Some(StreamKind::Client) => {
             let ClientEvent::ClientRegistered(e) = ClientEvent::from_parts(&env.event_type, data)?;
             tx.execute_cached(
@@ -554,4 +569,17 @@ fn order_row(r: &tokio_postgres::Row) -> anyhow::Result<Loaded<Order>> {
         created_at: r.get(13),
         updated_at: r.get(14),
     })
+}
+
+/// The status an account event leaves (none for a new link).
+fn account_status(event: &AccountEvent) -> Option<AccountStatus> {
+    match event {
+        AccountEvent::PatientAccountInvited(_) => Some(AccountStatus::Invited),
+        AccountEvent::ActivationLinkRequested(_) => None,
+        AccountEvent::PatientAccountActivated(_) | AccountEvent::PatientAccountUnlocked(_) => {
+            Some(AccountStatus::Active)
+        }
+        AccountEvent::PatientAccountLocked(_) => Some(AccountStatus::Locked),
+        AccountEvent::PatientAccountDisabled(_) => Some(AccountStatus::Disabled),
+    }
 }

@@ -18,6 +18,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub mod checks;
+pub mod portal;
 pub mod smtp;
 
 /// Every permission of the partner documentation.

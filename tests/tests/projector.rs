@@ -18,6 +18,7 @@ const WRITE_SIDE: Roles = Roles {
     projector: false,
     mailer: false,
     analytics: false,
+    portal: false,
 };
 
 const PROJECTOR: Roles = Roles {
@@ -27,6 +28,7 @@ const PROJECTOR: Roles = Roles {
     projector: true,
     mailer: false,
     analytics: false,
+    portal: false,
 };
 
 const TABLES: [&str; 11] = [

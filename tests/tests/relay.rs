@@ -22,6 +22,7 @@ const RELAY_ONLY: Roles = Roles {
     projector: false,
     mailer: false,
     analytics: false,
+    portal: false,
 };
 
 fn event(n: u64) -> ClientEvent {
