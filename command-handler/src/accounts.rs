@@ -20,9 +20,12 @@ pub enum AccountError {
     /// The account's status does not allow it.
     #[error(transparent)]
     Rejected(#[from] AccountRejection),
-    /// The activation link does not work.
-    #[error("the activation link {0}")]
+    /// The mailed link does not work.
+    #[error("the link {0}")]
     Link(LinkProblem),
+    /// Another account took the address as its login meanwhile.
+    #[error("another account uses the address")]
+    LoginInUse,
     /// A concurrent change won every attempt.
     #[error(transparent)]
     Raced(#[from] Raced),
@@ -49,6 +52,25 @@ pub enum LinkProblem {
     /// It is past its time.
     #[error("has expired")]
     Expired,
+}
+
+/// What a mailed link is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkPurpose {
+    /// Activating an invited account (choosing a password).
+    Activate,
+    /// Confirming a new login address.
+    ConfirmLogin,
+}
+
+impl LinkPurpose {
+    /// Its spelling in `activation_tokens.purpose`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkPurpose::Activate => "activate",
+            LinkPurpose::ConfirmLogin => "confirm_login",
+        }
+    }
 }
 
 /// How an account is named.
@@ -135,35 +157,44 @@ pub struct Activate {
     pub password_hash: String,
 }
 
-/// Checks an activation link: the account it opens, or why it does not.
+/// Checks a mailed link for `purpose`: the account it acts on and the
+/// address it names (a new login's), or why it does not work.
 pub async fn check_link(
     db: &impl GenericClient,
     token_hash: &[u8],
-) -> Result<Account, AccountError> {
+    purpose: LinkPurpose,
+) -> Result<(Account, Option<String>), AccountError> {
     let row = db
         .query_opt(
-            "SELECT account_id, expires_at, used_at FROM activation_tokens WHERE token_hash = $1",
-            &[&token_hash],
+            "SELECT account_id, expires_at, used_at, email FROM activation_tokens \
+             WHERE token_hash = $1 AND purpose = $2",
+            &[&token_hash, &purpose.as_str()],
         )
         .await?
         .ok_or(AccountError::Link(LinkProblem::Unknown))?;
-    let (id, expires, used): (Uuid, DateTime<Utc>, Option<DateTime<Utc>>) =
-        (row.get(0), row.get(1), row.get(2));
+    let (id, expires, used, email): (Uuid, DateTime<Utc>, Option<DateTime<Utc>>, Option<String>) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     let account = load(db, id).await?.ok_or(AccountError::Unknown)?;
-    if used.is_some() || !AccountAction::Activate.allowed_from(account.status) {
+    let current = match purpose {
+        LinkPurpose::Activate => AccountAction::Activate.allowed_from(account.status),
+        LinkPurpose::ConfirmLogin => email
+            .as_deref()
+            .is_some_and(|e| account::confirm_login(&account, e).is_ok()),
+    };
+    if used.is_some() || !current {
         return Err(AccountError::Link(LinkProblem::Used));
     }
     if expires <= Utc::now() {
         return Err(AccountError::Link(LinkProblem::Expired));
     }
-    Ok(account)
+    Ok((account, email))
 }
 
 impl Operation for Activate {
     type Output = Account;
     type Error = AccountError;
     async fn decide(&self, tx: &Transaction<'_>) -> Result<Decision<Account>, AccountError> {
-        let account = check_link(tx, &self.token_hash).await?;
+        let (account, _) = check_link(tx, &self.token_hash, LinkPurpose::Activate).await?;
         let (mut writes, output) = writes(&account, AccountAction::Activate)?;
         writes.rows.push(Row::AccountPassword {
             account_id: account.id,
@@ -200,4 +231,58 @@ impl Operation for RequestLink {
             },
         })
     }
+}
+
+/// A patient confirms a new login address through the link mailed to it
+/// (the portal checked the account's password first).
+pub struct ConfirmLogin {
+    /// The SHA-256 of the link's token.
+    pub token_hash: Vec<u8>,
+}
+
+impl Operation for ConfirmLogin {
+    type Output = Account;
+    type Error = AccountError;
+    async fn decide(&self, tx: &Transaction<'_>) -> Result<Decision<Account>, AccountError> {
+        let (account, email) = check_link(tx, &self.token_hash, LinkPurpose::ConfirmLogin).await?;
+        let email = email.ok_or(AccountError::Link(LinkProblem::Unknown))?;
+        let login = domain::patient::login_key(&email);
+        let taken = tx
+            .query_opt(
+                "SELECT 1 FROM accounts WHERE login = $1 AND account_id <> $2",
+                &[&login, &account.id],
+            )
+            .await?
+            .is_some();
+        if taken {
+            return Err(AccountError::LoginInUse);
+        }
+        let event = account::confirm_login(&account, &email)?;
+        let after = account::apply(Some(account.clone()), &event).expect("an account stays");
+        let mut writes = Writes::default();
+        writes.event(account.id, after.version, &event);
+        writes.rows.push(Row::AccountLogin {
+            account_id: account.id,
+            login,
+            token_hash: self.token_hash.clone(),
+        });
+        Ok(Decision {
+            writes,
+            output: after,
+        })
+    }
+}
+
+/// An account's password hash (none before activation).
+pub async fn password_hash(
+    db: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<String>, AccountError> {
+    Ok(db
+        .query_opt(
+            "SELECT password_hash FROM accounts WHERE account_id = $1",
+            &[&id],
+        )
+        .await?
+        .and_then(|r| r.get(0)))
 }

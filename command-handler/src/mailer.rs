@@ -2,8 +2,9 @@
 //! invited patient a one-time activation link, by SMTP (`LIS_SMTP_URL`) or
 //! into a directory of `.eml` files (`LIS_MAIL_OUTBOX`, the local stack's).
 //!
-//! It reads `PatientAccountInvited` and `ActivationLinkRequested` from
-//! Kafka. For each it makes
+//! It reads `PatientAccountInvited`, `ActivationLinkRequested` and
+//! `LoginChangeRequested` (whose link confirms a new login, with a notice
+//! to the old one) from Kafka. For each it makes
 //! a fresh random token, stores only its SHA-256 hash (keyed by the event
 //! id), sends the mail, then marks the invitation sent and stores the Kafka
 //! offset in one transaction. A crash before that mark sends again with a new
@@ -32,6 +33,9 @@ use platform::offsets::{self, Offsets, Owner};
 use rand::RngCore;
 use rdkafka::message::Message;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::accounts::LinkPurpose;
 
 /// Where it keeps its offsets.
 const OWNER: Owner<'static> = Owner::Reactor("invitation-mailer");
@@ -92,24 +96,106 @@ fn transport(url: &str) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
     )
 }
 
-fn invitation(cfg: &Config, to: &str, token: &str) -> anyhow::Result<Mail> {
-    let link = format!(
-        "{}/portal/activate?token={token}",
-        cfg.public_url.trim_end_matches('/')
-    );
+/// A plain-text mail.
+fn mail(cfg: &Config, to: &str, subject: &str, body: String) -> anyhow::Result<Mail> {
     Ok(Mail::builder()
         .from(cfg.mail_from.parse()?)
         .to(to.parse()?)
-        .subject("Activate your lab results account")
+        .subject(subject)
         .singlepart(
             SinglePart::builder()
                 .header(ContentType::TEXT_PLAIN)
-                .body(format!(
-            "Hello,\r\n\r\nyour laboratory has opened an account for you to see your final test results online.\r\n\r\n\
-             Choose your password here (the link works once, for 7 days):\r\n\r\n{link}\r\n\r\n\
-             If you did not expect this message, you can ignore it.\r\n"
-                )),
+                .body(body),
         )?)
+}
+
+fn link(cfg: &Config, path: &str, token: &str) -> String {
+    format!(
+        "{}/portal/{path}?token={token}",
+        cfg.public_url.trim_end_matches('/')
+    )
+}
+
+/// What a link mail is for: its token's purpose and the mails it sends.
+enum Due {
+    /// An invitation, or a new activation link.
+    Activation { to: String },
+    /// A new login to confirm, and a notice to the login until then.
+    LoginChange { to: String, previous: String },
+}
+
+impl Due {
+    fn of(event: AccountEvent) -> Option<(Uuid, Due)> {
+        match event {
+            AccountEvent::PatientAccountInvited(e) => {
+                Some((e.account_id, Due::Activation { to: e.email }))
+            }
+            AccountEvent::ActivationLinkRequested(e) => {
+                Some((e.account_id, Due::Activation { to: e.email }))
+            }
+            AccountEvent::LoginChangeRequested(e) => Some((
+                e.account_id,
+                Due::LoginChange {
+                    to: e.email,
+                    previous: e.previous_email,
+                },
+            )),
+            _ => None,
+        }
+    }
+
+    fn purpose(&self) -> LinkPurpose {
+        match self {
+            Due::Activation { .. } => LinkPurpose::Activate,
+            Due::LoginChange { .. } => LinkPurpose::ConfirmLogin,
+        }
+    }
+
+    /// The address a confirmation link confirms.
+    fn email(&self) -> Option<&str> {
+        match self {
+            Due::Activation { .. } => None,
+            Due::LoginChange { to, .. } => Some(to),
+        }
+    }
+
+    fn mails(&self, cfg: &Config, token: &str) -> anyhow::Result<Vec<Mail>> {
+        Ok(match self {
+            Due::Activation { to } => vec![mail(
+                cfg,
+                to,
+                "Activate your lab results account",
+                format!(
+                    "Hello,\r\n\r\nyour laboratory has opened an account for you to see your final test results online.\r\n\r\n\
+                     Choose your password here (the link works once, for 7 days):\r\n\r\n{}\r\n\r\n\
+                     If you did not expect this message, you can ignore it.\r\n",
+                    link(cfg, "activate", token)
+                ),
+            )?],
+            Due::LoginChange { to, previous } => vec![
+                mail(
+                    cfg,
+                    to,
+                    "Confirm your new login for lab results",
+                    format!(
+                        "Hello,\r\n\r\nyour laboratory now has this address for you. To log in to your lab results with it, \
+                         confirm it here with your current password (the link works once, for 7 days):\r\n\r\n{}\r\n\r\n\
+                         Until you confirm, you log in with your previous address. If you did not expect this message, ignore it.\r\n",
+                        link(cfg, "confirm-login", token)
+                    ),
+                )?,
+                mail(
+                    cfg,
+                    previous,
+                    "Your laboratory changed your email address",
+                    "Hello,\r\n\r\nyour laboratory changed the email address it has for you. Your lab results login \
+                     stays this address until you confirm the new one through the link we sent to it.\r\n\r\n\
+                     If you did not ask for this change, contact your laboratory; nothing changes without your password.\r\n"
+                        .to_string(),
+                )?,
+            ],
+        })
+    }
 }
 
 async fn store_offset(write: &Pool, topic: &str, partition: i32, next: i64) -> anyhow::Result<()> {
@@ -128,28 +214,38 @@ async fn handle(
     partition: i32,
     next: i64,
 ) -> anyhow::Result<()> {
-    let (account_id, email) = match AccountEvent::from_parts(&env.event_type, env.data.clone())? {
-        AccountEvent::PatientAccountInvited(e) => (e.account_id, e.email),
-        AccountEvent::ActivationLinkRequested(e) => (e.account_id, e.email),
-        _ => return store_offset(write, topic, partition, next).await,
+    let Some((account_id, due)) =
+        Due::of(AccountEvent::from_parts(&env.event_type, env.data.clone())?)
+    else {
+        return store_offset(write, topic, partition, next).await;
     };
     let mut raw = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut raw);
     let token = URL_SAFE_NO_PAD.encode(raw);
     let expires = Utc::now() + chrono::Duration::from_std(ACTIVATION_TTL)?;
     let db = write.get().await?;
-    let due = db
+    let unsent = db
         .query_opt(
-            "INSERT INTO activation_tokens (token_hash, account_id, event_id, expires_at) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO activation_tokens (token_hash, account_id, event_id, expires_at, purpose, email) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (event_id) DO UPDATE SET token_hash = EXCLUDED.token_hash, expires_at = EXCLUDED.expires_at \
              WHERE activation_tokens.sent_at IS NULL RETURNING 1",
-            &[&token_hash(&token), &account_id, &env.event_id, &expires],
+            &[
+                &token_hash(&token),
+                &account_id,
+                &env.event_id,
+                &expires,
+                &due.purpose().as_str(),
+                &due.email(),
+            ],
         )
         .await?
         .is_some();
     drop(db);
-    if due {
-        outbox.send(invitation(cfg, &email, &token)?).await?;
+    if unsent {
+        for mail in due.mails(cfg, &token)? {
+            outbox.send(mail).await?;
+        }
         let mut db = write.get().await?;
         let tx = db.transaction().await?;
         tx.execute(

@@ -235,6 +235,11 @@ impl Command for UpdatePatient {
             token.0.push(open_account(&mut writes, state.id, email));
             status = Some("invited".to_string());
         }
+        if let Some(email) = &decision.new_login {
+            token
+                .0
+                .extend(request_login_change(cx, &mut writes, state.id, email).await?);
+        }
         Ok(Decision {
             writes,
             output: PatientWrite {
@@ -291,6 +296,36 @@ fn open_account(writes: &mut Writes, patient_id: Uuid, email: &str) -> (Uuid, i6
         login: patient::login_key(email),
     });
     (account_id, 1)
+}
+
+/// Asks the patient's account to confirm a new login, when
+/// `account::request_login_change` says so; answers its stream and
+/// version for the consistency token.
+async fn request_login_change(
+    cx: &Cx<'_>,
+    writes: &mut Writes,
+    patient_id: Uuid,
+    email: &str,
+) -> Result<Option<(Uuid, i64)>, Refusal> {
+    let Some(id) = cx
+        .tx
+        .query_opt_cached(
+            "SELECT account_id FROM accounts WHERE patient_id = $1",
+            &[&patient_id],
+        )
+        .await?
+        .map(|r| r.get::<_, Uuid>(0))
+    else {
+        return Ok(None);
+    };
+    let loaded = crate::store::load::<account::AccountEvent>(cx.tx, id).await?;
+    let Some(account) = loaded.and_then(|l| account::replay(&l.events)) else {
+        return Ok(None);
+    };
+    Ok(account::request_login_change(&account, email).map(|event| {
+        writes.event(id, account.version + 1, &event);
+        (id, account.version + 1)
+    }))
 }
 
 async fn account_status(

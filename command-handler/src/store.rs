@@ -196,6 +196,15 @@ pub enum Row {
         /// The password's slow hash (PHC string).
         hash: String,
     },
+    /// An account's login changes (the patient confirmed the address).
+    AccountLogin {
+        /// The account.
+        account_id: Uuid,
+        /// The normalized login.
+        login: String,
+        /// The confirmation link's token hash, used up now.
+        token_hash: Vec<u8>,
+    },
     /// Every portal session of an account ends (it was locked or disabled).
     EndSessions {
         /// The account.
@@ -387,6 +396,16 @@ impl Row {
                  UPDATE accounts SET password_hash = $2, failed_logins = 0 WHERE account_id = $1",
                 vec![account_id, hash],
                 &[],
+            ),
+            Row::AccountLogin {
+                account_id,
+                login,
+                token_hash,
+            } => (
+                "WITH used AS (UPDATE activation_tokens SET used_at = now() WHERE token_hash = $3) \
+                 UPDATE accounts SET login = $2 WHERE account_id = $1",
+                vec![account_id, login, token_hash],
+                &["accounts_login"],
             ),
             Row::EndSessions { account_id } => (
                 "DELETE FROM portal_sessions WHERE account_id = $1",

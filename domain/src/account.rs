@@ -29,6 +29,12 @@ pub enum AccountEvent {
     PatientAccountUnlocked(AccountChange),
     /// An operator disabled the account for good.
     PatientAccountDisabled(AccountChange),
+    /// A partner changed the email of a patient whose account is
+    /// activated: the login stays until the patient confirms the new
+    /// address through a link sent to it; the old address is told.
+    LoginChangeRequested(LoginChangeRequested),
+    /// The patient confirmed the new address: it is the login now.
+    PatientAccountLoginChanged(LoginChanged),
 }
 
 impl DomainEvent for AccountEvent {
@@ -41,6 +47,8 @@ impl DomainEvent for AccountEvent {
             AccountEvent::PatientAccountLocked(_) => "PatientAccountLocked",
             AccountEvent::PatientAccountUnlocked(_) => "PatientAccountUnlocked",
             AccountEvent::PatientAccountDisabled(_) => "PatientAccountDisabled",
+            AccountEvent::LoginChangeRequested(_) => "LoginChangeRequested",
+            AccountEvent::PatientAccountLoginChanged(_) => "PatientAccountLoginChanged",
         }
     }
 }
@@ -65,6 +73,29 @@ pub struct ActivationLinkRequested {
     #[serde(rename = "accountID")]
     pub account_id: Uuid,
     /// The login email the new link goes to.
+    pub email: String,
+}
+
+/// Data of `LoginChangeRequested`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginChangeRequested {
+    /// The account.
+    #[serde(rename = "accountID")]
+    pub account_id: Uuid,
+    /// The new address, which the confirmation link goes to.
+    pub email: String,
+    /// The login until the patient confirms, which is told of the change.
+    #[serde(rename = "previousEmail")]
+    pub previous_email: String,
+}
+
+/// Data of `PatientAccountLoginChanged`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginChanged {
+    /// The account.
+    #[serde(rename = "accountID")]
+    pub account_id: Uuid,
+    /// The new login.
     pub email: String,
 }
 
@@ -124,6 +155,8 @@ pub struct Account {
     pub patient_id: Uuid,
     /// Login email.
     pub email: String,
+    /// A new address waiting for the patient's confirmation.
+    pub pending_email: Option<String>,
     /// Status.
     pub status: AccountStatus,
     /// Stream version.
@@ -136,6 +169,10 @@ pub enum AccountRejection {
     /// The account is not in a status the command applies to.
     #[error("the account is {0:?}")]
     Status(AccountStatus),
+    /// The address confirmed is not the one waiting for confirmation (a
+    /// later change replaced it, or it was confirmed already).
+    #[error("no such change of login is waiting")]
+    NoSuchChange,
 }
 
 /// What can be done to an account, each allowed from some statuses.
@@ -175,6 +212,43 @@ pub fn open(account_id: Uuid, patient_id: Uuid, email: String) -> AccountEvent {
     })
 }
 
+/// A partner gave the patient a new valid `email` that no other account
+/// uses: for an activated account whose login it is not, the change waits
+/// for the patient's confirmation (no event otherwise: an invited account
+/// keeps the address it was invited at, a disabled one is gone).
+pub fn request_login_change(account: &Account, email: &str) -> Option<AccountEvent> {
+    let activated = matches!(
+        account.status,
+        AccountStatus::Active | AccountStatus::Locked
+    );
+    let same = crate::patient::login_key(email) == crate::patient::login_key(&account.email);
+    let waiting = account.pending_email.as_deref() == Some(email);
+    (activated && !same && !waiting).then(|| {
+        AccountEvent::LoginChangeRequested(LoginChangeRequested {
+            account_id: account.id,
+            email: email.to_string(),
+            previous_email: account.email.clone(),
+        })
+    })
+}
+
+/// The patient confirms `email`, the address waiting for confirmation.
+pub fn confirm_login(account: &Account, email: &str) -> Result<AccountEvent, AccountRejection> {
+    if !matches!(
+        account.status,
+        AccountStatus::Active | AccountStatus::Locked
+    ) {
+        return Err(AccountRejection::Status(account.status));
+    }
+    if account.pending_email.as_deref() != Some(email) {
+        return Err(AccountRejection::NoSuchChange);
+    }
+    Ok(AccountEvent::PatientAccountLoginChanged(LoginChanged {
+        account_id: account.id,
+        email: email.to_string(),
+    }))
+}
+
 /// Decides `action` on `account`: the event it produces.
 pub fn decide(account: &Account, action: AccountAction) -> Result<AccountEvent, AccountRejection> {
     if !action.allowed_from(account.status) {
@@ -206,8 +280,24 @@ pub fn apply(state: Option<Account>, event: &AccountEvent) -> Option<Account> {
                 id: e.account_id,
                 patient_id: e.patient_id,
                 email: e.email.clone(),
+                pending_email: None,
                 status: AccountStatus::Invited,
                 version,
+            })
+        }
+        AccountEvent::LoginChangeRequested(e) => {
+            return state.map(|s| Account {
+                pending_email: Some(e.email.clone()),
+                version,
+                ..s
+            })
+        }
+        AccountEvent::PatientAccountLoginChanged(e) => {
+            return state.map(|s| Account {
+                email: e.email.clone(),
+                pending_email: None,
+                version,
+                ..s
             })
         }
         AccountEvent::ActivationLinkRequested(_) => None,
@@ -280,6 +370,52 @@ mod tests {
             AccountAction::Disable,
         ] {
             assert!(decide(&state, action).is_err(), "{action:?} after disable");
+        }
+    }
+
+    #[test]
+    fn a_login_changes_only_once_the_patient_confirms_the_waiting_address() {
+        let a = Uuid::new_v4();
+        let invited = apply(None, &open(a, Uuid::new_v4(), "ada@example.org".into())).unwrap();
+        assert_eq!(request_login_change(&invited, "new@example.org"), None);
+        let activated = decide(&invited, AccountAction::Activate).unwrap();
+        let active = apply(Some(invited), &activated).unwrap();
+        assert_eq!(
+            request_login_change(&active, "ADA@example.org"),
+            None,
+            "the same login"
+        );
+        let asked = request_login_change(&active, "new@example.org").unwrap();
+        let waiting = apply(Some(active), &asked).unwrap();
+        assert_eq!(
+            waiting.email, "ada@example.org",
+            "the login stays until confirmed"
+        );
+        assert_eq!(
+            request_login_change(&waiting, "new@example.org"),
+            None,
+            "asked already"
+        );
+        assert_eq!(
+            confirm_login(&waiting, "other@example.org"),
+            Err(AccountRejection::NoSuchChange)
+        );
+        let confirmed = confirm_login(&waiting, "new@example.org").unwrap();
+        let changed = apply(Some(waiting), &confirmed).unwrap();
+        assert_eq!(
+            (changed.email.as_str(), changed.pending_email.as_deref()),
+            ("new@example.org", None)
+        );
+        assert_eq!(
+            confirm_login(&changed, "new@example.org"),
+            Err(AccountRejection::NoSuchChange),
+            "a confirmation works once"
+        );
+        for e in [asked, confirmed] {
+            assert_eq!(
+                AccountEvent::from_parts(e.event_type(), e.to_data()).unwrap(),
+                e
+            );
         }
     }
 }

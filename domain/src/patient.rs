@@ -467,6 +467,10 @@ pub struct Decision {
     pub event: Option<PatientEvent>,
     /// An email to open a portal account for.
     pub open_account: Option<String>,
+    /// A new valid email, unused by other accounts, for a patient with an
+    /// account: its login changes only once the patient confirms it
+    /// (`account::request_login_change`).
+    pub new_login: Option<String>,
     /// Remarks for the partner (`invalid_email`, `email_in_use`).
     pub warnings: Vec<Warning>,
 }
@@ -685,6 +689,7 @@ pub fn register(
     };
     Ok(Decision {
         open_account: if open { email.clone() } else { None },
+        new_login: None,
         warnings: warning.into_iter().collect(),
         event: Some(PatientEvent::PatientRegistered(PatientRegistered {
             patient_id,
@@ -834,6 +839,7 @@ pub fn update(
 
     let mut warnings = Vec::new();
     let mut open_account = None;
+    let mut new_login = None;
     match &patch.email {
         Patch::Absent => {}
         Patch::Null => {
@@ -850,6 +856,8 @@ pub fn update(
                 }
                 if open && !ctx.has_account {
                     open_account = Some(e);
+                } else if open {
+                    new_login = Some(e);
                 }
             }
         }
@@ -862,6 +870,7 @@ pub fn update(
     Ok(Decision {
         event,
         open_account,
+        new_login,
         warnings,
     })
 }

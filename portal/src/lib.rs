@@ -23,7 +23,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use command_handler::accounts::{self, AccountError, AccountKey, LinkProblem};
+use command_handler::accounts::{self, AccountError, AccountKey, LinkProblem, LinkPurpose};
 use command_handler::pipeline::run;
 use deadpool_postgres::Pool;
 use domain::access::Actor;
@@ -68,6 +68,10 @@ impl PortalState {
             ("message.html", include_str!("../templates/message.html")),
             ("login.html", include_str!("../templates/login.html")),
             ("activate.html", include_str!("../templates/activate.html")),
+            (
+                "confirm_login.html",
+                include_str!("../templates/confirm_login.html"),
+            ),
             ("new_link.html", include_str!("../templates/new_link.html")),
             ("results.html", include_str!("../templates/results.html")),
             ("result.html", include_str!("../templates/result.html")),
@@ -96,6 +100,10 @@ pub fn router(state: PortalState) -> Router {
         .route("/portal/login", get(login_form).post(login))
         .route("/portal/activate", get(activate_form).post(activate))
         .route("/portal/new-link", get(new_link_form).post(new_link))
+        .route(
+            "/portal/confirm-login",
+            get(confirm_form).post(confirm_login),
+        )
         .route("/portal/results", get(result_list))
         .route("/portal/results/{order_id}", get(result_detail))
         .route("/portal/logout", post(logout))
@@ -413,6 +421,17 @@ impl PortalState {
             .await?;
             return Ok(Some(session::start(&db, account).await?));
         }
+        self.failed_password(&db, account).await?;
+        Ok(None)
+    }
+
+    /// Counts a wrong password of an active account; the fifth in a row
+    /// locks it.
+    async fn failed_password(
+        &self,
+        db: &deadpool_postgres::Client,
+        account: Uuid,
+    ) -> Result<(), AccountError> {
         let failed: Option<i32> = db
             .query_opt(
                 "UPDATE accounts SET failed_logins = failed_logins + 1 \
@@ -430,10 +449,10 @@ impl PortalState {
                 Ok(_) => tracing::info!(account = %account, "account locked after failed logins"),
                 // Locked (or disabled) by a concurrent request already.
                 Err(AccountError::Rejected(_)) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
-        Ok(None)
+        Ok(())
     }
 }
 
@@ -492,11 +511,13 @@ impl PortalState {
     ) -> Response {
         let (csrf, cookies) = self.form_token(headers);
         let account = match self.write.get().await {
-            Ok(db) => accounts::check_link(&db, &session::digest(token)).await,
+            Ok(db) => {
+                accounts::check_link(&db, &session::digest(token), LinkPurpose::Activate).await
+            }
             Err(e) => Err(e.into()),
         };
         let page = match account {
-            Ok(a) => self.render(
+            Ok((a, _)) => self.render(
                 status,
                 "activate.html",
                 context! {
@@ -588,6 +609,120 @@ async fn activate(
         Err(AccountError::Link(p)) => st.link_problem(p),
         Err(AccountError::Rejected(_)) => st.link_problem(LinkProblem::Used),
         Err(AccountError::Unknown) => st.link_problem(LinkProblem::Unknown),
+        Err(e) => st.failed(&e),
+    }
+}
+
+/// The login confirmation form's fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ConfirmForm {
+    csrf: String,
+    token: String,
+    password: String,
+}
+
+impl PortalState {
+    /// The confirmation form of a working link (with `error` of the last
+    /// try), or the page of a link that does not work.
+    async fn confirm_page(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        token: &str,
+        error: Option<&str>,
+    ) -> Response {
+        let (csrf, cookies) = self.form_token(headers);
+        let link = match self.write.get().await {
+            Ok(db) => {
+                accounts::check_link(&db, &session::digest(token), LinkPurpose::ConfirmLogin).await
+            }
+            Err(e) => Err(e.into()),
+        };
+        let page = match link {
+            Ok((_, email)) => self.render(
+                status,
+                "confirm_login.html",
+                context! { title => "Confirm your new login", csrf, token, email, error },
+            ),
+            Err(AccountError::Link(p)) => self.link_problem(p),
+            Err(AccountError::Unknown) => self.link_problem(LinkProblem::Unknown),
+            Err(e) => self.failed(&e),
+        };
+        PortalState::with_cookies(page, cookies)
+    }
+}
+
+async fn confirm_form(
+    State(st): State<PortalState>,
+    headers: HeaderMap,
+    Query(q): Query<LinkQuery>,
+) -> Response {
+    st.confirm_page(StatusCode::OK, &headers, &q.token, None)
+        .await
+}
+
+/// A new login is confirmed with the account's password: a link mailed to
+/// an address a partner typed never suffices on its own.
+async fn confirm_login(
+    State(st): State<PortalState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: Result<Form<ConfirmForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return st.refused_form();
+    };
+    if !form_token_ok(&headers, &f.csrf) {
+        return st.refused_form();
+    }
+    if let Some(r) = st.limited(peer.ip()) {
+        return r;
+    }
+    let token_hash = session::digest(&f.token);
+    let checked = async {
+        let db = st.write.get().await?;
+        let (account, _) =
+            accounts::check_link(&db, &token_hash, LinkPurpose::ConfirmLogin).await?;
+        let hash = accounts::password_hash(&db, account.id).await?;
+        let active = account.status == domain::account::AccountStatus::Active;
+        let right = password_matches(&f.password, hash).await && active;
+        if !right && active {
+            st.failed_password(&db, account.id).await?;
+        }
+        Ok::<bool, AccountError>(right)
+    };
+    match checked.await {
+        Ok(true) => {}
+        Ok(false) => {
+            return st
+                .confirm_page(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &headers,
+                    &f.token,
+                    Some("The password is not right, or the account cannot log in now."),
+                )
+                .await
+        }
+        Err(AccountError::Link(p)) => return st.link_problem(p),
+        Err(AccountError::Unknown) => return st.link_problem(LinkProblem::Unknown),
+        Err(e) => return st.failed(&e),
+    }
+    match run(&st.write, &portal_actor(), &accounts::ConfirmLogin { token_hash }).await {
+        Ok(account) => st.message(
+            StatusCode::OK,
+            "Your login changed",
+            &format!("From now on you log in with {}.", account.email),
+            Some(("/portal/login", "Log in")),
+        ),
+        Err(AccountError::LoginInUse) => st.message(
+            StatusCode::CONFLICT,
+            "This address is in use",
+            "Another account logs in with this address, so yours keeps its login. Contact your laboratory.",
+            Some(("/portal/login", "Log in")),
+        ),
+        Err(AccountError::Link(p)) => st.link_problem(p),
+        Err(AccountError::Rejected(_)) => st.link_problem(LinkProblem::Used),
         Err(e) => st.failed(&e),
     }
 }

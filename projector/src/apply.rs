@@ -571,11 +571,13 @@ fn order_row(r: &tokio_postgres::Row) -> anyhow::Result<Loaded<Order>> {
     })
 }
 
-/// The status an account event leaves (none for a new link).
+/// The status an account event leaves (none when it keeps the status).
 fn account_status(event: &AccountEvent) -> Option<AccountStatus> {
     match event {
         AccountEvent::PatientAccountInvited(_) => Some(AccountStatus::Invited),
-        AccountEvent::ActivationLinkRequested(_) => None,
+        AccountEvent::ActivationLinkRequested(_)
+        | AccountEvent::LoginChangeRequested(_)
+        | AccountEvent::PatientAccountLoginChanged(_) => None,
         AccountEvent::PatientAccountActivated(_) | AccountEvent::PatientAccountUnlocked(_) => {
             Some(AccountStatus::Active)
         }

@@ -143,11 +143,16 @@ impl Visitor {
 
 /// The path and query of the activation link in `mail`.
 pub fn activation_link(mail: &Mail) -> String {
+    link_in(mail, "/portal/activate?token=")
+}
+
+/// The path and query of the link in `mail` that starts with `prefix`.
+pub fn link_in(mail: &Mail, prefix: &str) -> String {
     // The body may be quoted-printable: undo soft breaks and `=3D`.
     let data = mail.data.replace("=\r\n", "").replace("=3D", "=");
     let start = data
-        .find("/portal/activate?token=")
-        .expect("an activation link");
+        .find(prefix)
+        .unwrap_or_else(|| panic!("a link {prefix}… in {data}"));
     data[start..]
         .chars()
         .take_while(|c| !c.is_whitespace())
@@ -180,6 +185,8 @@ pub struct World {
     pub ada_orders: [String; 3],
     /// Bob's released order.
     pub bob_order: String,
+    /// A token of the partner that created them.
+    pub token: String,
 }
 
 async fn send(s: &TestStack, token: &str, path: &str, body: Value) -> Value {
@@ -287,6 +294,7 @@ impl World {
             cy,
             ada_orders,
             bob_order,
+            token,
         }
     }
 

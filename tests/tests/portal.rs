@@ -426,3 +426,120 @@ async fn logins_are_limited_per_address() {
     assert!(limited.headers.contains_key("retry-after"));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partner_cannot_take_over_an_account_by_changing_the_email() {
+    let w = World::start().await;
+    let s = &w.stack;
+    activate(&w, "ada@example.org", ADA_PASSWORD).await;
+    let ada_id = w.ada["patientID"].as_str().unwrap();
+    let partner = w.token.as_str();
+    let change = |email: &'static str| {
+        let path = format!("/v1/patients/{ada_id}");
+        async move {
+            let r = s
+                .patch(partner, &path, None, &format!(r#"{{"email":"{email}"}}"#))
+                .await;
+            assert_eq!(r.status(), 200);
+        }
+    };
+
+    // A partner sets an address someone else reads.
+    change("mallory@example.org").await;
+    let mails = w.sink.wait_for(4).await;
+    let notice = tests::portal::last_mail_to(&mails, "ada@example.org");
+    assert!(
+        notice.data.contains("changed the email address"),
+        "{}",
+        notice.data
+    );
+    let link = tests::portal::link_in(
+        tests::portal::last_mail_to(&mails, "mallory@example.org"),
+        "/portal/confirm-login?token=",
+    );
+    let mut mallory = Visitor::new(&s.base);
+    assert_eq!(
+        mallory
+            .login("mallory@example.org", ADA_PASSWORD)
+            .await
+            .status,
+        422
+    );
+    assert_eq!(
+        mallory.login("ada@example.org", ADA_PASSWORD).await.status,
+        303,
+        "the login stays"
+    );
+    let form = mallory.get(&link).await;
+    assert_eq!(form.status, 200);
+    assert!(form.body.contains("mallory@example.org"));
+    let (csrf, token) = (form.field("csrf"), form.field("token"));
+    let no_csrf = mallory
+        .post(
+            "/portal/confirm-login",
+            &[("token", &token), ("password", ADA_PASSWORD)],
+        )
+        .await;
+    assert_eq!(no_csrf.status, 403);
+    let guess = mallory
+        .post(
+            "/portal/confirm-login",
+            &[("csrf", &csrf), ("token", &token), ("password", "a guess")],
+        )
+        .await;
+    assert_eq!(guess.status, 422, "the link alone confirms nothing");
+    assert_eq!(account_events(s, "PatientAccountLoginChanged").await, 0);
+
+    // The partner corrects the address: the earlier link stops working.
+    change("ada.new@example.org").await;
+    let mails = w.sink.wait_for(6).await;
+    let used = Visitor::new(&s.base).get(&link).await;
+    assert_eq!(used.status, 410, "a replaced change's link");
+    let link = tests::portal::link_in(
+        tests::portal::last_mail_to(&mails, "ada.new@example.org"),
+        "/portal/confirm-login?token=",
+    );
+    let mut ada = Visitor::new(&s.base);
+    let form = ada.get(&link).await;
+    let done = ada
+        .post(
+            "/portal/confirm-login",
+            &[
+                ("csrf", &form.field("csrf")),
+                ("token", &form.field("token")),
+                ("password", ADA_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("ada.new@example.org"));
+    assert_eq!(
+        ada.login("ada.new@example.org", ADA_PASSWORD).await.status,
+        303
+    );
+    assert_eq!(ada.login("ada@example.org", ADA_PASSWORD).await.status, 422);
+    assert_eq!(
+        Visitor::new(&s.base).get(&link).await.status,
+        410,
+        "a confirmation works once"
+    );
+    assert_eq!(account_events(s, "LoginChangeRequested").await, 2);
+    assert_eq!(account_events(s, "PatientAccountLoginChanged").await, 1);
+
+    // Bob's address, while his account waits for activation, does not
+    // move his login; nor does one another account uses.
+    let bob_id = w.bob["patientID"].as_str().unwrap();
+    let r = s
+        .patch(
+            &w.token,
+            &format!("/v1/patients/{bob_id}"),
+            None,
+            r#"{"email":"ada.new@example.org"}"#,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["warnings"][0]["code"], "email_in_use");
+    assert_eq!(account_events(s, "LoginChangeRequested").await, 2);
+    w.stack.stop().await;
+}

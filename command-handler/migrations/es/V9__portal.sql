@@ -14,4 +14,9 @@ CREATE TABLE portal_sessions (
 );
 CREATE INDEX portal_sessions_account ON portal_sessions (account_id);
 
+-- The mailer's one-time links: an activation ('activate') or the
+-- confirmation of a new login ('confirm_login', with that address).
+ALTER TABLE activation_tokens
+    ADD COLUMN purpose TEXT NOT NULL DEFAULT 'activate',
+    ADD COLUMN email TEXT;
 CREATE INDEX activation_tokens_account ON activation_tokens (account_id);

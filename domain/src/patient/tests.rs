@@ -1070,6 +1070,7 @@ fn an_empty_patch_changes_nothing() {
         Decision {
             event: None,
             open_account: None,
+            new_login: None,
             warnings: vec![],
         }
     );
@@ -1647,7 +1648,21 @@ fn changing_the_email_of_a_patient_with_an_account_opens_no_other_account() {
         Some(Some("augusta@example.org".into()))
     );
     assert_eq!(decision.open_account, None);
+    assert_eq!(
+        decision.new_login.as_deref(),
+        Some("augusta@example.org"),
+        "the account's login changes once the patient confirms"
+    );
     assert!(decision.warnings.is_empty());
+    let in_use = Context {
+        email_in_use: true,
+        ..c
+    };
+    let decision = update(&patient(), email_patch(set("grace@example.org")), &in_use).unwrap();
+    assert_eq!(
+        decision.new_login, None,
+        "another account's login is never asked for"
+    );
 }
 
 #[test]
