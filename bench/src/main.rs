@@ -46,6 +46,7 @@ use uuid::Uuid;
 mod api;
 mod data;
 mod load;
+mod portal;
 mod procs;
 mod raw;
 mod report;
@@ -395,6 +396,7 @@ pub async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
     b.section("reads", Bench::reads).await;
     b.section("access log", Bench::access_log).await;
     b.section("mixed", Bench::mixed).await;
+    b.section("portal", Bench::portal).await;
     if let Some(max) = max_create {
         b.section("freshness and lag", async |b| {
             Bench::freshness(b, max).await
@@ -863,6 +865,153 @@ impl Bench {
             .against("the same reads, access log off", &without);
             self.push(row);
         }
+        Ok(())
+    }
+
+    /// Patients in the portal: logins (an Argon2id check and a new session
+    /// each) and results pages (the list and an order's detail, signed in),
+    /// each patient on a loopback address of its own.
+    async fn portal(&mut self) -> anyhow::Result<()> {
+        const PATIENTS: usize = 64;
+        let outbox = match (&self.cfg.smtp_url, &self.cfg.mail_outbox) {
+            (Some(_), _) => bail!("LIS_SMTP_URL is set: the portal workload reads invitations from the local stack's outbox"),
+            (None, Some(dir)) => dir.clone(),
+            (None, None) => self.cfg.data_dir.join("outbox"),
+        };
+        let run = Uuid::new_v4().simple().to_string();
+        let mut emails = Vec::new();
+        let mut orders = Vec::new();
+        for i in 0..PATIENTS {
+            let email = format!("bench-{}-{i}@example.org", &run[..8]);
+            let mut body = self.gen.lock().expect("gen").patient_body();
+            body["email"] = serde_json::json!(email);
+            body["externalPatientID"] = serde_json::json!(format!("P-{}-{i}", &run[..8]));
+            let r = self.api.post("/v1/patients", &body).await;
+            if r.status != 201 {
+                bail!("a portal patient's create answered {}", r.status);
+            }
+            let p = r.json();
+            let order = self
+                .api
+                .post(
+                    "/v1/orders",
+                    &serde_json::json!({
+                        "patientID": p["patientID"], "clientID": p["clientID"], "locationID": p["locationID"],
+                        "tests": [{"code": "CBC"}], "specimen": {"type": "whole blood"}
+                    }),
+                )
+                .await
+                .json()["orderID"]
+                .as_str()
+                .context("an order id")?
+                .to_string();
+            let steps = [
+                ("collect", serde_json::json!({})),
+                ("receive", serde_json::json!({})),
+                ("start", serde_json::json!({})),
+                (
+                    "results",
+                    serde_json::json!({"results": [
+                    {"code": "HGB", "value": "13.4", "unit": "g/dL"},
+                    {"code": "WBC", "value": 6.1, "unit": "10^9/L"}]}),
+                ),
+                ("finalize", serde_json::json!({})),
+            ];
+            for (action, body) in steps {
+                let r = self
+                    .api
+                    .post(&format!("/v1/orders/{order}/{action}"), &body)
+                    .await;
+                if !r.ok() {
+                    bail!("a portal order's {action} answered {}", r.status);
+                }
+            }
+            emails.push(email);
+            orders.push(order);
+        }
+        let links = portal::links(&outbox, &emails, Duration::from_secs(120)).await?;
+        let mut patients = Vec::new();
+        for (i, ((email, order), link)) in emails.into_iter().zip(orders).zip(links).enumerate() {
+            let mut p = portal::Patient::new(i, email, order)?;
+            p.activate(&link).await?;
+            p.prepare(&self.base).await?;
+            patients.push(p);
+        }
+        let patients = Arc::new(patients);
+        let c = 16;
+        let (ps, base) = (patients.clone(), self.base.clone());
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (m, res) = self
+            .probe(load::closed(c, self.plan.window, move |_| {
+                let (ps, base, next) = (ps.clone(), base.clone(), next.clone());
+                async move {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    ps[i % ps.len()].login(&base).await.0
+                }
+            }))
+            .await;
+        let row = Row::new(
+            "portal",
+            "logins (Argon2id check, new session)",
+            &m,
+            Some(c),
+            |s| s == 303,
+            res,
+        );
+        self.push(row);
+        // The released orders in the read models, then a fresh session for
+        // each patient's page views.
+        let ids: Vec<Uuid> = patients
+            .iter()
+            .filter_map(|p| p.order.parse().ok())
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self
+            .read
+            .get()
+            .await?
+            .query_one(
+                "SELECT count(*) FROM orders WHERE order_id = ANY($1) AND status = 'final'",
+                &[&ids],
+            )
+            .await?
+            .get::<_, i64>(0)
+            < ids.len() as i64
+        {
+            if Instant::now() > deadline {
+                bail!("the portal patients' orders are not in the read models after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut patients =
+            Arc::try_unwrap(patients).map_err(|_| anyhow::anyhow!("patients shared"))?;
+        for p in &mut patients {
+            let (status, session) = p.login(&self.base).await;
+            if status != 303 {
+                bail!("a portal login answered {status}");
+            }
+            p.signed_in(session);
+        }
+        let (ps, base) = (Arc::new(patients), self.base.clone());
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (m, res) = self
+            .probe(load::closed(c, self.plan.window, move |_| {
+                let (ps, base, next) = (ps.clone(), base.clone(), next.clone());
+                async move {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    ps[i % ps.len()].view(&base, i % 2 == 1).await
+                }
+            }))
+            .await;
+        let row = Row::new(
+            "portal",
+            "results pages (list and detail, signed in)",
+            &m,
+            Some(c),
+            ok_read,
+            res,
+        );
+        self.push(row);
         Ok(())
     }
 

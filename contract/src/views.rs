@@ -165,6 +165,10 @@ pub enum AccountStatusSchema {
     Invited,
     /// Activated by the patient.
     Active,
+    /// Locked after repeated failed logins, until the lab unlocks it.
+    Locked,
+    /// Disabled by the lab for good.
+    Disabled,
 }
 
 /// A non-fatal remark on an accepted write.

@@ -27,7 +27,7 @@ use command_handler::accounts::{self, AccountError, AccountKey, LinkProblem, Lin
 use command_handler::pipeline::run;
 use deadpool_postgres::Pool;
 use domain::access::Actor;
-use domain::account::AccountAction;
+use domain::account::{Account, AccountAction};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use minijinja::{context, Environment, Value};
@@ -500,8 +500,40 @@ impl PortalState {
         self.message(status, title, text, Some(link))
     }
 
-    /// The activation form of a working link (with `errors` of the last
-    /// try), or the page of a link that does not work.
+    /// The page of an account command's refusal: a link that does not
+    /// work, or a failure.
+    fn refusal(&self, e: AccountError) -> Response {
+        match e {
+            AccountError::Link(p) => self.link_problem(p),
+            AccountError::Unknown => self.link_problem(LinkProblem::Unknown),
+            AccountError::Rejected(_) => self.link_problem(LinkProblem::Used),
+            e => self.failed(&e),
+        }
+    }
+
+    /// The form of a working link for `purpose` (`form` renders it from
+    /// the CSRF token, the account and the address the link names), or
+    /// the page of a link that does not work.
+    async fn link_page(
+        &self,
+        headers: &HeaderMap,
+        token: &str,
+        purpose: LinkPurpose,
+        form: impl FnOnce(String, Account, Option<String>) -> Response,
+    ) -> Response {
+        let (csrf, cookies) = self.form_token(headers);
+        let link = match self.write.get().await {
+            Ok(db) => accounts::check_link(&db, &session::digest(token), purpose).await,
+            Err(e) => Err(e.into()),
+        };
+        let page = match link {
+            Ok((account, email)) => form(csrf, account, email),
+            Err(e) => self.refusal(e),
+        };
+        PortalState::with_cookies(page, cookies)
+    }
+
+    /// The activation form (with `errors` of the last try).
     async fn activation_page(
         &self,
         status: StatusCode,
@@ -509,27 +541,17 @@ impl PortalState {
         token: &str,
         errors: Vec<&str>,
     ) -> Response {
-        let (csrf, cookies) = self.form_token(headers);
-        let account = match self.write.get().await {
-            Ok(db) => {
-                accounts::check_link(&db, &session::digest(token), LinkPurpose::Activate).await
-            }
-            Err(e) => Err(e.into()),
-        };
-        let page = match account {
-            Ok((a, _)) => self.render(
+        self.link_page(headers, token, LinkPurpose::Activate, |csrf, a, _| {
+            self.render(
                 status,
                 "activate.html",
                 context! {
                     title => "Activate your account", csrf, token, email => a.email, errors,
                     min_length => MIN_PASSWORD, max_length => MAX_PASSWORD,
                 },
-            ),
-            Err(AccountError::Link(p)) => self.link_problem(p),
-            Err(AccountError::Unknown) => self.link_problem(LinkProblem::Unknown),
-            Err(e) => self.failed(&e),
-        };
-        PortalState::with_cookies(page, cookies)
+            )
+        })
+        .await
     }
 }
 
@@ -606,10 +628,7 @@ async fn activate(
                 Err(e) => st.failed(&e),
             }
         }
-        Err(AccountError::Link(p)) => st.link_problem(p),
-        Err(AccountError::Rejected(_)) => st.link_problem(LinkProblem::Used),
-        Err(AccountError::Unknown) => st.link_problem(LinkProblem::Unknown),
-        Err(e) => st.failed(&e),
+        Err(e) => st.refusal(e),
     }
 }
 
@@ -623,8 +642,7 @@ struct ConfirmForm {
 }
 
 impl PortalState {
-    /// The confirmation form of a working link (with `error` of the last
-    /// try), or the page of a link that does not work.
+    /// The confirmation form of a new login (with `error` of the last try).
     async fn confirm_page(
         &self,
         status: StatusCode,
@@ -632,24 +650,19 @@ impl PortalState {
         token: &str,
         error: Option<&str>,
     ) -> Response {
-        let (csrf, cookies) = self.form_token(headers);
-        let link = match self.write.get().await {
-            Ok(db) => {
-                accounts::check_link(&db, &session::digest(token), LinkPurpose::ConfirmLogin).await
-            }
-            Err(e) => Err(e.into()),
-        };
-        let page = match link {
-            Ok((_, email)) => self.render(
-                status,
-                "confirm_login.html",
-                context! { title => "Confirm your new login", csrf, token, email, error },
-            ),
-            Err(AccountError::Link(p)) => self.link_problem(p),
-            Err(AccountError::Unknown) => self.link_problem(LinkProblem::Unknown),
-            Err(e) => self.failed(&e),
-        };
-        PortalState::with_cookies(page, cookies)
+        self.link_page(
+            headers,
+            token,
+            LinkPurpose::ConfirmLogin,
+            |csrf, _, email| {
+                self.render(
+                    status,
+                    "confirm_login.html",
+                    context! { title => "Confirm your new login", csrf, token, email, error },
+                )
+            },
+        )
+        .await
     }
 }
 
@@ -704,9 +717,7 @@ async fn confirm_login(
                 )
                 .await
         }
-        Err(AccountError::Link(p)) => return st.link_problem(p),
-        Err(AccountError::Unknown) => return st.link_problem(LinkProblem::Unknown),
-        Err(e) => return st.failed(&e),
+        Err(e) => return st.refusal(e),
     }
     match run(&st.write, &portal_actor(), &accounts::ConfirmLogin { token_hash }).await {
         Ok(account) => st.message(
@@ -721,9 +732,7 @@ async fn confirm_login(
             "Another account logs in with this address, so yours keeps its login. Contact your laboratory.",
             Some(("/portal/login", "Log in")),
         ),
-        Err(AccountError::Link(p)) => st.link_problem(p),
-        Err(AccountError::Rejected(_)) => st.link_problem(LinkProblem::Used),
-        Err(e) => st.failed(&e),
+        Err(e) => st.refusal(e),
     }
 }
 
