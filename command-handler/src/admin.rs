@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use deadpool_postgres::{GenericClient, Pool, Transaction};
 use domain::access::{Actor, IdSet, Permission, Scope};
 use domain::reference::{self, Partner, ReferenceRejection};
-use platform::auth::{generate_client_id, generate_secret, hash_secret, permissions_from_db};
+use platform::auth::{
+    generate_client_id, generate_secret, hash_secret_off_thread, permissions_from_db,
+};
 use platform::config::Secret;
 use serde::Serialize;
 use uuid::Uuid;
@@ -382,10 +384,9 @@ pub async fn create_partner(
 }
 
 async fn hash_for(secret: &Secret<String>) -> Result<String, AdminError> {
-    let s = secret.clone();
-    tokio::task::spawn_blocking(move || hash_secret(s.expose()))
+    hash_secret_off_thread(secret.expose().clone())
         .await
-        .map_err(|e| AdminError::Infra(e.into()))
+        .ok_or_else(|| AdminError::Infra(anyhow::anyhow!("the runtime is shutting down")))
 }
 
 /// A change to an existing partner.

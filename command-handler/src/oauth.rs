@@ -16,7 +16,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 
-use platform::auth::{issue_token, permissions_from_db, verify_secret};
+use platform::auth::{issue_token, permissions_from_db, verify_secret_off_thread};
 
 use crate::AppState;
 
@@ -275,9 +275,7 @@ pub async fn token(
         }
     };
     let hash: Option<String> = row.as_ref().map(|r| r.get(1));
-    let ok = tokio::task::spawn_blocking(move || verify_secret(&secret, hash.as_deref()))
-        .await
-        .unwrap_or(false);
+    let ok = verify_secret_off_thread(secret, hash).await;
     let Some(row) = row.filter(|r| ok && !r.get::<_, bool>(4)) else {
         return oauth_error(
             StatusCode::UNAUTHORIZED,

@@ -67,6 +67,32 @@ pub fn verify_secret(secret: &str, hash: Option<&str>) -> bool {
     }
 }
 
+/// How many Argon2id computations a process runs at once: each takes a
+/// core and 19 MiB for tens of milliseconds, so more would only queue on
+/// the cores and grow the heap (the allocator keeps each thread's blocks).
+static ARGON2_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+});
+
+/// Runs an Argon2id computation off the async threads, at most
+/// [`ARGON2_SLOTS`] at once; `None` when the runtime is shutting down.
+async fn argon2_off_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let _slot = ARGON2_SLOTS.acquire().await.ok()?;
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+/// [`hash_secret`] off the async threads, a few at a time.
+pub async fn hash_secret_off_thread(secret: String) -> Option<String> {
+    argon2_off_thread(move || hash_secret(&secret)).await
+}
+
+/// [`verify_secret`] off the async threads, a few at a time.
+pub async fn verify_secret_off_thread(secret: String, hash: Option<String>) -> bool {
+    argon2_off_thread(move || verify_secret(&secret, hash.as_deref()))
+        .await
+        .unwrap_or(false)
+}
+
 /// The token signing key of this installation.
 #[derive(Clone)]
 pub struct TokenKeys {

@@ -376,9 +376,7 @@ async fn password_matches(password: &str, hash: Option<String>) -> bool {
     } else {
         password.to_string()
     };
-    tokio::task::spawn_blocking(move || platform::auth::verify_secret(&password, hash.as_deref()))
-        .await
-        .unwrap_or(false)
+    platform::auth::verify_secret_off_thread(password, hash).await
 }
 
 fn portal_actor() -> Actor {
@@ -603,11 +601,9 @@ async fn activate(
             .await;
     }
     let password = f.password.clone();
-    let hash =
-        match tokio::task::spawn_blocking(move || platform::auth::hash_secret(&password)).await {
-            Ok(h) => h,
-            Err(e) => return st.failed(&e),
-        };
+    let Some(hash) = platform::auth::hash_secret_off_thread(password).await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
     let command = accounts::Activate {
         token_hash: session::digest(&f.token),
         password_hash: hash,

@@ -109,22 +109,36 @@ pub async fn start(
     Ok(token)
 }
 
+/// How often a session's idle clock is written: a page view within this
+/// of the last write reads only (no commit to wait for).
+pub const SEEN_GRANULARITY: Duration = Duration::from_secs(60);
+
 /// The session a cookie names, while it lasts and its account is active;
-/// notes the request (the idle clock restarts).
+/// notes the request (the idle clock restarts, to within
+/// [`SEEN_GRANULARITY`]).
 pub async fn find(
     db: &impl GenericClient,
     token: &str,
 ) -> Result<Option<Session>, tokio_postgres::Error> {
-    let idle = IDLE.as_secs_f64();
-    let absolute = ABSOLUTE.as_secs_f64();
     let row = db
         .query_opt(
-            "UPDATE portal_sessions s SET seen_at = now() FROM accounts a \
-             WHERE s.session_hash = $1 AND a.account_id = s.account_id AND a.status = 'active' \
-             AND s.seen_at > now() - make_interval(secs => $2) \
-             AND s.created_at > now() - make_interval(secs => $3) \
-             RETURNING s.account_id, a.patient_id, s.csrf_token",
-            &[&digest(token), &idle, &absolute],
+            "WITH live AS ( \
+               SELECT s.account_id, a.patient_id, s.csrf_token, s.seen_at FROM portal_sessions s \
+               JOIN accounts a ON a.account_id = s.account_id \
+               WHERE s.session_hash = $1 AND a.status = 'active' \
+               AND s.seen_at > now() - make_interval(secs => $2) \
+               AND s.created_at > now() - make_interval(secs => $3)), \
+             seen AS ( \
+               UPDATE portal_sessions SET seen_at = now() \
+               WHERE session_hash = $1 AND seen_at <= now() - make_interval(secs => $4) \
+               AND EXISTS (SELECT 1 FROM live)) \
+             SELECT account_id, patient_id, csrf_token FROM live",
+            &[
+                &digest(token),
+                &IDLE.as_secs_f64(),
+                &ABSOLUTE.as_secs_f64(),
+                &SEEN_GRANULARITY.as_secs_f64(),
+            ],
         )
         .await?;
     Ok(row.map(|r| Session {
