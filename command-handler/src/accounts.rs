@@ -1,7 +1,8 @@
 //! Portal accounts' commands, each an [`Operation`]: activation with an
-//! emailed link (the patient), locking after failed logins (the system),
-//! a new activation link (the patient), unlocking and disabling (an
-//! operator, `lis admin account`).
+//! emailed link, a new activation link, a password change and the
+//! confirmation of a new login (the patient), locking after failed logins
+//! (the system), unlocking and disabling (an operator, `lis admin
+//! account`).
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
@@ -121,7 +122,10 @@ fn writes(account: &Account, action: AccountAction) -> Result<(Writes, Account),
         status: after.status.as_str(),
         version: after.version,
     });
-    if matches!(action, AccountAction::Lock | AccountAction::Disable) {
+    if matches!(
+        action,
+        AccountAction::Lock | AccountAction::Disable | AccountAction::ChangePassword
+    ) {
         writes.rows.push(Row::EndSessions {
             account_id: account.id,
         });
@@ -196,6 +200,32 @@ impl Operation for Activate {
     async fn decide(&self, tx: &Transaction<'_>) -> Result<Decision<Account>, AccountError> {
         let (account, _) = check_link(tx, &self.token_hash, LinkPurpose::Activate).await?;
         let (mut writes, output) = writes(&account, AccountAction::Activate)?;
+        writes.rows.push(Row::AccountPassword {
+            account_id: account.id,
+            hash: self.password_hash.clone(),
+        });
+        Ok(Decision { writes, output })
+    }
+}
+
+/// A signed-in patient changes the password (the portal checked the
+/// current one): every session of the account ends, the portal starts a
+/// new one for the patient.
+pub struct ChangePassword {
+    /// The account.
+    pub account_id: Uuid,
+    /// The new password's hash.
+    pub password_hash: String,
+}
+
+impl Operation for ChangePassword {
+    type Output = Account;
+    type Error = AccountError;
+    async fn decide(&self, tx: &Transaction<'_>) -> Result<Decision<Account>, AccountError> {
+        let account = load(tx, self.account_id)
+            .await?
+            .ok_or(AccountError::Unknown)?;
+        let (mut writes, output) = writes(&account, AccountAction::ChangePassword)?;
         writes.rows.push(Row::AccountPassword {
             account_id: account.id,
             hash: self.password_hash.clone(),

@@ -22,6 +22,9 @@ pub enum AccountEvent {
     ActivationLinkRequested(ActivationLinkRequested),
     /// The patient chose a password through an activation link.
     PatientAccountActivated(AccountChange),
+    /// The patient changed the password (giving the current one); the
+    /// account's other sessions ended.
+    PatientAccountPasswordChanged(AccountChange),
     /// Too many failed logins in a row: logins are refused until an
     /// operator unlocks the account.
     PatientAccountLocked(AccountChange),
@@ -44,6 +47,7 @@ impl DomainEvent for AccountEvent {
             AccountEvent::PatientAccountInvited(_) => "PatientAccountInvited",
             AccountEvent::ActivationLinkRequested(_) => "ActivationLinkRequested",
             AccountEvent::PatientAccountActivated(_) => "PatientAccountActivated",
+            AccountEvent::PatientAccountPasswordChanged(_) => "PatientAccountPasswordChanged",
             AccountEvent::PatientAccountLocked(_) => "PatientAccountLocked",
             AccountEvent::PatientAccountUnlocked(_) => "PatientAccountUnlocked",
             AccountEvent::PatientAccountDisabled(_) => "PatientAccountDisabled",
@@ -182,6 +186,8 @@ pub enum AccountAction {
     Activate,
     /// The patient asks for a new activation link (invited only).
     RequestLink,
+    /// The patient changes the password (active only).
+    ChangePassword,
     /// Repeated failed logins lock it (active only).
     Lock,
     /// An operator unlocks it (locked only).
@@ -196,7 +202,7 @@ impl AccountAction {
         use AccountStatus::*;
         match self {
             AccountAction::Activate | AccountAction::RequestLink => status == Invited,
-            AccountAction::Lock => status == Active,
+            AccountAction::Lock | AccountAction::ChangePassword => status == Active,
             AccountAction::Unlock => status == Locked,
             AccountAction::Disable => status != Disabled,
         }
@@ -265,6 +271,7 @@ pub fn decide(account: &Account, action: AccountAction) -> Result<AccountEvent, 
                 email: account.email.clone(),
             })
         }
+        AccountAction::ChangePassword => AccountEvent::PatientAccountPasswordChanged(change),
         AccountAction::Lock => AccountEvent::PatientAccountLocked(change),
         AccountAction::Unlock => AccountEvent::PatientAccountUnlocked(change),
         AccountAction::Disable => AccountEvent::PatientAccountDisabled(change),
@@ -300,7 +307,8 @@ pub fn apply(state: Option<Account>, event: &AccountEvent) -> Option<Account> {
                 ..s
             })
         }
-        AccountEvent::ActivationLinkRequested(_) => None,
+        AccountEvent::ActivationLinkRequested(_)
+        | AccountEvent::PatientAccountPasswordChanged(_) => None,
         AccountEvent::PatientAccountActivated(_) | AccountEvent::PatientAccountUnlocked(_) => {
             Some(AccountStatus::Active)
         }
@@ -351,6 +359,7 @@ mod tests {
         assert_eq!((state.status, state.version), (AccountStatus::Invited, 2));
         for (action, then) in [
             (AccountAction::Activate, AccountStatus::Active),
+            (AccountAction::ChangePassword, AccountStatus::Active),
             (AccountAction::Lock, AccountStatus::Locked),
             (AccountAction::Unlock, AccountStatus::Active),
             (AccountAction::Disable, AccountStatus::Disabled),
@@ -361,10 +370,11 @@ mod tests {
             state = apply(Some(state), &event).unwrap();
             assert_eq!(state.status, then);
         }
-        assert_eq!(state.version, 6);
+        assert_eq!(state.version, 7);
         for action in [
             AccountAction::Activate,
             AccountAction::RequestLink,
+            AccountAction::ChangePassword,
             AccountAction::Lock,
             AccountAction::Unlock,
             AccountAction::Disable,

@@ -73,6 +73,7 @@ impl PortalState {
                 include_str!("../templates/confirm_login.html"),
             ),
             ("new_link.html", include_str!("../templates/new_link.html")),
+            ("password.html", include_str!("../templates/password.html")),
             ("results.html", include_str!("../templates/results.html")),
             ("result.html", include_str!("../templates/result.html")),
         ] {
@@ -106,6 +107,7 @@ pub fn router(state: PortalState) -> Router {
         )
         .route("/portal/results", get(result_list))
         .route("/portal/results/{order_id}", get(result_detail))
+        .route("/portal/password", get(password_form).post(change_password))
         .route("/portal/logout", post(logout))
         .route("/portal/{*rest}", get(not_found).post(not_found))
         .layer(axum::middleware::from_fn(page_headers))
@@ -842,6 +844,109 @@ async fn result_detail(
         }
         Ok(None) => missing(),
         Err(e) => st.failed(e.as_ref()),
+    }
+}
+
+/// The password form's fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PasswordForm {
+    csrf: String,
+    current: String,
+    password: String,
+    confirm: String,
+}
+
+impl PortalState {
+    fn password_page(
+        &self,
+        status: StatusCode,
+        s: &Session,
+        errors: Vec<&str>,
+        changed: bool,
+    ) -> Response {
+        self.render(
+            status,
+            "password.html",
+            context! {
+                title => "Change your password", csrf_session => s.csrf, errors, changed,
+                min_length => MIN_PASSWORD, max_length => MAX_PASSWORD,
+            },
+        )
+    }
+}
+
+async fn password_form(State(st): State<PortalState>, headers: HeaderMap) -> Response {
+    match st.signed_in(&headers).await {
+        Ok(s) => st.password_page(StatusCode::OK, &s, vec![], false),
+        Err(r) => r,
+    }
+}
+
+/// A password change: the current password (a wrong one counts as a
+/// failed login), then the new one; every session of the account ends and
+/// a new one starts for this browser.
+async fn change_password(
+    State(st): State<PortalState>,
+    headers: HeaderMap,
+    form: Result<Form<PasswordForm>, FormRejection>,
+) -> Response {
+    let s = match st.signed_in(&headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(Form(f)) = form else {
+        return st.refused_form();
+    };
+    if !session::same(&s.csrf, &f.csrf) {
+        return st.refused_form();
+    }
+    let checked = async {
+        let db = st.write.get().await?;
+        let hash = accounts::password_hash(&db, s.account_id).await?;
+        let right = password_matches(&f.current, hash).await;
+        if !right {
+            st.failed_password(&db, s.account_id).await?;
+        }
+        Ok::<bool, AccountError>(right)
+    };
+    let mut problems = match checked.await {
+        Ok(true) => vec![],
+        Ok(false) => vec!["The current password is not right."],
+        Err(e) => return st.failed(&e),
+    };
+    problems.extend(password_problems(&f.password, &f.confirm));
+    if !problems.is_empty() {
+        return st.password_page(StatusCode::UNPROCESSABLE_ENTITY, &s, problems, false);
+    }
+    let Some(hash) = platform::auth::hash_secret_off_thread(f.password).await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let command = accounts::ChangePassword {
+        account_id: s.account_id,
+        password_hash: hash,
+    };
+    let changed = match run(&st.write, &portal_actor(), &command).await {
+        Ok(_) => match st.write.get().await {
+            Ok(db) => session::start(&db, s.account_id)
+                .await
+                .map_err(AccountError::from),
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e),
+    };
+    match changed {
+        Ok(token) => {
+            let fresh = Session {
+                csrf: String::new(),
+                ..s
+            };
+            PortalState::with_cookies(
+                st.password_page(StatusCode::OK, &fresh, vec![], true),
+                vec![session::set_cookie(SESSION_COOKIE, Some(&token), st.secure)],
+            )
+        }
+        Err(e) => st.refusal(e),
     }
 }
 

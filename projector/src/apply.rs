@@ -576,6 +576,7 @@ fn account_status(event: &AccountEvent) -> Option<AccountStatus> {
     match event {
         AccountEvent::PatientAccountInvited(_) => Some(AccountStatus::Invited),
         AccountEvent::ActivationLinkRequested(_)
+        | AccountEvent::PatientAccountPasswordChanged(_)
         | AccountEvent::LoginChangeRequested(_)
         | AccountEvent::PatientAccountLoginChanged(_) => None,
         AccountEvent::PatientAccountActivated(_) | AccountEvent::PatientAccountUnlocked(_) => {

@@ -204,6 +204,78 @@ async fn a_patient_activates_logs_in_and_sees_only_their_released_results() {
         (303, Some("/portal/login"))
     );
 
+    // A password change needs the session's CSRF token and the current
+    // password; it ends the account's other sessions.
+    let mut here = Visitor::new(&s.base);
+    assert_eq!(
+        here.login("ada@example.org", ADA_PASSWORD).await.status,
+        303
+    );
+    let mut elsewhere = Visitor::new(&s.base);
+    assert_eq!(
+        elsewhere
+            .login("ada@example.org", ADA_PASSWORD)
+            .await
+            .status,
+        303
+    );
+    let form = here.get("/portal/password").await;
+    assert_eq!(form.status, 200);
+    let csrf = form.field("csrf");
+    const NEW: &str = "an even better password";
+    let change = [
+        ("current", ADA_PASSWORD),
+        ("password", NEW),
+        ("confirm", NEW),
+    ];
+    let no_csrf = here.post("/portal/password", &change).await;
+    assert_eq!(no_csrf.status, 403);
+    let fields = |current| {
+        [
+            ("csrf", csrf.as_str()),
+            ("current", current),
+            ("password", NEW),
+            ("confirm", NEW),
+        ]
+    };
+    let r = here
+        .post("/portal/password", &fields("not the password"))
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.body.contains("current password is not right"),
+        "{}",
+        r.body
+    );
+    let r = here.post("/portal/password", &fields(ADA_PASSWORD)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Your password changed"));
+    assert_eq!(
+        here.get("/portal/results").await.status,
+        200,
+        "a new session here"
+    );
+    assert_eq!(
+        elsewhere.get("/portal/results").await.status,
+        303,
+        "the others end"
+    );
+    assert_eq!(
+        Visitor::new(&s.base)
+            .login("ada@example.org", ADA_PASSWORD)
+            .await
+            .status,
+        422
+    );
+    assert_eq!(
+        Visitor::new(&s.base)
+            .login("ada@example.org", NEW)
+            .await
+            .status,
+        303
+    );
+    assert_eq!(account_events(s, "PatientAccountPasswordChanged").await, 1);
+
     // No password, hash or token in any event.
     let leaked = count(
         s,
@@ -212,6 +284,13 @@ async fn a_patient_activates_logs_in_and_sees_only_their_released_results() {
     )
     .await;
     assert_eq!(leaked, 0);
+    let leaked_new = count(
+        s,
+        "SELECT count(*) FROM events WHERE data::text LIKE '%' || $1 || '%'",
+        &[&NEW],
+    )
+    .await;
+    assert_eq!(leaked_new, 0);
     w.stack.stop().await;
 }
 
