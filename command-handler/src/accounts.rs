@@ -133,6 +133,20 @@ fn writes(account: &Account, action: AccountAction) -> Result<(Writes, Account),
     Ok((writes, after))
 }
 
+/// The decision of an action that sets the password (its hash).
+fn with_password(
+    account: &Account,
+    action: AccountAction,
+    hash: &str,
+) -> Result<Decision<Account>, AccountError> {
+    let (mut writes, output) = writes(account, action)?;
+    writes.rows.push(Row::AccountPassword {
+        account_id: account.id,
+        hash: hash.to_string(),
+    });
+    Ok(Decision { writes, output })
+}
+
 /// An action on an account named by id or login (lock, unlock, disable).
 pub struct ChangeAccount {
     /// The account.
@@ -199,12 +213,7 @@ impl Operation for Activate {
     type Error = AccountError;
     async fn decide(&self, tx: &Transaction<'_>) -> Result<Decision<Account>, AccountError> {
         let (account, _) = check_link(tx, &self.token_hash, LinkPurpose::Activate).await?;
-        let (mut writes, output) = writes(&account, AccountAction::Activate)?;
-        writes.rows.push(Row::AccountPassword {
-            account_id: account.id,
-            hash: self.password_hash.clone(),
-        });
-        Ok(Decision { writes, output })
+        with_password(&account, AccountAction::Activate, &self.password_hash)
     }
 }
 
@@ -225,12 +234,7 @@ impl Operation for ChangePassword {
         let account = load(tx, self.account_id)
             .await?
             .ok_or(AccountError::Unknown)?;
-        let (mut writes, output) = writes(&account, AccountAction::ChangePassword)?;
-        writes.rows.push(Row::AccountPassword {
-            account_id: account.id,
-            hash: self.password_hash.clone(),
-        });
-        Ok(Decision { writes, output })
+        with_password(&account, AccountAction::ChangePassword, &self.password_hash)
     }
 }
 

@@ -274,6 +274,51 @@ fn see_other(to: &'static str, cookies: Vec<String>) -> Response {
     PortalState::with_cookies(r, cookies)
 }
 
+/// A posted form: it carries a CSRF token (before login equal to its
+/// cookie's, after login to the session's).
+trait Posted {
+    /// The token the form carries.
+    fn csrf(&self) -> &str;
+}
+
+impl PortalState {
+    /// A form posted before login, when it parses, carries the token its
+    /// cookie holds, and (for `limit`) its source address is within its
+    /// rate; else the page that refuses it.
+    fn accept<T: Posted>(
+        &self,
+        headers: &HeaderMap,
+        form: Result<Form<T>, FormRejection>,
+        limit: Option<IpAddr>,
+    ) -> Result<T, Box<Response>> {
+        let form = match form {
+            Ok(Form(f)) if form_token_ok(headers, f.csrf()) => f,
+            _ => return Err(Box::new(self.refused_form())),
+        };
+        match limit.and_then(|addr| self.limited(addr)) {
+            Some(r) => Err(Box::new(r)),
+            None => Ok(form),
+        }
+    }
+}
+
+impl PortalState {
+    /// A form posted by a signed-in patient, when it parses and carries
+    /// the session's token; else the page that refuses it (the login page
+    /// without a session).
+    async fn signed_in_form<T: Posted>(
+        &self,
+        headers: &HeaderMap,
+        form: Result<Form<T>, FormRejection>,
+    ) -> Result<(Session, T), Box<Response>> {
+        let s = self.signed_in(headers).await.map_err(Box::new)?;
+        match form {
+            Ok(Form(f)) if session::same(&s.csrf, f.csrf()) => Ok((s, f)),
+            _ => Err(Box::new(self.refused_form())),
+        }
+    }
+}
+
 /// Whether a form before login carries the token its cookie holds.
 fn form_token_ok(headers: &HeaderMap, sent: &str) -> bool {
     session::cookie(headers, CSRF_COOKIE).is_some_and(|c| session::same(&c, sent))
@@ -315,6 +360,12 @@ struct LoginForm {
     password: String,
 }
 
+impl Posted for LoginForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct SignedOut {
@@ -347,15 +398,10 @@ async fn login(
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        return st.refused_form();
+    let f = match st.accept(&headers, form, Some(peer.ip())) {
+        Ok(f) => f,
+        Err(r) => return *r,
     };
-    if !form_token_ok(&headers, &f.csrf) {
-        return st.refused_form();
-    }
-    if let Some(r) = st.limited(peer.ip()) {
-        return r;
-    }
     match st.try_login(&f.email, &f.password).await {
         Ok(Some(token)) => see_other(
             "/portal/results",
@@ -473,6 +519,12 @@ struct ActivateForm {
     confirm: String,
 }
 
+impl Posted for ActivateForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 impl PortalState {
     /// The page of a link that does not work.
     fn link_problem(&self, problem: LinkProblem) -> Response {
@@ -585,12 +637,10 @@ async fn activate(
     headers: HeaderMap,
     form: Result<Form<ActivateForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        return st.refused_form();
+    let f = match st.accept(&headers, form, None) {
+        Ok(f) => f,
+        Err(r) => return *r,
     };
-    if !form_token_ok(&headers, &f.csrf) {
-        return st.refused_form();
-    }
     let problems = password_problems(&f.password, &f.confirm);
     if !problems.is_empty() {
         return st
@@ -639,6 +689,12 @@ struct ConfirmForm {
     password: String,
 }
 
+impl Posted for ConfirmForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 impl PortalState {
     /// The confirmation form of a new login (with `error` of the last try).
     async fn confirm_page(
@@ -681,15 +737,10 @@ async fn confirm_login(
     headers: HeaderMap,
     form: Result<Form<ConfirmForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        return st.refused_form();
+    let f = match st.accept(&headers, form, Some(peer.ip())) {
+        Ok(f) => f,
+        Err(r) => return *r,
     };
-    if !form_token_ok(&headers, &f.csrf) {
-        return st.refused_form();
-    }
-    if let Some(r) = st.limited(peer.ip()) {
-        return r;
-    }
     let token_hash = session::digest(&f.token);
     let checked = async {
         let db = st.write.get().await?;
@@ -742,6 +793,12 @@ struct NewLinkForm {
     email: String,
 }
 
+impl Posted for NewLinkForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn new_link_form(State(st): State<PortalState>, headers: HeaderMap) -> Response {
     let (csrf, cookies) = st.form_token(&headers);
     let page = st.render(
@@ -758,15 +815,10 @@ async fn new_link(
     headers: HeaderMap,
     form: Result<Form<NewLinkForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        return st.refused_form();
+    let f = match st.accept(&headers, form, Some(peer.ip())) {
+        Ok(f) => f,
+        Err(r) => return *r,
     };
-    if !form_token_ok(&headers, &f.csrf) {
-        return st.refused_form();
-    }
-    if let Some(r) = st.limited(peer.ip()) {
-        return r;
-    }
     if !f.email.is_empty() && f.email.len() <= 254 {
         let command = accounts::RequestLink { email: f.email };
         if let Err(e) = run(&st.write, &portal_actor(), &command).await {
@@ -857,6 +909,12 @@ struct PasswordForm {
     confirm: String,
 }
 
+impl Posted for PasswordForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 impl PortalState {
     fn password_page(
         &self,
@@ -891,16 +949,10 @@ async fn change_password(
     headers: HeaderMap,
     form: Result<Form<PasswordForm>, FormRejection>,
 ) -> Response {
-    let s = match st.signed_in(&headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
+    let (s, f) = match st.signed_in_form(&headers, form).await {
+        Ok(both) => both,
+        Err(r) => return *r,
     };
-    let Ok(Form(f)) = form else {
-        return st.refused_form();
-    };
-    if !session::same(&s.csrf, &f.csrf) {
-        return st.refused_form();
-    }
     let checked = async {
         let db = st.write.get().await?;
         let hash = accounts::password_hash(&db, s.account_id).await?;
@@ -957,20 +1009,19 @@ struct LogoutForm {
     csrf: String,
 }
 
+impl Posted for LogoutForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn logout(
     State(st): State<PortalState>,
     headers: HeaderMap,
     form: Result<Form<LogoutForm>, FormRejection>,
 ) -> Response {
-    let s = match st.signed_in(&headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let Ok(Form(f)) = form else {
-        return st.refused_form();
-    };
-    if !session::same(&s.csrf, &f.csrf) {
-        return st.refused_form();
+    if let Err(r) = st.signed_in_form(&headers, form).await {
+        return *r;
     }
     let token = session::cookie(&headers, SESSION_COOKIE).unwrap_or_default();
     let ended = match st.write.get().await {
