@@ -129,6 +129,24 @@ impl Visitor {
         }
     }
 
+    /// Opens an activation link (it must work) and chooses `password`:
+    /// the activation's answer.
+    pub async fn activate(&mut self, link: &str, password: &str) -> Page {
+        let form = self.get(link).await;
+        assert_eq!(form.status, 200, "{}", form.body);
+        let (csrf, token) = (form.field("csrf"), form.field("token"));
+        self.post(
+            "/portal/activate",
+            &[
+                ("csrf", &csrf),
+                ("token", &token),
+                ("password", password),
+                ("confirm", password),
+            ],
+        )
+        .await
+    }
+
     /// Logs in with the login form (its CSRF token included).
     pub async fn login(&mut self, email: &str, password: &str) -> Page {
         let form = self.get("/portal/login").await;

@@ -38,20 +38,7 @@ async fn account_events(s: &tests::TestStack, event_type: &str) -> i64 {
 /// Activates `email`'s account through its mailed link.
 async fn activate(w: &World, email: &str, password: &str) -> Visitor {
     let mut v = Visitor::new(&w.stack.base);
-    let form = v.get(&w.link_of(email)).await;
-    assert_eq!(form.status, 200, "{}", form.body);
-    let (csrf, token) = (form.field("csrf"), form.field("token"));
-    let done = v
-        .post(
-            "/portal/activate",
-            &[
-                ("csrf", &csrf),
-                ("token", &token),
-                ("password", password),
-                ("confirm", password),
-            ],
-        )
-        .await;
+    let done = v.activate(&w.link_of(email), password).await;
     assert_eq!(done.status, 303, "{}", done.body);
     assert_eq!(done.location.as_deref(), Some("/portal/results"));
     v
