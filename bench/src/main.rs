@@ -46,7 +46,6 @@ use uuid::Uuid;
 mod api;
 mod data;
 mod load;
-mod portal;
 mod procs;
 mod raw;
 mod report;
@@ -873,6 +872,7 @@ impl Bench {
     /// each patient on a loopback address of its own.
     async fn portal(&mut self) -> anyhow::Result<()> {
         const PATIENTS: usize = 64;
+        const PORTAL_PASSWORD: &str = "bench password 1234";
         let outbox = match (&self.cfg.smtp_url, &self.cfg.mail_outbox) {
             (Some(_), _) => bail!("LIS_SMTP_URL is set: the portal workload reads invitations from the local stack's outbox"),
             (None, Some(dir)) => dir.clone(),
@@ -929,13 +929,19 @@ impl Bench {
             emails.push(email);
             orders.push(order);
         }
-        let links = portal::links(&outbox, &emails, Duration::from_secs(120)).await?;
+        let links = portal::client::links(&outbox, &emails, Duration::from_secs(120)).await?;
         let mut patients = Vec::new();
         for (i, ((email, order), link)) in emails.into_iter().zip(orders).zip(links).enumerate() {
-            let mut p = portal::Patient::new(i, email, order)?;
-            p.activate(&link).await?;
-            p.prepare(&self.base).await?;
-            patients.push(p);
+            let mut p = portal::client::Patient::new(i, email, PORTAL_PASSWORD)?;
+            let status = p.activate(&link).await;
+            if status != 303 {
+                bail!("a portal activation answered {status}");
+            }
+            let status = p.prepare(&self.base).await;
+            if status != 200 {
+                bail!("the portal's login page answered {status}");
+            }
+            patients.push((p, format!("/portal/results/{order}")));
         }
         let patients = Arc::new(patients);
         let c = 16;
@@ -946,7 +952,7 @@ impl Bench {
                 let (ps, base, next) = (ps.clone(), base.clone(), next.clone());
                 async move {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    ps[i % ps.len()].login(&base).await.0
+                    ps[i % ps.len()].0.login(&base).await.0
                 }
             }))
             .await;
@@ -963,7 +969,7 @@ impl Bench {
         // each patient's page views.
         let ids: Vec<Uuid> = patients
             .iter()
-            .filter_map(|p| p.order.parse().ok())
+            .filter_map(|(_, detail)| detail.rsplit('/').next()?.parse().ok())
             .collect();
         let deadline = Instant::now() + Duration::from_secs(60);
         while self
@@ -985,7 +991,7 @@ impl Bench {
         }
         let mut patients =
             Arc::try_unwrap(patients).map_err(|_| anyhow::anyhow!("patients shared"))?;
-        for p in &mut patients {
+        for (p, _) in &mut patients {
             let (status, session) = p.login(&self.base).await;
             if status != 303 {
                 bail!("a portal login answered {status}");
@@ -999,7 +1005,13 @@ impl Bench {
                 let (ps, base, next) = (ps.clone(), base.clone(), next.clone());
                 async move {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    ps[i % ps.len()].view(&base, i % 2 == 1).await
+                    let (p, detail) = &ps[i % ps.len()];
+                    let page = if i % 2 == 1 {
+                        detail.as_str()
+                    } else {
+                        "/portal/results"
+                    };
+                    p.view(&base, page).await
                 }
             }))
             .await;

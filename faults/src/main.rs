@@ -18,13 +18,19 @@
 //!   and the event store matches its signed hash chain (`lis verify`);
 //! - every patient, account and order event reached the de-identified
 //!   analytics topic, each record's first copies in order;
+//! - in the patient portal, every invited patient got a working link, every
+//!   acknowledged activation holds (the password logs in, the link reads as
+//!   used), no account was activated twice, and every session a patient
+//!   was given still opens their results;
 //! - the same write sent again with its `Idempotency-Key` gets the first
 //!   answer and adds no event;
 //! - during the outage partners got prompt, clear answers: no 5xx other
 //!   than 503 with `Retry-After`, nothing hanging beyond the request timeout.
 //!
 //! The load is a partner's: patient creates (some invalid), patches, order
-//! placements with 1-4 tests, order actions and reads.
+//! placements with 1-4 tests, order actions and reads; beside it, patients
+//! (created with an email by the partner) follow their mailed links,
+//! activate, and view their results in the portal.
 //!
 //! It prints one row per fault and exits non-zero on any loss, duplicate,
 //! difference, 500 or hang. Traffic goes to loopback only; the run is bounded
@@ -43,6 +49,7 @@ use domain::access::{IdSet, Permission, Scope};
 use platform::config::Config;
 use platform::envelope::Envelope;
 use platform::kafka::Topic;
+use portal::client::{Patient, NO_ANSWER};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -100,20 +107,24 @@ const RECOVERY_LIMIT: Duration = Duration::from_secs(90);
 enum Part {
     CommandHandler,
     QueryApi,
+    Portal,
     Relay,
     Projector,
     Analytics,
+    Mailer,
     Broker,
     Postgres,
 }
 
 impl Part {
-    const ALL: [Part; 7] = [
+    const ALL: [Part; 9] = [
         Part::CommandHandler,
         Part::QueryApi,
+        Part::Portal,
         Part::Relay,
         Part::Projector,
         Part::Analytics,
+        Part::Mailer,
         Part::Broker,
         Part::Postgres,
     ];
@@ -132,21 +143,25 @@ impl Part {
         match self {
             Part::CommandHandler => "command-handler",
             Part::QueryApi => "query-api",
+            Part::Portal => "portal",
             Part::Relay => "relay",
             Part::Projector => "projector",
             Part::Analytics => "analytics",
+            Part::Mailer => "mailer",
             Part::Broker => "broker",
             Part::Postgres => "postgres",
         }
     }
 }
 
-const SERVICES: [Part; 5] = [
+const SERVICES: [Part; 7] = [
     Part::CommandHandler,
     Part::QueryApi,
+    Part::Portal,
     Part::Relay,
     Part::Projector,
     Part::Analytics,
+    Part::Mailer,
 ];
 
 /// The faults, one row each: every part alone, then combinations.
@@ -163,6 +178,8 @@ fn schedule(short: bool) -> Vec<Vec<Part>> {
         vec![Analytics],
         vec![CommandHandler],
         vec![QueryApi],
+        vec![Portal],
+        vec![Mailer],
         vec![Postgres],
         vec![Broker],
     ];
@@ -170,9 +187,11 @@ fn schedule(short: bool) -> Vec<Vec<Part>> {
         s.extend([
             vec![Relay, Projector],
             vec![Postgres, CommandHandler],
+            vec![Portal, Postgres],
             vec![Broker, Relay],
             vec![Broker, Postgres],
-            vec![CommandHandler, QueryApi, Relay, Projector, Analytics],
+            vec![Mailer, Broker],
+            SERVICES.to_vec(),
         ]);
     }
     s
@@ -376,6 +395,9 @@ impl Stack {
             ("LIS_TOPIC_PREFIX", String::new()),
             ("LIS_TOKEN_KEY_FILE", self.key_file.display().to_string()),
             ("LIS_TOKEN_RATE_PER_MINUTE", "100000".into()),
+            ("LIS_PORTAL_RATE_PER_MINUTE", "100000".into()),
+            ("LIS_MAIL_OUTBOX", self.outbox().display().to_string()),
+            ("LIS_PUBLIC_URL", self.base(Part::Portal)),
             ("LIS_DATA_DIR", self.dir.display().to_string()),
             (
                 "LIS_LOG",
@@ -465,6 +487,11 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.ports[&part])
     }
 
+    /// Where the mailer writes its `.eml` files.
+    fn outbox(&self) -> PathBuf {
+        self.dir.join("outbox")
+    }
+
     fn shutdown(&mut self) {
         for part in SERVICES {
             self.kill(part);
@@ -498,6 +525,18 @@ struct Record {
     replays: Vec<(String, String, Value, Uuid)>,
     /// Every answer.
     answers: Vec<Answer>,
+    /// Portal patients whose activation was acknowledged, or whose link
+    /// read as used after an attempt that got no answer.
+    activated: Vec<Activated>,
+    /// Portal promises broken during the load: an invitation that never
+    /// came, an activation refused or never completed, a session lost.
+    portal_broken: usize,
+}
+
+/// A portal patient after activation, with the link it used.
+struct Activated {
+    patient: Patient,
+    link: String,
 }
 
 /// One answer the load generator got.
@@ -532,6 +571,136 @@ impl Answer {
             unclear,
         }
     }
+
+    /// An answer of the portal to a patient's browser ([`NO_ANSWER`] when
+    /// none came): its 503 page is its clear "try again in a moment".
+    fn of_page(status: u16, started: Instant) -> Answer {
+        Answer {
+            at: Instant::now(),
+            status,
+            hang: status == NO_ANSWER && started.elapsed() >= REQUEST_TIMEOUT,
+            unclear: status >= 500 && status != 503,
+        }
+    }
+}
+
+/// Where the load goes, and the partner's token.
+#[derive(Clone)]
+struct Target {
+    commands: String,
+    queries: String,
+    portal: String,
+    outbox: PathBuf,
+    token: String,
+}
+
+/// Concurrent patients of the portal load.
+const PORTAL_WORKERS: usize = 2;
+/// The password every portal patient of the suite chooses.
+const PORTAL_PASSWORD: &str = "fault suite password";
+
+/// Activates a portal patient's account through the newest link the
+/// mailer wrote for it, as a patient would: following the link again after
+/// no answer or a 503, and taking a used link after such an attempt as that
+/// attempt's success: the link, or `None` when the invitation never came or
+/// the activation was refused.
+async fn activate(record: &Mutex<Record>, p: &mut Patient, outbox: &Path) -> Option<String> {
+    let deadline = Instant::now() + RECOVERY_LIMIT;
+    let mut cut_off = false;
+    while Instant::now() < deadline {
+        let link = portal::client::activation_links(outbox)
+            .ok()
+            .and_then(|mut links| links.remove(&p.email));
+        if let Some(link) = link {
+            let started = Instant::now();
+            let status = p.activate(&link).await;
+            record
+                .lock()
+                .expect("lock")
+                .answers
+                .push(Answer::of_page(status, started));
+            match status {
+                303 => return Some(link),
+                410 if cut_off => return Some(link),
+                // A link the mailer replaced: it sends again, with a new
+                // token, after a crash before marking the first sent.
+                404 => {}
+                s if s == NO_ANSWER || s >= 500 => cut_off = true,
+                other => {
+                    eprintln!("  a portal activation answered {other}");
+                    return None;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("  a portal activation did not complete within {RECOVERY_LIMIT:?}");
+    None
+}
+
+/// Views a signed-in patient's results; a redirect to the login page means
+/// the portal lost the session.
+async fn view_results(record: &Mutex<Record>, p: &Patient, base: &str) {
+    let started = Instant::now();
+    let status = p.view(base, "/portal/results").await;
+    let mut rec = record.lock().expect("lock");
+    rec.answers.push(Answer::of_page(status, started));
+    if status == 303 {
+        rec.portal_broken += 1;
+        eprintln!("  a portal session was lost during the load");
+    }
+}
+
+/// One patient of the portal load at a time: the partner creates it with
+/// an email, it activates through the mailed link, and a patient activated
+/// earlier looks at their results.
+async fn portal_worker(
+    record: Arc<Mutex<Record>>,
+    http: reqwest::Client,
+    target: Target,
+    round: usize,
+    w: usize,
+    stop: Arc<AtomicBool>,
+) {
+    let mut rng = StdRng::seed_from_u64((round * 1000 + w) as u64);
+    let mut mine: Vec<Activated> = Vec::new();
+    let mut n = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let email = format!("portal-{round}-{w}-{n}@faults.example");
+        let body = json!({"externalPatientID": format!("FP-{round}-{w}-{n}"), "clientID": "FC",
+            "locationID": "FL", "firstName": "Portal", "lastName": format!("Patient{n}"),
+            "dateOfBirth": "1980-01-01", "sex": "unknown", "email": email});
+        let create = Create {
+            key: format!("p{round}-w{w}-{n}"),
+            url: format!("{}/v1/patients", target.commands),
+            body,
+            id_field: "patientID",
+            replay: false,
+        };
+        if send_create(&record, &http, &target.token, create, &stop)
+            .await
+            .is_some()
+        {
+            let Ok(mut patient) = Patient::new(w * 125 + n, email, PORTAL_PASSWORD) else {
+                break;
+            };
+            match activate(&record, &mut patient, &target.outbox).await {
+                Some(link) => mine.push(Activated { patient, link }),
+                None => record.lock().expect("lock").portal_broken += 1,
+            }
+        }
+        let with_session: Vec<&Activated> = mine
+            .iter()
+            .filter(|a| a.patient.session().is_some())
+            .collect();
+        if !with_session.is_empty() {
+            let a = with_session[rng.gen_range(0..with_session.len())];
+            view_results(&record, &a.patient, &target.portal).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(20..60))).await;
+    }
+    record.lock().expect("lock").activated.extend(mine);
 }
 
 struct Load {
@@ -629,9 +798,7 @@ impl Load {
         round: usize,
         seed: u64,
         workers: usize,
-        commands: String,
-        queries: String,
-        token: String,
+        target: Target,
     ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let http = reqwest::Client::builder()
@@ -639,9 +806,21 @@ impl Load {
             .build()
             .expect("client");
         let mut tasks = Vec::new();
+        for w in 0..PORTAL_WORKERS {
+            let (record, stop, http) = (record.clone(), stop.clone(), http.clone());
+            let target = target.clone();
+            tasks.push(tokio::spawn(portal_worker(
+                record, http, target, round, w, stop,
+            )));
+        }
         for w in 0..workers {
             let (record, stop, http) = (record.clone(), stop.clone(), http.clone());
-            let (commands, queries, token) = (commands.clone(), queries.clone(), token.clone());
+            let Target {
+                commands,
+                queries,
+                token,
+                ..
+            } = target.clone();
             tasks.push(tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(seed.wrapping_add((round * 1000 + w) as u64));
                 let mut mine: Vec<Uuid> = Vec::new();
@@ -762,6 +941,7 @@ struct Row {
     replay_differences: usize,
     kafka_repeats: usize,
     analytics: usize,
+    portal: usize,
     differences: usize,
     server_errors: usize,
     hangs: usize,
@@ -775,6 +955,7 @@ impl Row {
             || self.refused_events > 0
             || self.replay_differences > 0
             || self.analytics > 0
+            || self.portal > 0
             || self.differences > 0
             || self.server_errors > 0
             || self.hangs > 0
@@ -1065,7 +1246,52 @@ async fn check_analytics(
     Ok(missing + out_of_order)
 }
 
-/// Waits until a fresh write is acknowledged and readable through the API.
+/// The portal's promises to the patients activated during a fault, checked
+/// once the stack is back: the session each was given still opens their
+/// results, the password logs in, the link reads as used; and no account
+/// anywhere was activated twice. The number broken.
+async fn check_portal(
+    base: &str,
+    db: &deadpool_postgres::Object,
+    activated: &mut [Activated],
+) -> anyhow::Result<usize> {
+    let mut broken = 0;
+    for a in activated.iter_mut() {
+        let p = &mut a.patient;
+        if p.session().is_some() && p.view(base, "/portal/results").await != 200 {
+            broken += 1;
+            eprintln!("  portal: a session given during the fault no longer opens the results");
+        }
+        let login = match p.prepare(base).await {
+            200 => p.login(base).await.0,
+            other => other,
+        };
+        if login != 303 {
+            broken += 1;
+            eprintln!("  portal: an activated account's login answered {login}");
+        }
+        let again = p.activate(&a.link).await;
+        if again != 410 {
+            broken += 1;
+            eprintln!("  portal: a used activation link answered {again}");
+        }
+    }
+    let twice: i64 = db
+        .query_one(
+            "SELECT count(*) FROM (SELECT stream_id FROM events WHERE event_type = 'PatientAccountActivated' \
+             GROUP BY stream_id HAVING count(*) > 1) t",
+            &[],
+        )
+        .await?
+        .get(0);
+    if twice > 0 {
+        eprintln!("  portal: {twice} accounts activated twice");
+    }
+    Ok(broken + twice as usize)
+}
+
+/// Waits until a fresh write is acknowledged and readable through the API,
+/// and the portal serves its pages.
 async fn recovered(stack: &Stack, token: &str, n: usize) -> Option<Duration> {
     let http = reqwest::Client::new();
     let started = Instant::now();
@@ -1102,7 +1328,13 @@ async fn recovered(stack: &Stack, token: &str, n: usize) -> Option<Duration> {
                 .send()
                 .await
                 .ok()?;
-            (r.status() == 200).then_some(())
+            let page = http
+                .get(format!("{}/portal/login", stack.base(Part::Portal)))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200 && page.status() == 200).then_some(())
         };
         if probe.await.is_some() {
             return Some(started.elapsed());
@@ -1115,9 +1347,11 @@ async fn recovered(stack: &Stack, token: &str, n: usize) -> Option<Duration> {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| fault | requests | answers by status | lost acked writes | duplicate events | events of refused writes | key replays answered differently | kafka repeats | analytics missing or out of order | lis verify differences | unclear 5xx | hangs | recovery |"
+        "| fault | requests | answers by status | lost acked writes | duplicate events | events of refused writes | key replays answered differently | kafka repeats | analytics missing or out of order | portal promises broken | lis verify differences | unclear 5xx | hangs | recovery |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
     for r in rows {
         let statuses = r
             .statuses
@@ -1132,7 +1366,7 @@ fn print_table(rows: &[Row]) {
             .collect::<Vec<_>>()
             .join(" ");
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.fault,
             r.requests,
             statuses,
@@ -1142,6 +1376,7 @@ fn print_table(rows: &[Row]) {
             r.replay_differences,
             r.kafka_repeats,
             r.analytics,
+            r.portal,
             r.differences,
             r.server_errors,
             r.hangs,
@@ -1191,6 +1426,7 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
         ports: HashMap::from([
             (Part::CommandHandler, free_port()?),
             (Part::QueryApi, free_port()?),
+            (Part::Portal, free_port()?),
         ]),
         key_file,
         cluster,
@@ -1234,6 +1470,13 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
             .await?;
         r["access_token"].as_str().context("no token")?.to_string()
     };
+    let target = Target {
+        commands: stack.base(Part::CommandHandler),
+        queries: stack.base(Part::QueryApi),
+        portal: stack.base(Part::Portal),
+        outbox: stack.outbox(),
+        token: token.clone(),
+    };
 
     let record = Arc::new(Mutex::new(Record::default()));
     let mut rows = Vec::new();
@@ -1244,15 +1487,7 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" + ");
         let from = Instant::now();
-        let load = Load::start(
-            record.clone(),
-            n,
-            args.seed,
-            args.workers,
-            stack.base(Part::CommandHandler),
-            stack.base(Part::QueryApi),
-            token.clone(),
-        );
+        let load = Load::start(record.clone(), n, args.seed, args.workers, target.clone());
         tokio::time::sleep(Duration::from_millis(1500)).await;
         println!("fault {}: kill {name}", n + 1);
         if parts.contains(&Part::Relay) {
@@ -1285,7 +1520,7 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
             recovery,
             ..Row::default()
         };
-        let rec = std::mem::take(&mut *record.lock().expect("lock"));
+        let mut rec = std::mem::take(&mut *record.lock().expect("lock"));
         for a in &rec.answers {
             if a.at >= from {
                 row.requests += 1;
@@ -1295,11 +1530,15 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
             }
         }
         check(&cfg, &keys, &write, &token, &rec, &mut row).await?;
+        let portal = stack.base(Part::Portal);
+        row.portal = rec.portal_broken
+            + check_portal(&portal, &write.get().await?, &mut rec.activated).await?;
         println!(
-            "  {} creates, {} changes acknowledged; {} writes refused; recovered in {}",
+            "  {} creates, {} changes acknowledged; {} writes refused; {} portal activations; recovered in {}",
             rec.created.len(),
             rec.patched.len(),
             rec.refused.len(),
+            rec.activated.len(),
             row.recovery
                 .map_or("never".into(), |d| format!("{:.1}s", d.as_secs_f64()))
         );

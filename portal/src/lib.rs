@@ -11,6 +11,8 @@
 //! # Layout
 //! - [`session`]: session cookies, their expiry, CSRF tokens.
 //! - [`results`]: the read-model queries of the results pages.
+//! - [`client`]: a patient's browser for the project's tools (bench,
+//!   fault suite).
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -36,6 +38,7 @@ use platform::read_models::ReadModels;
 use serde::Deserialize;
 use uuid::Uuid;
 
+pub mod client;
 pub mod results;
 pub mod session;
 
