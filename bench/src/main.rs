@@ -110,23 +110,22 @@ impl QueryServer {
     /// Serves the query API on a free loopback port, with the access log on
     /// or off, on small pools (the stack holds most of Postgres's
     /// connections).
-    async fn start(
-        cfg: &Arc<Config>,
-        keys: platform::auth::TokenKeys,
-        logged: bool,
-    ) -> anyhow::Result<QueryServer> {
+    async fn start(cfg: &Arc<Config>, logged: bool) -> anyhow::Result<QueryServer> {
         let write = platform::db::pool(&cfg.database_url, &cfg.write_schema, 4)?;
         let schema = platform::read_models::active(&write, &cfg.read_schema).await?;
         let read = platform::read_models::ReadModels::fixed(
             &schema,
             platform::db::pool(&cfg.database_url, &schema, 6)?,
         );
-        let partners = platform::access_cache::PartnerCache::start(
-            &cfg.database_url,
-            &cfg.write_schema,
-            write.clone(),
+        let gate = contract::caller::Gate::new(
+            platform::token::TokenVerifier::new(write.clone(), cfg.token_ttl),
+            platform::access_cache::PartnerCache::start(
+                &cfg.database_url,
+                &cfg.write_schema,
+                write.clone(),
+            ),
         );
-        let mut state = query_api::QueryState::new(cfg.clone(), read, write, keys, partners)?;
+        let mut state = query_api::QueryState::new(cfg.clone(), read, write, gate)?;
         if !logged {
             state = state.with_access_log(query_api::access_log::AccessLog::off());
         }
@@ -794,7 +793,6 @@ impl Bench {
     /// stack's database; the two differ only in the log.
     async fn access_log(&mut self) -> anyhow::Result<()> {
         let ids = sample_ids(&self.read, 10_000).await?;
-        let keys = platform::auth::TokenKeys::load(&self.cfg.token_key_file)?;
         let cfg = Arc::new(self.cfg.clone());
         for c in [16, 64] {
             // Off and on alternate, five times: one pair of windows moves by
@@ -810,7 +808,7 @@ impl Bench {
                 };
                 let mut pair = Vec::new();
                 for logged in order {
-                    let server = QueryServer::start(&cfg, keys.clone(), logged).await?;
+                    let server = QueryServer::start(&cfg, logged).await?;
                     let (api, ids) = (Arc::new(self.api.at(&server.base).await), ids.clone());
                     let batches = Batches::now();
                     let (m, res) = self

@@ -30,10 +30,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::routing::{patch, post};
 use axum::Router;
+use contract::caller::Gate;
 use deadpool_postgres::Pool;
-use platform::access_cache::PartnerCache;
-use platform::auth::TokenKeys;
 use platform::config::Config;
+use platform::token::SignerFile;
 
 pub mod accounts;
 pub mod admin;
@@ -66,10 +66,10 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     /// Pool on the write schema.
     pub write: Pool,
-    /// Token signing key.
-    pub keys: TokenKeys,
-    /// Partners' current access (the access checks).
-    pub partners: PartnerCache,
+    /// The token signing key (`/oauth/token`).
+    pub signer: Arc<SignerFile>,
+    /// The access checks.
+    pub gate: Gate,
     /// Token endpoint rate limits.
     pub limiter: Arc<oauth::TokenLimiter>,
     /// The group commit partner commands run in.
@@ -78,15 +78,15 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the state from configuration.
-    pub fn new(cfg: Arc<Config>, write: Pool, keys: TokenKeys, partners: PartnerCache) -> Self {
+    pub fn new(cfg: Arc<Config>, write: Pool, signer: Arc<SignerFile>, gate: Gate) -> Self {
         let limiter = oauth::TokenLimiter::new(cfg.token_rate_per_minute);
         let committer = group_commit::Committer::start(write.clone(), cfg.committers);
         AppState {
             committer,
             cfg,
             write,
-            keys,
-            partners,
+            signer,
+            gate,
             limiter,
         }
     }

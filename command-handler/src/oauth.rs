@@ -16,7 +16,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 
-use platform::auth::{issue_token, permissions_from_db, verify_secret_off_thread};
+use platform::auth::{permissions_from_db, verify_secret_off_thread};
 
 use crate::AppState;
 
@@ -284,13 +284,25 @@ pub async fn token(
         );
     };
     let permissions = permissions_from_db(&row.get::<_, Vec<String>>(3));
-    let token = issue_token(
-        &app.keys,
-        row.get(0),
-        row.get(2),
-        &permissions,
-        app.cfg.token_ttl,
-    );
+    let (signer, published) = app.signer.signer();
+    if !published {
+        let publish = match app.write.get().await {
+            Ok(db) => platform::token::publish(&**db, signer.public())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = publish {
+            tracing::warn!(error = %e, "could not publish the token signing key");
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the database is unavailable",
+            );
+        }
+        app.signer.published(signer.public());
+    }
+    let token = signer.issue(row.get(0), row.get(2), &permissions, app.cfg.token_ttl);
     let scope = permissions
         .iter()
         .map(|p| p.as_str())

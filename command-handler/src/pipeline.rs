@@ -28,7 +28,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use contract::caller::{authenticate, Caller};
+use contract::caller::Caller;
 use contract::fields::{self, BodyKind, Fields};
 use contract::problem::ApiError;
 use deadpool_postgres::{GenericClient, Transaction};
@@ -326,7 +326,7 @@ async fn prepare<C: Endpoint>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Request<C>, ApiError> {
-    let caller = authenticate(headers, &app.keys, &app.partners).await?;
+    let caller = app.gate.authenticate(headers).await?;
     tracing::Span::current().record("partner", tracing::field::display(caller.partner_id));
     caller.require(C::permission())?;
     let id = match id {

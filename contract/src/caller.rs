@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::http::{header, HeaderMap};
 use domain::access::{Permission, Scope};
 use platform::access_cache::{PartnerAccess, PartnerCache};
-use platform::auth::{verify_token, TokenKeys};
+use platform::token::TokenVerifier;
 use uuid::Uuid;
 
 use crate::problem::ApiError;
@@ -48,32 +48,54 @@ impl Caller {
     }
 }
 
-/// Authenticates a request: a valid bearer token whose partner exists, is
-/// enabled, and has not rotated its secret since the token was issued.
-pub async fn authenticate(
-    headers: &HeaderMap,
-    keys: &TokenKeys,
-    partners: &PartnerCache,
-) -> Result<Caller, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .ok_or(ApiError::Unauthorized)?;
-    let claims = verify_token(keys, token).ok_or(ApiError::Unauthorized)?;
-    let access = partners
-        .access(claims.sub)
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
-    if access.disabled || access.secret_version != claims.sv {
-        return Err(ApiError::Unauthorized);
+/// What a request's access check reads, both kept in memory: the published
+/// keys that verify tokens, and the partners' current access.
+#[derive(Clone)]
+pub struct Gate {
+    tokens: TokenVerifier,
+    partners: PartnerCache,
+}
+
+impl Gate {
+    /// A gate over these keys and partners.
+    pub fn new(tokens: TokenVerifier, partners: PartnerCache) -> Gate {
+        Gate { tokens, partners }
     }
-    Ok(Caller {
-        partner_id: claims.sub,
-        access,
-    })
+
+    /// The published token keys (the JWKS).
+    pub fn tokens(&self) -> &TokenVerifier {
+        &self.tokens
+    }
+
+    /// Authenticates a request: a bearer token signed by a published key
+    /// and not expired, whose partner exists, is enabled, and has not
+    /// rotated its secret since the token was issued.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or(ApiError::Unauthorized)?;
+        let claims = self
+            .tokens
+            .verify(token)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        let access = self
+            .partners
+            .access(claims.sub)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        if access.disabled || access.secret_version != claims.sv {
+            return Err(ApiError::Unauthorized);
+        }
+        Ok(Caller {
+            partner_id: claims.sub,
+            access,
+        })
+    }
 }

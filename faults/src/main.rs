@@ -1413,7 +1413,7 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
     let cluster = Cluster::create(&dir)?;
     cluster.start()?;
     let key_file = dir.join("token.key");
-    platform::auth::TokenKeys::create_file(&key_file)?;
+    platform::token::TokenSigner::create_file(&key_file)?;
     lis::up::create_service_keys(&dir)?;
     let keys = Keys {
         chain: platform::chain::ChainKey::load(&dir.join("chain-signing.key"))?.public(),

@@ -42,6 +42,22 @@ enum What {
         #[command(subcommand)]
         cmd: AccountCmd,
     },
+    /// The key that signs partner access tokens (`LIS_TOKEN_KEY_FILE`).
+    TokenKey {
+        #[command(subcommand)]
+        cmd: TokenKeyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenKeyCmd {
+    /// Replace the signing key: publish a new key, retire the others, then
+    /// write it to `LIS_TOKEN_KEY_FILE` (run it where that file is; the
+    /// processes that mint tokens pick the new file up at their next
+    /// token). Tokens signed by the old key stay valid until they expire.
+    Rotate,
+    /// List the published keys that verify tokens now (the JWKS).
+    List,
 }
 
 #[derive(Subcommand)]
@@ -352,6 +368,23 @@ pub async fn run(cfg: &Config, a: Admin) -> anyhow::Result<()> {
             CatalogCmd::Seed => {
                 let added = admin::seed_catalog(&pool, &actor).await?;
                 println!("{added} catalog tests added");
+            }
+        },
+        What::TokenKey { cmd } => match cmd {
+            TokenKeyCmd::Rotate => {
+                let mut db = pool.get().await?;
+                let key = platform::token::rotate(&mut db, &cfg.token_key_file).await?;
+                println!(
+                    "token signing key {} published and written to {}; the previous keys verify their tokens until they expire",
+                    key.kid(),
+                    cfg.token_key_file.display()
+                );
+            }
+            TokenKeyCmd::List => {
+                let keys = platform::token::published(&**pool.get().await?, cfg.token_ttl).await?;
+                for k in keys {
+                    println!("{}", k.kid());
+                }
             }
         },
         What::Account { cmd } => {

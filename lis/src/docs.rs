@@ -163,7 +163,9 @@ impl Modify for SecuritySchemes {
                     .description(Some(
                         "An access token from `POST /oauth/token`, sent as \
                          `Authorization: Bearer <token>`. Missing, malformed, expired or \
-                         revoked: 401 with `WWW-Authenticate: Bearer`.",
+                         revoked: 401 with `WWW-Authenticate: Bearer`. Tokens are JWTs \
+                         signed with Ed25519 (`EdDSA`); the public keys are a JWKS at \
+                         `GET /.well-known/jwks.json`.",
                     ))
                     .build(),
             ),

@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use platform::auth::TokenKeys;
 use platform::config::Config;
+use platform::token::{SignerFile, TokenVerifier};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::json;
 use tokio::sync::watch;
@@ -139,6 +139,22 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
+/// The public keys that verify partner tokens (RFC 7517), for any
+/// process or partner that checks a token without calling the API.
+async fn jwks(State(tokens): State<TokenVerifier>) -> axum::response::Response {
+    match tokens.jwks().await {
+        Ok(set) => (
+            [
+                (axum::http::header::CONTENT_TYPE, "application/jwk-set+json"),
+                (axum::http::header::CACHE_CONTROL, "public, max-age=60"),
+            ],
+            set.to_string(),
+        )
+            .into_response(),
+        Err(e) => contract::problem::ApiError::from(e).into_response(),
+    }
+}
+
 async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
@@ -180,7 +196,6 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
 /// requests before returning.
 pub async fn serve(
     cfg: Config,
-    keys: TokenKeys,
     listener: Option<tokio::net::TcpListener>,
     roles: Roles,
     shutdown: Shutdown,
@@ -222,17 +237,29 @@ pub async fn serve(
                 kafka: Arc::new(platform::kafka::base_config(&cfg).create()?),
             });
         app = app.merge(crate::docs::router());
-        let partners = platform::access_cache::PartnerCache::start(
-            &cfg.database_url,
-            &cfg.write_schema,
-            write.clone(),
+        let gate = contract::caller::Gate::new(
+            TokenVerifier::new(write.clone(), cfg.token_ttl),
+            platform::access_cache::PartnerCache::start(
+                &cfg.database_url,
+                &cfg.write_schema,
+                write.clone(),
+            ),
         );
+        if roles.commands || roles.queries {
+            app = app.merge(
+                Router::new()
+                    .route("/.well-known/jwks.json", get(jwks))
+                    .with_state(gate.tokens().clone()),
+            );
+        }
         if roles.commands {
+            // Only the process that mints tokens loads the private key.
+            let signer = Arc::new(SignerFile::load(&cfg.token_key_file)?);
             app = app.merge(command_handler::router(command_handler::AppState::new(
                 cfg.clone(),
                 write.clone(),
-                keys.clone(),
-                partners.clone(),
+                signer,
+                gate.clone(),
             )));
         }
         let read = if roles.queries || roles.portal {
@@ -253,8 +280,7 @@ pub async fn serve(
                 cfg.clone(),
                 read.clone(),
                 write.clone(),
-                keys.clone(),
-                partners,
+                gate,
             )?));
         }
         if let (true, Some(read)) = (roles.portal, read) {

@@ -8,10 +8,10 @@ use crate::stack::{self, Roles, Shutdown};
 use anyhow::{bail, Context};
 use command_handler::admin;
 use domain::access::{IdSet, Permission, Scope};
-use platform::auth::TokenKeys;
 use platform::config::Config;
 use platform::db;
 use platform::keyfile::write_private;
+use platform::token::TokenSigner;
 
 const BROKER_PID: &str = "broker.pid";
 const SERVICES_PID: &str = "services.pid";
@@ -314,7 +314,7 @@ pub async fn up(cfg: &Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("logs"))?;
     ensure_broker(cfg, &dir).await?;
     migrate(cfg).await?;
-    if TokenKeys::create_file(&cfg.token_key_file)? {
+    if TokenSigner::create_file(&cfg.token_key_file)? {
         eprintln!(
             "lis: generated a token signing key at {}",
             cfg.token_key_file.display()
@@ -377,7 +377,6 @@ pub fn down(cfg: &Config) -> anyhow::Result<()> {
 /// `lis serve`: runs roles in the foreground until SIGTERM or Ctrl-C.
 pub async fn serve(cfg: Config, roles: &str) -> anyhow::Result<()> {
     let roles = Roles::parse(roles).map_err(anyhow::Error::msg)?;
-    let keys = TokenKeys::load(&cfg.token_key_file)?;
     let (fire, shutdown) = Shutdown::new();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -389,5 +388,5 @@ pub async fn serve(cfg: Config, roles: &str) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         let _ = fire.send(true);
     });
-    stack::serve(cfg, keys, None, roles, shutdown).await
+    stack::serve(cfg, None, roles, shutdown).await
 }

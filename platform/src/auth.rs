@@ -1,15 +1,13 @@
 //! Partner credentials and access checks.
 //!
 //! Secrets are random, shown once, and stored only as Argon2id hashes in the
-//! write-side `partners` table. Access tokens are HS256 JWTs signed with a
-//! per-installation key. The per-request check (`contract::caller`) reads
+//! write-side `partners` table. Access tokens are Ed25519-signed JWTs
+//! ([`crate::token`]). The per-request check (`contract::caller`) reads
 //! the partner's current access (disabled flag, secret version,
 //! permissions, scope) through [`crate::access_cache`], so a change takes
 //! effect on the next request, not when a token expires.
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::time::Duration;
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -18,15 +16,9 @@ use argon2::Argon2;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use domain::access::Permission;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::config::Secret;
-
-const ISSUER: &str = "lis";
-const AUDIENCE: &str = "lis-partner-api";
 
 /// Generates a new partner secret (256 random bits, URL-safe).
 pub fn generate_secret() -> Secret<String> {
@@ -93,115 +85,6 @@ pub async fn verify_secret_off_thread(secret: String, hash: Option<String>) -> b
         .unwrap_or(false)
 }
 
-/// The token signing key of this installation.
-#[derive(Clone)]
-pub struct TokenKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-}
-
-impl std::fmt::Debug for TokenKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenKeys(***)")
-    }
-}
-
-/// The token signing key's file.
-pub const TOKEN_KEY: crate::keyfile::KeyKind = crate::keyfile::KeyKind {
-    what: "token signing key",
-    var: "LIS_TOKEN_KEY_FILE",
-    len: 64,
-};
-
-impl TokenKeys {
-    /// Builds keys from raw key bytes (at least 32).
-    pub fn from_bytes(key: &[u8]) -> Self {
-        TokenKeys {
-            encoding: EncodingKey::from_secret(key),
-            decoding: DecodingKey::from_secret(key),
-        }
-    }
-
-    /// Loads the key from its file (base64 text).
-    pub fn load(path: &Path) -> Result<Self, crate::keyfile::KeyError> {
-        let bytes = crate::keyfile::load(path, TokenKeys::KIND)?;
-        Ok(Self::from_bytes(&bytes))
-    }
-
-    /// The key file's kind (its shortest usable key is 32 bytes).
-    const KIND: crate::keyfile::KeyKind = crate::keyfile::KeyKind {
-        len: 32,
-        ..TOKEN_KEY
-    };
-
-    /// Creates a new random key file readable only by its owner, unless one
-    /// exists already. Returns whether it created one.
-    pub fn create_file(path: &Path) -> std::io::Result<bool> {
-        crate::keyfile::create(path, TOKEN_KEY)
-    }
-}
-
-/// The claims of an access token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
-    /// The partner id.
-    pub sub: Uuid,
-    /// Issuer.
-    pub iss: String,
-    /// Audience.
-    pub aud: String,
-    /// Issued at (seconds since the epoch).
-    pub iat: i64,
-    /// Expires at.
-    pub exp: i64,
-    /// Token id.
-    pub jti: Uuid,
-    /// The secret version the token was issued under; rotating the secret
-    /// revokes older tokens.
-    pub sv: i32,
-    /// Space-separated permissions at issue time (informational; every
-    /// request reads the current permissions).
-    pub scope: String,
-}
-
-/// Issues an access token.
-pub fn issue_token(
-    keys: &TokenKeys,
-    partner_id: Uuid,
-    secret_version: i32,
-    permissions: &BTreeSet<Permission>,
-    ttl: Duration,
-) -> String {
-    let now = chrono::Utc::now().timestamp();
-    let claims = Claims {
-        sub: partner_id,
-        iss: ISSUER.into(),
-        aud: AUDIENCE.into(),
-        iat: now,
-        exp: now + ttl.as_secs() as i64,
-        jti: Uuid::new_v4(),
-        sv: secret_version,
-        scope: permissions
-            .iter()
-            .map(|p| p.as_str())
-            .collect::<Vec<_>>()
-            .join(" "),
-    };
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
-        .expect("HS256 encoding cannot fail")
-}
-
-/// Verifies a token's signature, issuer, audience and expiry.
-pub fn verify_token(keys: &TokenKeys, token: &str) -> Option<Claims> {
-    let mut v = Validation::new(Algorithm::HS256);
-    v.set_issuer(&[ISSUER]);
-    v.set_audience(&[AUDIENCE]);
-    v.leeway = 0;
-    jsonwebtoken::decode::<Claims>(token, &keys.decoding, &v)
-        .ok()
-        .map(|d| d.claims)
-}
-
 /// Parses stored permission names, skipping any this build does not know.
 pub fn permissions_from_db(names: &[String]) -> BTreeSet<Permission> {
     names.iter().filter_map(|n| n.parse().ok()).collect()
@@ -220,20 +103,5 @@ mod tests {
         assert!(verify_secret(s.expose(), Some(&h)));
         assert!(!verify_secret("wrong", Some(&h)));
         assert!(!verify_secret(s.expose(), None));
-    }
-
-    #[test]
-    fn tokens_verify_only_with_their_key_and_before_expiry() {
-        let keys = TokenKeys::from_bytes(&[7u8; 32]);
-        let other = TokenKeys::from_bytes(&[8u8; 32]);
-        let id = Uuid::new_v4();
-        let t = issue_token(&keys, id, 3, &BTreeSet::new(), Duration::from_secs(60));
-        let c = verify_token(&keys, &t).unwrap();
-        assert_eq!((c.sub, c.sv), (id, 3));
-        assert!(verify_token(&other, &t).is_none());
-        let expired = issue_token(&keys, id, 3, &BTreeSet::new(), Duration::from_secs(0));
-        std::thread::sleep(Duration::from_millis(1100));
-        assert!(verify_token(&keys, &expired).is_none());
-        assert!(verify_token(&keys, "not.a.token").is_none());
     }
 }

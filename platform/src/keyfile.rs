@@ -75,8 +75,7 @@ pub fn create(path: &Path, kind: KeyKind) -> std::io::Result<bool> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut key = vec![0u8; kind.len];
-    rand::thread_rng().fill_bytes(&mut key);
+    let key = generate(kind);
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     // create_new: of two processes creating the key at once, one writes it
@@ -94,6 +93,24 @@ pub fn create(path: &Path, kind: KeyKind) -> std::io::Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// A new random key of `kind`.
+pub fn generate(kind: KeyKind) -> Vec<u8> {
+    let mut key = vec![0u8; kind.len];
+    rand::thread_rng().fill_bytes(&mut key);
+    key
+}
+
+/// Replaces the key in `path` with `key` at once (a new file readable only
+/// by its owner, renamed over the old one): a process that reads the file
+/// meanwhile reads the old key or the new one, never a part.
+pub fn replace(path: &Path, key: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let next = path.with_file_name(format!(".{name}.next"));
+    let _ = std::fs::remove_file(&next);
+    write_private(&next, STANDARD.encode(key).as_bytes())?;
+    std::fs::rename(&next, path)
 }
 
 /// Writes a file readable and writable only by its owner.

@@ -8,7 +8,9 @@
 //! - [`offsets`]: Kafka offsets kept in Postgres, and consumers assigned
 //!   from them.
 //! - [`envelope`]: the published event envelope and its CloudEvents headers.
-//! - [`auth`]: partner secrets and access tokens.
+//! - [`auth`]: partner secrets (Argon2id, off the async threads).
+//! - [`token`]: access tokens (Ed25519 JWTs), the published keys that
+//!   verify them, rotation.
 //! - [`access_cache`]: partners' access kept in memory, current on every
 //!   process after each change.
 //! - [`keyfile`]: an installation's secret key files.
@@ -33,3 +35,4 @@ pub mod offsets;
 pub mod pseudonym;
 pub mod read_models;
 pub mod telemetry;
+pub mod token;

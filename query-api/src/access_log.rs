@@ -23,7 +23,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use contract::caller::{authenticate, Caller};
+use contract::caller::Caller;
 use contract::problem::{ApiError, Problem};
 use deadpool_postgres::Pool;
 use domain::access::Permission;
@@ -522,7 +522,7 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let caller = authenticate(&headers, &app.keys, &app.partners).await?;
+        let caller = app.gate.authenticate(&headers).await?;
         caller.require(Permission::AuditRead)?;
         let f = parse_filters(query.as_deref())?;
         let clients = scope_list(&caller.scope().clients);

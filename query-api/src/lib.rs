@@ -19,9 +19,8 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
+use contract::caller::Gate;
 use deadpool_postgres::Pool;
-use platform::access_cache::PartnerCache;
-use platform::auth::TokenKeys;
 use platform::config::Config;
 use platform::read_models::ReadModels;
 
@@ -41,10 +40,8 @@ pub struct QueryState {
     pub read_models: ReadModels,
     /// Pool on the write schema (the access log's filters).
     pub write: Pool,
-    /// Token signing key.
-    pub keys: TokenKeys,
-    /// Partners' current access (the access checks).
-    pub partners: PartnerCache,
+    /// The access checks.
+    pub gate: Gate,
     /// Where every record read is logged.
     pub access_log: access_log::AccessLog,
 }
@@ -55,16 +52,14 @@ impl QueryState {
         cfg: Arc<Config>,
         read_models: ReadModels,
         write: Pool,
-        keys: TokenKeys,
-        partners: PartnerCache,
+        gate: Gate,
     ) -> Result<Self, platform::db::DbError> {
         Ok(QueryState {
             access_log: access_log::AccessLog::start(&cfg.database_url, &cfg.write_schema)?,
             cfg,
             read_models,
             write,
-            keys,
-            partners,
+            gate,
         })
     }
 

@@ -563,7 +563,7 @@ pub async fn search(
 #[tracing::instrument(skip_all)]
 pub async fn catalog(State(app): State<QueryState>, headers: HeaderMap) -> Response {
     let result = async {
-        let caller = contract::caller::authenticate(&headers, &app.keys, &app.partners).await?;
+        let caller = app.gate.authenticate(&headers).await?;
         let any_tests = [
             Permission::TestsCreate,
             Permission::TestsRead,

@@ -6,7 +6,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
-use contract::caller::{authenticate, Caller};
+use contract::caller::Caller;
 use contract::consistency::{self, ConsistencyToken};
 use contract::fields::{self, BodyKind, Fields};
 use contract::problem::{ApiError, Problem};
@@ -91,7 +91,7 @@ pub(crate) async fn prepare(
     permissions: &[Permission],
     access: &mut Access,
 ) -> Result<Prepared, ApiError> {
-    let caller = authenticate(headers, &app.keys, &app.partners).await?;
+    let caller = app.gate.authenticate(headers).await?;
     access.caller(&caller);
     if !permissions.iter().any(|p| caller.has(*p)) {
         // The refusal is logged with the record's client and location, so

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use command_handler::admin;
-use platform::auth::{issue_token, TokenKeys};
+use platform::token::TokenSigner;
+use rand::RngCore;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -416,6 +417,41 @@ pub fn problem_failures(name: &str, a: &Answer) -> Vec<String> {
     out
 }
 
+/// How [`resigned`] signs.
+enum Signature<'a> {
+    /// Ed25519 with this seed's key.
+    Ed25519(&'a [u8; 32]),
+    /// HMAC-SHA256 with this secret.
+    Hs256(&'a [u8]),
+}
+
+/// `token`'s claims under a header naming key `kid`, signed as `how` says.
+fn resigned(token: &str, kid: &str, how: Signature) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let alg = match how {
+        Signature::Ed25519(_) => "EdDSA",
+        Signature::Hs256(_) => "HS256",
+    };
+    let header = json!({"typ": "JWT", "alg": alg, "kid": kid});
+    let input = format!("{}.{payload}", B64.encode(header.to_string()));
+    let signature = match how {
+        Signature::Ed25519(seed) => ring::signature::Ed25519KeyPair::from_seed_unchecked(seed)
+            .expect("a key")
+            .sign(input.as_bytes())
+            .as_ref()
+            .to_vec(),
+        Signature::Hs256(secret) => ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+            input.as_bytes(),
+        )
+        .as_ref()
+        .to_vec(),
+    };
+    format!("{input}.{}", B64.encode(signature))
+}
+
 /// The `Authorization` values a matrix tries on every endpoint.
 pub struct AuthCases {
     /// Each must be answered 401: none, malformed, forged, expired, of a
@@ -438,23 +474,29 @@ pub async fn auth_cases(
     (clients, locations): (&str, &str),
     probe: &Req,
 ) -> AuthCases {
-    // Tokens for the same partner made by hand: with another key, expired,
-    // and (as a control) with the installation's key.
+    // Tokens for the same partner made by hand: with a key that is not
+    // published (under its own key id, and under the installation's), with
+    // HMAC keyed by the published public key (an algorithm confusion),
+    // expired, and (as a control) with the installation's key.
     let perms = domain::access::parse_permissions(permissions).expect("permissions");
-    let mut other_key = [0u8; 32];
-    for (i, b) in other_key.iter_mut().enumerate() {
-        *b = rand::random::<u8>() ^ (i as u8);
-    }
+    let mut other_seed = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut other_seed);
+    let other = TokenSigner::from_seed(&other_seed).expect("a key");
     let hour = Duration::from_secs(3600);
-    let forged = issue_token(
-        &TokenKeys::from_bytes(&other_key),
-        scoped.id,
-        1,
-        &perms,
-        hour,
+    let forged = other.issue(scoped.id, 1, &perms, hour);
+    let kid = s.signer.public().kid();
+    let spoofed = resigned(&forged, kid, Signature::Ed25519(&other_seed));
+    let x = s.signer.public().jwk()["x"]
+        .as_str()
+        .expect("x")
+        .to_string();
+    let confused = resigned(
+        &s.signer.issue(scoped.id, 1, &perms, hour),
+        kid,
+        Signature::Hs256(x.as_bytes()),
     );
-    let control = issue_token(&s.keys, scoped.id, 1, &perms, hour);
-    let expired = issue_token(&s.keys, scoped.id, 1, &perms, Duration::ZERO);
+    let control = s.signer.issue(scoped.id, 1, &perms, hour);
+    let expired = s.signer.issue(scoped.id, 1, &perms, Duration::ZERO);
 
     // A partner disabled after getting its token.
     let gone = s.partner(permissions, clients, locations).await;
@@ -506,7 +548,18 @@ pub async fn auth_cases(
                 "malformed: Basic client credentials instead of a token",
                 Some(basic(&s.http, &scoped.client_id, &scoped.secret)),
             ),
-            ("token signed with another key", Some(bearer(&forged))),
+            (
+                "token signed with an unpublished key",
+                Some(bearer(&forged)),
+            ),
+            (
+                "token signed with an unpublished key under the published key's id",
+                Some(bearer(&spoofed)),
+            ),
+            (
+                "HS256 token keyed by the published public key",
+                Some(bearer(&confused)),
+            ),
             ("expired token", Some(bearer(&expired))),
             ("token of a disabled partner", Some(bearer(&gone_token))),
             (

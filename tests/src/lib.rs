@@ -9,10 +9,10 @@ use std::time::Duration;
 use command_handler::admin;
 use domain::access::{Actor, IdSet, Permission, Scope};
 use lis::stack::{Roles, Shutdown};
-use platform::auth::TokenKeys;
 use platform::config::Config;
 use platform::envelope::Envelope;
 use platform::kafka::Topic;
+use platform::token::TokenSigner;
 use rand::RngCore;
 use serde_json::Value;
 use uuid::Uuid;
@@ -31,10 +31,8 @@ pub struct TestStack {
     pub cfg: Config,
     /// Base URL of the partner API.
     pub base: String,
-    /// Signing key.
-    pub keys: TokenKeys,
-    /// The signing key's bytes (for processes started by a test).
-    pub key_bytes: Vec<u8>,
+    /// The token signing key (in `cfg.token_key_file`, published).
+    pub signer: TokenSigner,
     /// Pool on the write schema (for assertions on the event store).
     pub write: deadpool_postgres::Pool,
     /// Pool on the read schema.
@@ -92,6 +90,7 @@ pub fn test_config() -> Config {
     cfg.http_addr = "127.0.0.1:0".parse().expect("addr");
     let keys = std::env::temp_dir().join(format!("lis-test-keys-{id}"));
     cfg.chain_key_file = keys.join("chain-signing.key");
+    cfg.token_key_file = keys.join("token-signing.key");
     cfg.analytics_key_file = keys.join("analytics-pseudonym.key");
     cfg
 }
@@ -124,28 +123,32 @@ impl TestStack {
         platform::chain::ChainKey::create_file(&cfg.chain_key_file).expect("chain key");
         platform::keyfile::create(&cfg.analytics_key_file, platform::pseudonym::ANALYTICS_KEY)
             .expect("analytics key");
-        let mut key = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut key);
-        let keys = TokenKeys::from_bytes(&key);
+        TokenSigner::create_file(&cfg.token_key_file).expect("token key");
+        let signer = TokenSigner::load(&cfg.token_key_file).expect("token key");
+        let write = platform::db::pool(&cfg.database_url, &cfg.write_schema, 4).expect("pool");
+        // Published now, so that tokens a test makes by hand verify before
+        // the stack has minted one.
+        platform::token::publish(&**write.get().await.expect("db"), signer.public())
+            .await
+            .expect("publish the token key");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (fire, shutdown) = Shutdown::new();
-        let (c, k) = (cfg.clone(), keys.clone());
+        let c = cfg.clone();
         let task = tokio::spawn(async move {
-            lis::stack::serve(c, k, Some(listener), roles, shutdown)
+            lis::stack::serve(c, Some(listener), roles, shutdown)
                 .await
                 .expect("stack runs");
         });
         TestStack {
-            write: platform::db::pool(&cfg.database_url, &cfg.write_schema, 4).expect("pool"),
+            write,
             read: platform::db::pool(&cfg.database_url, &cfg.read_schema, 4).expect("pool"),
             http: reqwest::Client::new(),
             cfg,
             base,
-            keys,
-            key_bytes: key.to_vec(),
+            signer,
             fire,
             task,
         }
@@ -480,7 +483,6 @@ impl TestStack {
     /// Like [`TestStack::spawn_process`], with extra environment (for example
     /// `LIS_LOG`) and the process's output captured in [`LisProcess::log`].
     pub async fn spawn_process_with(&self, roles: &str, env: &[(&str, &str)]) -> LisProcess {
-        use base64::Engine;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -488,12 +490,6 @@ impl TestStack {
             .port();
         let dir = std::env::temp_dir().join(format!("lis-test-{}", random_hex(6)));
         std::fs::create_dir_all(&dir).unwrap();
-        let key_file = dir.join("token.key");
-        std::fs::write(
-            &key_file,
-            base64::engine::general_purpose::STANDARD.encode(&self.key_bytes),
-        )
-        .unwrap();
         let child = std::process::Command::new(lis_binary())
             .args(["serve", "--roles", roles])
             .env("LIS_DATABASE_URL", &self.cfg.database_url)
@@ -504,7 +500,7 @@ impl TestStack {
                 self.cfg.kafka_partitions.to_string(),
             )
             .env("LIS_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("LIS_TOKEN_KEY_FILE", &key_file)
+            .env("LIS_TOKEN_KEY_FILE", &self.cfg.token_key_file)
             .env("LIS_CHAIN_KEY_FILE", &self.cfg.chain_key_file)
             .env("LIS_ANALYTICS_KEY_FILE", &self.cfg.analytics_key_file)
             .env("LIS_TOKEN_RATE_PER_MINUTE", "10000")

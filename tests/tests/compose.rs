@@ -19,13 +19,19 @@ use serde_yaml::{Mapping, Value};
 /// other containers:
 /// - `LIS_DATABASE_URL`: every role uses Postgres (write side or read models);
 /// - `LIS_KAFKA_BROKERS`: the relay, projector and mailer use Kafka, and the
-///   API's `/readyz` asks the broker;
-/// - `LIS_TOKEN_KEY_FILE`: the API roles sign and verify tokens with it, and
-///   `lis serve` loads it before starting any role, so the others need it too.
-const REQUIRED_FOR_SERVE: &[&str] = &[
-    "LIS_DATABASE_URL",
-    "LIS_KAFKA_BROKERS",
-    "LIS_TOKEN_KEY_FILE",
+///   API's `/readyz` asks the broker.
+const REQUIRED_FOR_SERVE: &[&str] = &["LIS_DATABASE_URL", "LIS_KAFKA_BROKERS"];
+
+/// Whether a process with these roles loads a key.
+type LoadsKey = fn(&Roles) -> bool;
+
+/// The key files `lis serve` loads, and whether roles load each: a service
+/// gets a key exactly when one of its roles uses it (the token signing key
+/// only where tokens are minted: a process that verifies cannot mint).
+const KEY_FILES: &[(&str, LoadsKey)] = &[
+    ("LIS_TOKEN_KEY_FILE", |r| r.commands),
+    ("LIS_CHAIN_KEY_FILE", |r| r.relay),
+    ("LIS_ANALYTICS_KEY_FILE", |r| r.analytics),
 ];
 
 /// Settings `lis migrate` needs: it creates the database and the topics.
@@ -225,34 +231,49 @@ fn every_lis_service_can_reach_its_dependencies() {
         for k in REQUIRED_FOR_SERVE {
             assert!(value(k).is_some(), "service {name} (lis serve) needs {k}");
         }
-        // The key file must be mounted: as a Docker secret declared at the
-        // top level and granted to the service, or through a volume.
-        let key_file = value("LIS_TOKEN_KEY_FILE").expect("checked above");
-        if let Some(secret) = key_file.strip_prefix("/run/secrets/") {
-            assert!(
-                names(svc.get("secrets")).contains(secret),
-                "service {name} reads the secret {secret} but is not granted it"
-            );
-            assert!(
-                top_secrets.contains(secret),
-                "the secret {secret} is not declared under top-level `secrets`"
-            );
-        } else {
-            let mounted = match svc.get("volumes") {
-                Some(Value::Sequence(v)) => v.iter().any(|m| {
-                    let m = match m {
-                        Value::Mapping(m) => m.get("target").and_then(scalar),
-                        other => scalar(other),
-                    };
-                    m.is_some_and(|m| m.contains(key_file.as_str()))
-                }),
-                _ => false,
-            };
-            assert!(
-                mounted,
-                "service {name}: {key_file} is neither a secret nor mounted"
-            );
+        // Each key its roles load is mounted (as a Docker secret declared
+        // at the top level and granted to the service, or through a
+        // volume); no other key is granted.
+        let granted = names(svc.get("secrets"));
+        let mut needed = BTreeSet::new();
+        for (var, loads) in KEY_FILES {
+            if !loads(&roles) {
+                continue;
+            }
+            let key_file = value(var)
+                .unwrap_or_else(|| panic!("service {name} (--roles {roles_arg}) needs {var}"));
+            if let Some(secret) = key_file.strip_prefix("/run/secrets/") {
+                assert!(
+                    granted.contains(secret),
+                    "service {name} reads the secret {secret} but is not granted it"
+                );
+                assert!(
+                    top_secrets.contains(secret),
+                    "the secret {secret} is not declared under top-level `secrets`"
+                );
+                needed.insert(secret.to_string());
+            } else {
+                let mounted = match svc.get("volumes") {
+                    Some(Value::Sequence(v)) => v.iter().any(|m| {
+                        let m = match m {
+                            Value::Mapping(m) => m.get("target").and_then(scalar),
+                            other => scalar(other),
+                        };
+                        m.is_some_and(|m| m.contains(key_file.as_str()))
+                    }),
+                    _ => false,
+                };
+                assert!(
+                    mounted,
+                    "service {name}: {key_file} is neither a secret nor mounted"
+                );
+            }
         }
+        let extra: Vec<_> = granted.iter().filter(|g| !needed.contains(*g)).collect();
+        assert!(
+            extra.is_empty(),
+            "service {name} (--roles {roles_arg}) is granted keys its roles do not use: {extra:?}"
+        );
         if roles.commands || roles.queries {
             // The default, 127.0.0.1:8080, is unreachable from outside the container.
             let addr: SocketAddr = value("LIS_HTTP_ADDR")

@@ -94,13 +94,7 @@ async fn not_ready_without_the_broker() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (fire, shutdown) = lis::stack::Shutdown::new();
-    let task = tokio::spawn(lis::stack::serve(
-        cfg,
-        s0.keys.clone(),
-        Some(listener),
-        roles,
-        shutdown,
-    ));
+    let task = tokio::spawn(lis::stack::serve(cfg, Some(listener), roles, shutdown));
     let http = reqwest::Client::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let r = loop {

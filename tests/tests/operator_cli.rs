@@ -15,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tests::{lis_binary, patient_body, test_config, TestStack};
 use uuid::Uuid;
 
@@ -1051,5 +1051,165 @@ async fn lis_up_is_idempotent_and_lis_down_stops_it() {
             "the services still answer after `lis down`: {down:#?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The key id a token's header names.
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token)
+        .expect("a JWT")
+        .kid
+        .expect("a key id")
+}
+
+/// Whether a client library verifies `token` with the JWKS `set` alone.
+fn verifies(token: &str, set: &Value) -> bool {
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(set.clone()).expect("a JWKS");
+    let Some(jwk) = set.find(&kid_of(token)) else {
+        return false;
+    };
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    v.set_audience(&["lis-partner-api"]);
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("an Ed25519 JWK");
+    jsonwebtoken::decode::<Value>(token, &key, &v).is_ok()
+}
+
+/// The JWKS a process at `base` publishes.
+async fn jwks(base: &str) -> Value {
+    let r = reqwest::get(format!("{base}/.well-known/jwks.json"))
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        tests::header(&r, "content-type"),
+        "application/jwk-set+json"
+    );
+    r.json().await.expect("JSON")
+}
+
+/// The status of a patient read at `base` with `token`.
+async fn read_at(base: &str, path: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+/// Partner tokens are Ed25519 JWTs verified against published keys: a
+/// process that serves reads runs without the private key and verifies
+/// them, every API process serves the keys as a JWKS that a client library
+/// verifies with, and `lis admin token-key rotate` switches the signing key
+/// without a restart while the old key's tokens stay valid until they
+/// expire (then they are refused).
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_verify_on_every_process_and_survive_a_key_rotation() {
+    let s = TestStack::start().await;
+    let (p, old) = s.standard().await;
+    let env = Env::of(&s).with(
+        "LIS_TOKEN_KEY_FILE",
+        s.cfg.token_key_file.display().to_string(),
+    );
+    let set = jwks(&s.base).await;
+    let keys = set["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 1, "{set}");
+    assert_eq!(
+        (&keys[0]["kty"], &keys[0]["crv"], &keys[0]["alg"]),
+        (&json!("OKP"), &json!("Ed25519"), &json!("EdDSA"))
+    );
+    assert!(keys[0].get("d").is_none(), "no private part: {set}");
+    assert!(verifies(&old, &set), "the JWKS verifies the stack's token");
+    let created = s.create_patient(&old, &patient_body("JWKS-1")).await;
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["patientID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/v1/patients/{id}");
+    wait_readable(&s, &old, &path).await;
+    // A token's claims are remembered after its first check, never past
+    // its expiry.
+    let perms = domain::access::parse_permissions(tests::SIX).unwrap();
+    let brief = s.signer.issue(p.id, 1, &perms, Duration::from_secs(2));
+    assert_eq!(read_at(&s.base, &path, &brief).await, 200);
+    let expiry =
+        jsonwebtoken::decode::<Value>(&brief, &jsonwebtoken::DecodingKey::from_secret(b""), &{
+            let mut v = jsonwebtoken::Validation::default();
+            v.insecure_disable_signature_validation();
+            v.validate_aud = false;
+            v
+        })
+        .unwrap()
+        .claims["exp"]
+            .as_i64()
+            .unwrap();
+    while chrono::Utc::now().timestamp() <= expiry {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(read_at(&s.base, &path, &brief).await, 401, "expired");
+
+    // A reads-only process without the private key: it verifies tokens,
+    // publishes the same keys, and has no token endpoint.
+    let no_key = [("LIS_TOKEN_KEY_FILE", "/nonexistent/token-signing.key")];
+    let reader = s.spawn_process_with("query-api", &no_key).await;
+    assert_eq!(read_at(&reader.base, &path, &old).await, 200);
+    assert_eq!(jwks(&reader.base).await, set);
+    let mint = reqwest::Client::new()
+        .post(format!("{}/oauth/token", reader.base))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mint.status(), 404, "a verifying process cannot mint");
+
+    // Rotation, without a restart.
+    env.run(&["admin", "token-key", "rotate"]).await.expect_ok();
+    let new = s.token(&p).await;
+    assert_ne!(kid_of(&new), kid_of(&old), "new tokens use the new key");
+    for base in [&s.base, &reader.base] {
+        assert_eq!(read_at(base, &path, &new).await, 200, "the new key's token");
+        assert_eq!(
+            read_at(base, &path, &old).await,
+            200,
+            "the old key's token stays valid until it expires"
+        );
+    }
+    let set = jwks(&reader.base).await;
+    assert_eq!(set["keys"].as_array().unwrap().len(), 2, "{set}");
+    assert!(verifies(&old, &set) && verifies(&new, &set));
+    let listed = env.run(&["admin", "token-key", "list"]).await;
+    listed.expect_ok();
+    for t in [&old, &new] {
+        assert!(listed.stdout.contains(&kid_of(t)), "{listed:#?}");
+    }
+
+    // Once every token the old key signed has expired, it verifies nothing.
+    s.write
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE token_keys SET retired_at = now() - interval '1 day' WHERE kid = $1",
+            &[&kid_of(&old)],
+        )
+        .await
+        .unwrap();
+    let later = s.spawn_process_with("query-api", &no_key).await;
+    assert_eq!(read_at(&later.base, &path, &old).await, 401);
+    assert_eq!(read_at(&later.base, &path, &new).await, 200);
+    assert!(!verifies(&old, &jwks(&later.base).await));
+    drop((reader, later));
+    s.stop().await;
+}
+
+/// Waits until the patient at `path` is readable.
+async fn wait_readable(s: &TestStack, token: &str, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.get(token, path).await.status() != 200 {
+        assert!(Instant::now() < deadline, "{path} not readable in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
