@@ -53,6 +53,10 @@ pub enum LinkProblem {
     /// It is past its time.
     #[error("has expired")]
     Expired,
+    /// It went to an address that is no longer the account's login (the
+    /// invitation was sent again to a corrected address).
+    #[error("was replaced")]
+    Superseded,
 }
 
 /// What a mailed link is for.
@@ -193,6 +197,14 @@ pub async fn check_link(
     let (id, expires, used, email): (Uuid, DateTime<Utc>, Option<DateTime<Utc>>, Option<String>) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
     let account = load(db, id).await?.ok_or(AccountError::Unknown)?;
+    if purpose == LinkPurpose::Activate
+        && account.status == account::AccountStatus::Invited
+        && email.as_deref().is_some_and(|e| {
+            domain::patient::login_key(e) != domain::patient::login_key(&account.email)
+        })
+    {
+        return Err(AccountError::Link(LinkProblem::Superseded));
+    }
     let current = match purpose {
         LinkPurpose::Activate => AccountAction::Activate.allowed_from(account.status),
         LinkPurpose::ConfirmLogin => email
@@ -298,7 +310,7 @@ impl Operation for ConfirmLogin {
         writes.rows.push(Row::AccountLogin {
             account_id: account.id,
             login,
-            token_hash: self.token_hash.clone(),
+            token_hash: Some(self.token_hash.clone()),
         });
         Ok(Decision {
             writes,

@@ -2,9 +2,10 @@
 //! invited patient a one-time activation link, by SMTP (`LIS_SMTP_URL`) or
 //! into a directory of `.eml` files (`LIS_MAIL_OUTBOX`, the local stack's).
 //!
-//! It reads `PatientAccountInvited`, `ActivationLinkRequested` and
-//! `LoginChangeRequested` (whose link confirms a new login, with a notice
-//! to the old one) from Kafka. For each it makes
+//! It reads `PatientAccountInvited`, `ActivationLinkRequested`,
+//! `InvitationRedirected` (an invitation sent again to a corrected address)
+//! and `LoginChangeRequested` (whose link confirms a new login, with a
+//! notice to the old one) from Kafka. For each it makes
 //! a fresh random token, stores only its SHA-256 hash (keyed by the event
 //! id), sends the mail, then marks the invitation sent and stores the Kafka
 //! offset in one transaction. A crash before that mark sends again with a new
@@ -133,6 +134,9 @@ impl Due {
             AccountEvent::ActivationLinkRequested(e) => {
                 Some((e.account_id, Due::Activation { to: e.email }))
             }
+            AccountEvent::InvitationRedirected(e) => {
+                Some((e.account_id, Due::Activation { to: e.email }))
+            }
             AccountEvent::LoginChangeRequested(e) => Some((
                 e.account_id,
                 Due::LoginChange {
@@ -151,11 +155,11 @@ impl Due {
         }
     }
 
-    /// The address a confirmation link confirms.
+    /// The address the link goes to: an activation link works while it is
+    /// the login, a confirmation link confirms it.
     fn email(&self) -> Option<&str> {
         match self {
-            Due::Activation { .. } => None,
-            Due::LoginChange { to, .. } => Some(to),
+            Due::Activation { to } | Due::LoginChange { to, .. } => Some(to),
         }
     }
 

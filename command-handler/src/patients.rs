@@ -298,7 +298,8 @@ fn open_account(writes: &mut Writes, patient_id: Uuid, email: &str) -> (Uuid, i6
     (account_id, 1)
 }
 
-/// Asks the patient's account to confirm a new login, when
+/// Asks the patient's account to confirm a new login, or sends its
+/// invitation to the new address instead, when
 /// `account::request_login_change` says so; answers its stream and
 /// version for the consistency token.
 async fn request_login_change(
@@ -324,6 +325,13 @@ async fn request_login_change(
     };
     Ok(account::request_login_change(&account, email).map(|event| {
         writes.event(id, account.version + 1, &event);
+        if let account::AccountEvent::InvitationRedirected(e) = &event {
+            writes.rows.push(Row::AccountLogin {
+                account_id: id,
+                login: patient::login_key(&e.email),
+                token_hash: None,
+            });
+        }
         (id, account.version + 1)
     }))
 }

@@ -202,8 +202,9 @@ pub enum Row {
         account_id: Uuid,
         /// The normalized login.
         login: String,
-        /// The confirmation link's token hash, used up now.
-        token_hash: Vec<u8>,
+        /// The confirmation link's token hash, used up now (none when an
+        /// invitation follows a corrected address).
+        token_hash: Option<Vec<u8>>,
     },
     /// Every portal session of an account ends (it was locked or disabled).
     EndSessions {

@@ -38,6 +38,11 @@ pub enum AccountEvent {
     LoginChangeRequested(LoginChangeRequested),
     /// The patient confirmed the new address: it is the login now.
     PatientAccountLoginChanged(LoginChanged),
+    /// A partner changed the email of a patient whose account is invited,
+    /// not yet activated (a mistyped address, most often): the login moves
+    /// to the new address, a new invitation goes there, and the links sent
+    /// to the previous one stop working.
+    InvitationRedirected(InvitationRedirected),
 }
 
 impl DomainEvent for AccountEvent {
@@ -53,6 +58,7 @@ impl DomainEvent for AccountEvent {
             AccountEvent::PatientAccountDisabled(_) => "PatientAccountDisabled",
             AccountEvent::LoginChangeRequested(_) => "LoginChangeRequested",
             AccountEvent::PatientAccountLoginChanged(_) => "PatientAccountLoginChanged",
+            AccountEvent::InvitationRedirected(_) => "InvitationRedirected",
         }
     }
 }
@@ -89,6 +95,19 @@ pub struct LoginChangeRequested {
     /// The new address, which the confirmation link goes to.
     pub email: String,
     /// The login until the patient confirms, which is told of the change.
+    #[serde(rename = "previousEmail")]
+    pub previous_email: String,
+}
+
+/// Data of `InvitationRedirected`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvitationRedirected {
+    /// The account.
+    #[serde(rename = "accountID")]
+    pub account_id: Uuid,
+    /// The new login, which the new invitation goes to.
+    pub email: String,
+    /// The login it replaces, whose links stop working.
     #[serde(rename = "previousEmail")]
     pub previous_email: String,
 }
@@ -219,23 +238,32 @@ pub fn open(account_id: Uuid, patient_id: Uuid, email: String) -> AccountEvent {
 }
 
 /// A partner gave the patient a new valid `email` that no other account
-/// uses: for an activated account whose login it is not, the change waits
-/// for the patient's confirmation (no event otherwise: an invited account
-/// keeps the address it was invited at, a disabled one is gone).
+/// uses, not the account's login. An activated account's login changes
+/// only once the patient confirms it; an invited account's invitation goes
+/// to the new address instead (whoever holds a link can activate, so the
+/// previous address's links stop working). No event for a disabled
+/// account, or an address already waiting for confirmation.
 pub fn request_login_change(account: &Account, email: &str) -> Option<AccountEvent> {
-    let activated = matches!(
-        account.status,
-        AccountStatus::Active | AccountStatus::Locked
-    );
     let same = crate::patient::login_key(email) == crate::patient::login_key(&account.email);
     let waiting = account.pending_email.as_deref() == Some(email);
-    (activated && !same && !waiting).then(|| {
-        AccountEvent::LoginChangeRequested(LoginChangeRequested {
+    if same || waiting {
+        return None;
+    }
+    match account.status {
+        AccountStatus::Active | AccountStatus::Locked => {
+            Some(AccountEvent::LoginChangeRequested(LoginChangeRequested {
+                account_id: account.id,
+                email: email.to_string(),
+                previous_email: account.email.clone(),
+            }))
+        }
+        AccountStatus::Invited => Some(AccountEvent::InvitationRedirected(InvitationRedirected {
             account_id: account.id,
             email: email.to_string(),
             previous_email: account.email.clone(),
-        })
-    })
+        })),
+        AccountStatus::Disabled => None,
+    }
 }
 
 /// The patient confirms `email`, the address waiting for confirmation.
@@ -299,9 +327,10 @@ pub fn apply(state: Option<Account>, event: &AccountEvent) -> Option<Account> {
                 ..s
             })
         }
-        AccountEvent::PatientAccountLoginChanged(e) => {
+        AccountEvent::PatientAccountLoginChanged(LoginChanged { email, .. })
+        | AccountEvent::InvitationRedirected(InvitationRedirected { email, .. }) => {
             return state.map(|s| Account {
-                email: e.email.clone(),
+                email: email.clone(),
                 pending_email: None,
                 version,
                 ..s
@@ -387,7 +416,6 @@ mod tests {
     fn a_login_changes_only_once_the_patient_confirms_the_waiting_address() {
         let a = Uuid::new_v4();
         let invited = apply(None, &open(a, Uuid::new_v4(), "ada@example.org".into())).unwrap();
-        assert_eq!(request_login_change(&invited, "new@example.org"), None);
         let activated = decide(&invited, AccountAction::Activate).unwrap();
         let active = apply(Some(invited), &activated).unwrap();
         assert_eq!(
@@ -421,11 +449,42 @@ mod tests {
             Err(AccountRejection::NoSuchChange),
             "a confirmation works once"
         );
+        let disabled = decide(&changed, AccountAction::Disable).unwrap();
+        let disabled = apply(Some(changed), &disabled).unwrap();
+        assert_eq!(request_login_change(&disabled, "late@example.org"), None);
         for e in [asked, confirmed] {
             assert_eq!(
                 AccountEvent::from_parts(e.event_type(), e.to_data()).unwrap(),
                 e
             );
         }
+    }
+
+    #[test]
+    fn an_invitation_follows_a_corrected_address_before_activation() {
+        let a = Uuid::new_v4();
+        let invited = apply(None, &open(a, Uuid::new_v4(), "ada@exmaple.org".into())).unwrap();
+        assert_eq!(
+            request_login_change(&invited, "ADA@exmaple.org"),
+            None,
+            "the same login"
+        );
+        let moved = request_login_change(&invited, "ada@example.org").unwrap();
+        assert_eq!(moved.event_type(), "InvitationRedirected");
+        let redirected = apply(Some(invited), &moved).unwrap();
+        assert_eq!(
+            (
+                redirected.email.as_str(),
+                redirected.status,
+                redirected.version
+            ),
+            ("ada@example.org", AccountStatus::Invited, 2),
+            "the login moves at once: no password protects an invited account"
+        );
+        assert!(decide(&redirected, AccountAction::Activate).is_ok());
+        assert_eq!(
+            AccountEvent::from_parts(moved.event_type(), moved.to_data()).unwrap(),
+            moved
+        );
     }
 }

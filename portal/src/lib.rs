@@ -547,6 +547,11 @@ impl PortalState {
                 "This link has expired",
                 "This activation link has expired. Ask for a new one: it is sent to the same email.",
             ),
+            LinkProblem::Superseded => (
+                StatusCode::GONE,
+                "This link was replaced",
+                "This activation link no longer works: your laboratory sent a new invitation. Use the link in the newest email, or ask for a new one.",
+            ),
         };
         let link = match problem {
             LinkProblem::Used => ("/portal/login", "Log in"),

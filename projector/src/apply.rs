@@ -578,7 +578,8 @@ fn account_status(event: &AccountEvent) -> Option<AccountStatus> {
         AccountEvent::ActivationLinkRequested(_)
         | AccountEvent::PatientAccountPasswordChanged(_)
         | AccountEvent::LoginChangeRequested(_)
-        | AccountEvent::PatientAccountLoginChanged(_) => None,
+        | AccountEvent::PatientAccountLoginChanged(_)
+        | AccountEvent::InvitationRedirected(_) => None,
         AccountEvent::PatientAccountActivated(_) | AccountEvent::PatientAccountUnlocked(_) => {
             Some(AccountStatus::Active)
         }

@@ -592,8 +592,7 @@ async fn a_partner_cannot_take_over_an_account_by_changing_the_email() {
     assert_eq!(account_events(s, "LoginChangeRequested").await, 2);
     assert_eq!(account_events(s, "PatientAccountLoginChanged").await, 1);
 
-    // Bob's address, while his account waits for activation, does not
-    // move his login; nor does one another account uses.
+    // An address another account uses moves no login.
     let bob_id = w.bob["patientID"].as_str().unwrap();
     let r = s
         .patch(
@@ -607,5 +606,67 @@ async fn a_partner_cannot_take_over_an_account_by_changing_the_email() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["warnings"][0]["code"], "email_in_use");
     assert_eq!(account_events(s, "LoginChangeRequested").await, 2);
+    w.stack.stop().await;
+}
+
+/// A partner corrects the address of a patient whose account waits for
+/// activation (a typo): the invitation goes to the new address at once,
+/// the link mailed to the previous one stops working whoever holds it,
+/// and the patient activates with the new link and logs in with the new
+/// address.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invitation_follows_a_corrected_address() {
+    let w = World::start().await;
+    let s = &w.stack;
+    let typo_link = w.link_of("bob@example.org");
+    let before = w.sink.mails().len();
+    let bob_id = w.bob["patientID"].as_str().unwrap();
+    let r = s
+        .patch(
+            &w.token,
+            &format!("/v1/patients/{bob_id}"),
+            None,
+            r#"{"email":"bob.right@example.org"}"#,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["warnings"].is_null(), "no warning: {v}");
+    let mails = w.sink.wait_for(before + 1).await;
+    assert_eq!(mails.len(), before + 1, "one new invitation");
+    let link = tests::portal::activation_link(tests::portal::last_mail_to(
+        &mails,
+        "bob.right@example.org",
+    ));
+    assert_eq!(account_events(s, "InvitationRedirected").await, 1);
+
+    let old = Visitor::new(&s.base).get(&typo_link).await;
+    assert_eq!(old.status, 410, "the previous address's link: {}", old.body);
+    assert!(old.body.contains("replaced"), "{}", old.body);
+    let mut bob = Visitor::new(&s.base);
+    let done = bob.activate(&link, ADA_PASSWORD).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(
+        bob.login("bob.right@example.org", ADA_PASSWORD)
+            .await
+            .status,
+        303
+    );
+    assert_eq!(
+        bob.login("bob@example.org", ADA_PASSWORD).await.status,
+        422,
+        "the previous address is no login"
+    );
+    // The same address again changes nothing.
+    let r = s
+        .patch(
+            &w.token,
+            &format!("/v1/patients/{bob_id}"),
+            None,
+            r#"{"email":"bob.right@example.org"}"#,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(account_events(s, "InvitationRedirected").await, 1);
     w.stack.stop().await;
 }
