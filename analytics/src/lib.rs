@@ -10,6 +10,11 @@
 //! an event twice (and ignores an `eventID` it applied), never out of
 //! order, and never misses one.
 //!
+//! One publisher works at a time: the holder of the `analytics` lease
+//! (`platform::lease`); others stand by. It stores offsets only in a
+//! transaction that renews the lease with its epoch, and publishes only
+//! while the lease is valid on its own clock.
+//!
 //! # Layout
 //! - [`deidentify`]: what of one event the stream carries.
 //! - [`run`]: the long-running loop.
@@ -22,6 +27,7 @@ use deadpool_postgres::Pool;
 use platform::config::Config;
 use platform::envelope::Envelope;
 use platform::kafka::{partition_for, FetchWait, Topic};
+use platform::lease::Lease;
 use platform::offsets::{self, Owner};
 use platform::pseudonym::Pseudonyms;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
@@ -31,6 +37,8 @@ pub mod deidentify;
 
 /// Where it keeps its offsets.
 const OWNER: Owner<'static> = Owner::Reactor("analytics");
+/// The lease the working publisher holds.
+const LEASE: &str = "analytics";
 /// The topics whose events the analytics stream copies.
 const SOURCES: [Topic; 2] = [Topic::Patients, Topic::Orders];
 /// Messages per batch at most.
@@ -101,6 +109,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     loop {
         let term = async {
+            let mut lease = Lease::acquire(&**write.get().await?, LEASE).await?;
             let producer: FutureProducer = platform::kafka::producer_config(&cfg).create()?;
             let stored = offsets::load(&write.get().await?, OWNER).await?;
             let consumer = offsets::assigned_consumer(
@@ -112,10 +121,19 @@ pub async fn run(
             )?;
             tracing::info!("analytics publisher is running");
             loop {
-                let batch =
-                    offsets::next_batch(&consumer, Duration::from_secs(3600), BATCH).await?;
+                let batch = offsets::next_batch(&consumer, Duration::from_secs(1), BATCH).await?;
+                if batch.is_empty() {
+                    lease.keep(&**write.get().await?).await?;
+                    continue;
+                }
+                lease.keep(&**write.get().await?).await?;
                 publish(&cfg, &ids, &producer, &batch).await?;
-                offsets::store(&write.get().await?, OWNER, &offsets::after(&batch)).await?;
+                let mut db = write.get().await?;
+                let tx = db.transaction().await?;
+                let renewal = lease.fence(&*tx).await?;
+                offsets::store(&tx, OWNER, &offsets::after(&batch)).await?;
+                tx.commit().await?;
+                lease.renewed(renewal);
                 platform::metrics::ANALYTICS_PUBLISHED.inc_by(batch.len() as u64);
             }
             #[allow(unreachable_code)]

@@ -12,6 +12,12 @@
 //! token, which replaces the old one (at least once, and only the newest link
 //! works); a mark already present means the mail went out, so a re-delivered
 //! event sends nothing.
+//!
+//! One mailer works at a time: the holder of the `mailer` lease
+//! (`platform::lease`); others stand by. Its writes (a link's token, the
+//! mark and the offsets) renew the lease with its epoch in their
+//! transaction, and it sends only while the lease is valid on its own
+//! clock.
 
 use std::future::Future;
 use std::time::Duration;
@@ -30,6 +36,7 @@ use lettre::{
 use platform::config::Config;
 use platform::envelope::Envelope;
 use platform::kafka::{FetchWait, Topic};
+use platform::lease::Lease;
 use platform::offsets::{self, Offsets, Owner};
 use rand::RngCore;
 use rdkafka::message::Message;
@@ -40,6 +47,8 @@ use crate::accounts::LinkPurpose;
 
 /// Where it keeps its offsets.
 const OWNER: Owner<'static> = Owner::Reactor("invitation-mailer");
+/// The lease the working mailer holds.
+const LEASE: &str = "mailer";
 /// How long an activation link works.
 pub const ACTIVATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -202,70 +211,82 @@ impl Due {
     }
 }
 
-async fn store_offset(write: &Pool, topic: &str, partition: i32, next: i64) -> anyhow::Result<()> {
-    let next = Offsets::from([((topic.to_string(), partition), next)]);
-    offsets::store(&write.get().await?, OWNER, &next).await?;
-    Ok(())
+/// A mailer's term under the lease: what each event's handling needs.
+struct Term<'a> {
+    cfg: &'a Config,
+    write: &'a Pool,
+    outbox: Outbox,
+    lease: Lease,
 }
 
-/// Sends the invitation of one event unless it was sent already.
-async fn handle(
-    cfg: &Config,
-    write: &Pool,
-    outbox: &Outbox,
-    env: &Envelope,
-    topic: &str,
-    partition: i32,
-    next: i64,
-) -> anyhow::Result<()> {
-    let Some((account_id, due)) =
-        Due::of(AccountEvent::from_parts(&env.event_type, env.data.clone())?)
-    else {
-        return store_offset(write, topic, partition, next).await;
-    };
-    let mut raw = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut raw);
-    let token = URL_SAFE_NO_PAD.encode(raw);
-    let expires = Utc::now() + chrono::Duration::from_std(ACTIVATION_TTL)?;
-    let db = write.get().await?;
-    let unsent = db
-        .query_opt(
-            "INSERT INTO activation_tokens (token_hash, account_id, event_id, expires_at, purpose, email) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (event_id) DO UPDATE SET token_hash = EXCLUDED.token_hash, expires_at = EXCLUDED.expires_at \
-             WHERE activation_tokens.sent_at IS NULL RETURNING 1",
-            &[
-                &token_hash(&token),
-                &account_id,
-                &env.event_id,
-                &expires,
-                &due.purpose().as_str(),
-                &due.email(),
-            ],
-        )
-        .await?
-        .is_some();
-    drop(db);
-    if unsent {
-        for mail in due.mails(cfg, &token)? {
-            outbox.send(mail).await?;
-        }
-        let mut db = write.get().await?;
+impl Term<'_> {
+    /// Stores the offsets after an event, under the lease.
+    async fn store_offsets(&mut self, next: &Offsets) -> anyhow::Result<()> {
+        let mut db = self.write.get().await?;
         let tx = db.transaction().await?;
+        let renewal = self.lease.fence(&*tx).await?;
+        offsets::store(&tx, OWNER, next).await?;
+        tx.commit().await?;
+        self.lease.renewed(renewal);
+        Ok(())
+    }
+
+    /// Sends the mails of one event unless they were sent already, then
+    /// stores `next`.
+    async fn handle(&mut self, env: &Envelope, next: &Offsets) -> anyhow::Result<()> {
+        let Some((account_id, due)) =
+            Due::of(AccountEvent::from_parts(&env.event_type, env.data.clone())?)
+        else {
+            return self.store_offsets(next).await;
+        };
+        let mut raw = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let token = URL_SAFE_NO_PAD.encode(raw);
+        let expires = Utc::now() + chrono::Duration::from_std(ACTIVATION_TTL)?;
+        let mut db = self.write.get().await?;
+        let tx = db.transaction().await?;
+        let renewal = self.lease.fence(&*tx).await?;
+        let unsent = tx
+            .query_opt(
+                "INSERT INTO activation_tokens (token_hash, account_id, event_id, expires_at, purpose, email) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (event_id) DO UPDATE SET token_hash = EXCLUDED.token_hash, expires_at = EXCLUDED.expires_at \
+                 WHERE activation_tokens.sent_at IS NULL RETURNING 1",
+                &[
+                    &token_hash(&token),
+                    &account_id,
+                    &env.event_id,
+                    &expires,
+                    &due.purpose().as_str(),
+                    &due.email(),
+                ],
+            )
+            .await?
+            .is_some();
+        tx.commit().await?;
+        self.lease.renewed(renewal);
+        if !unsent {
+            drop(db);
+            return self.store_offsets(next).await;
+        }
+        self.lease.keep(&**db).await?;
+        for mail in due.mails(self.cfg, &token)? {
+            self.outbox.send(mail).await?;
+        }
+        let tx = db.transaction().await?;
+        let renewal = self.lease.fence(&*tx).await?;
         tx.execute(
             "UPDATE activation_tokens SET sent_at = now() WHERE event_id = $1",
             &[&env.event_id],
         )
         .await?;
-        let next = Offsets::from([((topic.to_string(), partition), next)]);
-        offsets::store(&tx, OWNER, &next).await?;
+        offsets::store(&tx, OWNER, next).await?;
         tx.commit().await?;
+        self.lease.renewed(renewal);
         platform::metrics::MAILS_SENT.inc();
         tracing::info!(account = %account_id, "activation link sent");
-    } else {
-        store_offset(write, topic, partition, next).await?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Runs the mailer until `shutdown` resolves; does nothing without
@@ -281,6 +302,13 @@ pub async fn run(cfg: Config, write: Pool, shutdown: impl Future<Output = ()>) {
     loop {
         let term = async {
             let outbox = Outbox::of(&cfg)?.ok_or_else(|| anyhow::anyhow!("no outbox"))?;
+            let lease = Lease::acquire(&**write.get().await?, LEASE).await?;
+            let mut term = Term {
+                cfg: &cfg,
+                write: &write,
+                outbox,
+                lease,
+            };
             let stored = offsets::load(&write.get().await?, OWNER).await?;
             let consumer = offsets::assigned_consumer(
                 &cfg,
@@ -290,25 +318,22 @@ pub async fn run(cfg: Config, write: Pool, shutdown: impl Future<Output = ()>) {
                 FetchWait::Long,
             )?;
             loop {
-                let msg = consumer.recv().await?;
-                let next = msg.offset() + 1;
+                let msg = match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await
+                {
+                    Ok(msg) => msg?,
+                    Err(_) => {
+                        term.lease.keep(&**write.get().await?).await?;
+                        continue;
+                    }
+                };
+                let next =
+                    Offsets::from([((msg.topic().to_string(), msg.partition()), msg.offset() + 1)]);
                 let env = msg
                     .payload()
                     .and_then(|p| serde_json::from_slice::<Envelope>(p).ok());
                 match env {
-                    Some(env) if env.stream_type == "account" => {
-                        handle(
-                            &cfg,
-                            &write,
-                            &outbox,
-                            &env,
-                            msg.topic(),
-                            msg.partition(),
-                            next,
-                        )
-                        .await?
-                    }
-                    _ => store_offset(&write, msg.topic(), msg.partition(), next).await?,
+                    Some(env) if env.stream_type == "account" => term.handle(&env, &next).await?,
+                    _ => term.store_offsets(&next).await?,
                 }
             }
             #[allow(unreachable_code)]

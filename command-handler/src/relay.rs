@@ -13,8 +13,14 @@
 //! partition lacks, it publishes everything again. A record may therefore be
 //! repeated (consumers ignore a version they applied) but the first copy of
 //! every event is in stream order, whatever a dead relay left behind or
-//! after it. Only one relay publishes at a time (a Postgres advisory lock);
-//! others wait as standbys.
+//! after it. Only one relay publishes at a time: the holder of the `relay`
+//! lease (`platform::lease`); others wait as standbys and take over within
+//! a few seconds of its death or freeze. Its checkpoint transactions renew
+//! the lease with its epoch, so a former holder that lost the lease writes
+//! no checkpoint and no chain link, and it publishes only while the lease
+//! is valid on its own clock. (A batch already handed to the Kafka client
+//! when it froze may still go out when it resumes: exact copies of records
+//! the new holder publishes too, which consumers skip.)
 //!
 //! Tamper evidence: the relay links every event it passes into the log's
 //! hash chains (`platform::chain`) and stores the links with its checkpoint,
@@ -33,13 +39,14 @@ use platform::chain::{self, ChainKey, Hash, Linker};
 use platform::config::Config;
 use platform::envelope::{Envelope, CHAIN_HASH_HEADER, CHAIN_SEQ_HEADER, POSITION_HEADER};
 use platform::kafka::{partition_for, FetchWait, Topic};
+use platform::lease::Lease;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-/// Advisory lock key held by the active relay.
-const RELAY_LOCK: i64 = 0x6c69_735f_7265_6c61;
+/// The lease the active relay holds.
+const LEASE: &str = "relay";
 /// Events read per batch.
 const BATCH: i64 = 2000;
 /// How long an idle relay waits before looking for new events when no
@@ -122,17 +129,8 @@ async fn run_once(cfg: &Config, key: &ChainKey) -> anyhow::Result<()> {
     });
     let _guard = AbortOnDrop(driver);
 
-    loop {
-        let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LOCK])
-            .await?
-            .get(0);
-        if locked {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    tracing::info!("relay is active");
+    let mut lease = Lease::acquire(&client, LEASE).await?;
+    tracing::info!(epoch = lease.epoch(), "relay is active");
     let next_batch = client
         .prepare(&format!(
             "SELECT {EVENT_COLUMNS} FROM events e \
@@ -159,7 +157,7 @@ async fn run_once(cfg: &Config, key: &ChainKey) -> anyhow::Result<()> {
     let producer: FutureProducer = platform::kafka::producer_config(cfg).create()?;
     let mut checkpoint = load_checkpoint(&client).await?;
     let mut next_offsets = load_partition_offsets(&client).await?;
-    let mut linker = backfill_chain(&mut client, &next_batch, checkpoint).await?;
+    let mut linker = backfill_chain(&mut client, &mut lease, &next_batch, checkpoint).await?;
     let mut signed = Signed::default();
     let mut relay = Relay {
         cfg: cfg.clone(),
@@ -173,6 +171,7 @@ async fn run_once(cfg: &Config, key: &ChainKey) -> anyhow::Result<()> {
         "relay resynced: events already on Kafka after the checkpoint"
     );
     loop {
+        lease.keep(&client).await?;
         let rows = client
             .query(
                 &next_batch,
@@ -180,7 +179,7 @@ async fn run_once(cfg: &Config, key: &ChainKey) -> anyhow::Result<()> {
             )
             .await?;
         if rows.is_empty() {
-            signed.sign(&relay, key, &linker, true).await?;
+            signed.sign(&relay, &lease, key, &linker, true).await?;
             tokio::select! {
                 _ = crate::store::COMMITTED.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
@@ -192,6 +191,7 @@ async fn run_once(cfg: &Config, key: &ChainKey) -> anyhow::Result<()> {
             .map(Stored::from_row)
             .collect::<anyhow::Result<Vec<_>>>()?;
         let links = Links::build(&client, &mut linker, &batch).await?;
+        lease.keep(&client).await?;
         let mut deliveries = Vec::with_capacity(batch.len());
         let mut newest: Option<chrono::DateTime<chrono::Utc>> = None;
         for (i, event) in batch.iter().enumerate() {
@@ -269,6 +269,7 @@ async fn run_once(cfg: &Config, key: &ChainKey) -> anyhow::Result<()> {
         }
         let last = batch.last().map_or(checkpoint, |e| e.position);
         let tx = client.transaction().await?;
+        let renewal = lease.fence(&tx).await?;
         tx.execute(&save_checkpoint, &[&last.txid.to_string(), &last.position])
             .await?;
         let (mut topics, mut partitions, mut nexts) = (Vec::new(), Vec::new(), Vec::new());
@@ -281,11 +282,12 @@ async fn run_once(cfg: &Config, key: &ChainKey) -> anyhow::Result<()> {
             .await?;
         links.save(&tx).await?;
         tx.commit().await?;
+        lease.renewed(renewal);
         checkpoint = last;
         if let Some(t) = newest {
             platform::metrics::RELAY_LAG.set(platform::metrics::seconds_since(&t));
         }
-        signed.sign(&relay, key, &linker, false).await?;
+        signed.sign(&relay, &lease, key, &linker, false).await?;
     }
 }
 
@@ -420,6 +422,7 @@ impl Links {
 /// that has no link yet.
 async fn backfill_chain(
     client: &mut tokio_postgres::Client,
+    lease: &mut Lease,
     next_batch: &tokio_postgres::Statement,
     checkpoint: Position,
 ) -> anyhow::Result<Linker> {
@@ -462,8 +465,10 @@ async fn backfill_chain(
         };
         let links = Links::build(client, &mut linker, &batch).await?;
         let tx = client.transaction().await?;
+        let renewal = lease.fence(&tx).await?;
         links.save(&tx).await?;
         tx.commit().await?;
+        lease.renewed(renewal);
         tracing::info!(
             linked = batch.len(),
             "relay linked already published events into the chain"
@@ -487,6 +492,7 @@ impl Signed {
     async fn sign(
         &mut self,
         relay: &Relay,
+        lease: &Lease,
         key: &ChainKey,
         linker: &Linker,
         idle: bool,
@@ -497,6 +503,7 @@ impl Signed {
         if seq <= self.seq || !due {
             return Ok(());
         }
+        lease.check()?;
         let signed = key.sign(seq, &head);
         let payload = serde_json::to_vec(&signed)?;
         let topic = Topic::Chain.name(&relay.cfg.topic_prefix);

@@ -77,7 +77,8 @@ impl Roles {
         Ok(r)
     }
 
-    fn http(&self) -> bool {
+    /// Whether a process of these roles serves HTTP.
+    pub fn http(&self) -> bool {
         self.commands || self.queries || self.portal
     }
 }

@@ -27,8 +27,13 @@ fn data_dir(cfg: &Config) -> anyhow::Result<PathBuf> {
     Ok(cfg.data_dir.canonicalize()?)
 }
 
-fn read_pid(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+/// The pids in a pid file, one a line.
+fn read_pids(path: &Path) -> Vec<i32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
 }
 
 fn alive(pid: i32) -> bool {
@@ -212,10 +217,56 @@ async fn ready(url: &str) -> bool {
     )
 }
 
-async fn ensure_services(cfg: &Config, dir: &Path, base: &str) -> anyhow::Result<()> {
-    if read_pid(&dir.join(SERVICES_PID)).is_some_and(alive) && ready(base).await {
+/// The roles of the processes `lis up` starts: every role in one, or with
+/// `replicas` above one, the API roles in that many processes sharing the
+/// port and the others in one beside them (the relay, mailer and analytics
+/// publisher work alone anyway, under their leases).
+fn service_processes(replicas: usize) -> Vec<(Vec<String>, String)> {
+    let serve = |roles: &str, share: bool| {
+        let mut args = vec![
+            "serve".to_string(),
+            "--roles".to_string(),
+            roles.to_string(),
+        ];
+        if share {
+            args.push("--share-port".to_string());
+        }
+        args
+    };
+    if replicas <= 1 {
+        return vec![(serve("all", false), "services.log".to_string())];
+    }
+    let mut procs = vec![(
+        serve("relay,projector,mailer,analytics", false),
+        "services.log".to_string(),
+    )];
+    for i in 1..=replicas {
+        procs.push((
+            serve("command-handler,query-api,portal", true),
+            format!("api-{i}.log"),
+        ));
+    }
+    procs
+}
+
+async fn ensure_services(
+    cfg: &Config,
+    dir: &Path,
+    base: &str,
+    replicas: usize,
+) -> anyhow::Result<()> {
+    let running = read_pids(&dir.join(SERVICES_PID));
+    if !running.is_empty() && running.iter().all(|p| alive(*p)) && ready(base).await {
+        if running.len() != service_processes(replicas).len() {
+            eprintln!(
+                "lis: the services are up already ({} processes); `lis down` first to change --replicas",
+                running.len()
+            );
+        }
         return Ok(());
     }
+    // Whatever is left of an earlier start (a process that died, say).
+    stop(&dir.join(SERVICES_PID), "services");
     let exe = std::env::current_exe()?;
     let mut env = vec![
         ("LIS_DATA_DIR", dir.display().to_string()),
@@ -241,19 +292,18 @@ async fn ensure_services(cfg: &Config, dir: &Path, base: &str) -> anyhow::Result
         ));
     }
     let cwd = std::env::current_dir()?;
-    let pid = spawn_detached(
-        &exe,
-        &["serve".to_string()],
-        &cwd,
-        &dir.join("logs/services.log"),
-        &env,
-    )?;
-    std::fs::write(dir.join(SERVICES_PID), pid.to_string())?;
+    let mut pids = Vec::new();
+    for (args, log) in service_processes(replicas) {
+        let pid = spawn_detached(&exe, &args, &cwd, &dir.join("logs").join(log), &env)?;
+        pids.push(pid.to_string());
+        // Written as each starts, so `lis down` finds every one.
+        std::fs::write(dir.join(SERVICES_PID), pids.join("\n"))?;
+    }
     wait_until("the services", Duration::from_secs(60), async || {
         ready(base).await
     })
     .await
-    .with_context(|| format!("see {}", dir.join("logs/services.log").display()))
+    .with_context(|| format!("see {}", dir.join("logs").display()))
 }
 
 async fn ensure_demo(cfg: &Config, dir: &Path, base: &str) -> anyhow::Result<PathBuf> {
@@ -308,8 +358,8 @@ pub fn create_service_keys(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `lis up`.
-pub async fn up(cfg: &Config) -> anyhow::Result<()> {
+/// `lis up`, with `replicas` API processes.
+pub async fn up(cfg: &Config, replicas: usize) -> anyhow::Result<()> {
     let dir = data_dir(cfg)?;
     std::fs::create_dir_all(dir.join("logs"))?;
     ensure_broker(cfg, &dir).await?;
@@ -326,12 +376,15 @@ pub async fn up(cfg: &Config) -> anyhow::Result<()> {
         }
     }
     let base = format!("http://{}", cfg.http_addr);
-    ensure_services(cfg, &dir, &base).await?;
+    ensure_services(cfg, &dir, &base, replicas).await?;
     let demo = ensure_demo(cfg, &dir, &base).await?;
     let pool = db::pool(&cfg.database_url, &cfg.write_schema, 2)?;
     admin::seed_catalog(&pool, &crate::admin_cli::operator()).await?;
     println!("LIS is up.");
     println!("  base URL:             {base}");
+    if replicas > 1 {
+        println!("  API processes:        {replicas}, sharing the base URL's port");
+    }
     println!("  demo credentials:     {}", demo.display());
     println!("  patient portal:       {base}/portal");
     match (&cfg.smtp_url, &cfg.mail_outbox) {
@@ -347,18 +400,21 @@ pub async fn up(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stops the processes of a pid file (SIGTERM, then SIGKILL after 15 s).
 fn stop(path: &Path, what: &str) {
-    let Some(pid) = read_pid(path) else { return };
-    if alive(pid) {
+    let pids: Vec<i32> = read_pids(path).into_iter().filter(|p| alive(*p)).collect();
+    for pid in &pids {
         // SAFETY: plain signal to a process this command started.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while alive(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if alive(pid) {
+        unsafe { libc::kill(*pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for pid in &pids {
+        if alive(*pid) {
             // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
         }
         println!("stopped the {what} (pid {pid})");
     }
@@ -374,9 +430,23 @@ pub fn down(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `lis serve`: runs roles in the foreground until SIGTERM or Ctrl-C.
-pub async fn serve(cfg: Config, roles: &str) -> anyhow::Result<()> {
+/// `lis serve`: runs roles in the foreground until SIGTERM or Ctrl-C;
+/// with `share_port`, on a port other processes may share (`SO_REUSEPORT`).
+pub async fn serve(cfg: Config, roles: &str, share_port: bool) -> anyhow::Result<()> {
     let roles = Roles::parse(roles).map_err(anyhow::Error::msg)?;
+    let listener = if share_port && roles.http() {
+        let socket = if cfg.http_addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(cfg.http_addr)?;
+        Some(socket.listen(1024)?)
+    } else {
+        None
+    };
     let (fire, shutdown) = Shutdown::new();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -388,5 +458,5 @@ pub async fn serve(cfg: Config, roles: &str) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         let _ = fire.send(true);
     });
-    stack::serve(cfg, None, roles, shutdown).await
+    stack::serve(cfg, listener, roles, shutdown).await
 }

@@ -42,6 +42,14 @@ pub struct Config {
     pub topic_prefix: String,
     /// `LIS_KAFKA_PARTITIONS`: partitions of the record topics.
     pub kafka_partitions: i32,
+    /// `LIS_KAFKA_REPLICATION_FACTOR`: copies of each partition that
+    /// `lis migrate` asks for (1 on the local stack's single broker, 3 in
+    /// production).
+    pub kafka_replication_factor: i32,
+    /// `LIS_KAFKA_MIN_INSYNC_REPLICAS`: of those, how many must hold a
+    /// record before an `acks=all` producer is told it is written (set on
+    /// each topic; 2 of 3 in production).
+    pub kafka_min_insync_replicas: i32,
     /// `LIS_HTTP_ADDR`: where the partner API listens.
     pub http_addr: SocketAddr,
     /// `LIS_DATA_DIR`: the local stack's data directory.
@@ -139,6 +147,8 @@ impl Config {
             kafka_brokers: var("LIS_KAFKA_BROKERS").unwrap_or_else(|| "127.0.0.1:9092".into()),
             topic_prefix: var("LIS_TOPIC_PREFIX").unwrap_or_default(),
             kafka_partitions: parsed("LIS_KAFKA_PARTITIONS", 4)?,
+            kafka_replication_factor: parsed("LIS_KAFKA_REPLICATION_FACTOR", 1)?,
+            kafka_min_insync_replicas: parsed("LIS_KAFKA_MIN_INSYNC_REPLICAS", 1)?,
             token_key_file: var("LIS_TOKEN_KEY_FILE")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| data_dir.join("token-signing.key")),
@@ -172,6 +182,8 @@ impl Config {
         "LIS_KAFKA_BROKERS",
         "LIS_TOPIC_PREFIX",
         "LIS_KAFKA_PARTITIONS",
+        "LIS_KAFKA_REPLICATION_FACTOR",
+        "LIS_KAFKA_MIN_INSYNC_REPLICAS",
         "LIS_HTTP_ADDR",
         "LIS_DATA_DIR",
         "LIS_TOKEN_KEY_FILE",

@@ -183,12 +183,24 @@ pub async fn ensure_topics(cfg: &Config) -> anyhow::Result<()> {
         .chain(Topic::DERIVED.iter())
         .map(|t| (t.name(&cfg.topic_prefix), t.partitions(cfg)))
         .collect();
+    let min_insync = cfg.kafka_min_insync_replicas.to_string();
     let topics: Vec<NewTopic> = names
         .iter()
         .map(|(name, partitions)| {
-            NewTopic::new(name, *partitions, TopicReplication::Fixed(1))
-                .set("retention.ms", "-1")
-                .set("retention.bytes", "-1")
+            let topic = NewTopic::new(
+                name,
+                *partitions,
+                TopicReplication::Fixed(cfg.kafka_replication_factor),
+            )
+            .set("retention.ms", "-1")
+            .set("retention.bytes", "-1");
+            // Only a replicated topic needs it (the local stack's broker
+            // keeps one copy and its own default).
+            if cfg.kafka_replication_factor > 1 {
+                topic.set("min.insync.replicas", &min_insync)
+            } else {
+                topic
+            }
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

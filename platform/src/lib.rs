@@ -14,6 +14,8 @@
 //! - [`access_cache`]: partners' access kept in memory, current on every
 //!   process after each change.
 //! - [`keyfile`]: an installation's secret key files.
+//! - [`lease`]: leases in Postgres for the processes that must work alone
+//!   (relay, mailer, analytics publisher), fenced by epoch.
 //! - [`read_models`]: which copy of the read models readers use (`lis
 //!   replay` switches it).
 //! - [`pseudonym`]: keyed pseudonyms of the analytics stream.
@@ -30,6 +32,7 @@ pub mod db;
 pub mod envelope;
 pub mod kafka;
 pub mod keyfile;
+pub mod lease;
 pub mod metrics;
 pub mod offsets;
 pub mod pseudonym;

@@ -1,7 +1,9 @@
 //! `docker-compose.yml` stays in step with the code: it passes only settings
 //! the code reads, gives every `lis serve` process what it needs to reach its
-//! dependencies, runs Kafka in KRaft mode, and serves the whole partner API
-//! under one origin on port 8080. Also checks that `Config::VARIABLES` lists
+//! dependencies (and each only the keys its roles load), runs three Kafka
+//! brokers in KRaft mode with every topic replicated, two replicas of every
+//! service and a Postgres standby, and serves the whole partner API under
+//! one origin on port 8080. Also checks that `Config::VARIABLES` lists
 //! exactly the variables `Config::from_env` reads.
 //!
 //! Docker does not run on the test machines, so these checks read the file.
@@ -316,15 +318,9 @@ fn every_lis_service_can_reach_its_dependencies() {
 fn kafka_runs_in_kraft_mode_and_postgres_16_is_checked() {
     let doc = compose();
     let all = services(&doc);
-    let kafka = all
-        .iter()
-        .find(|(_, s)| {
-            s.get("image")
-                .and_then(scalar)
-                .is_some_and(|i| i.starts_with("apache/kafka"))
-        })
-        .map(|(_, s)| environment(s))
-        .expect("a service runs the apache/kafka image");
+    let brokers = kafka_services(&all);
+    assert!(!brokers.is_empty(), "a service runs the apache/kafka image");
+    let kafka = &brokers[0].1;
     let get = |k: &str| kafka.get(k).cloned().flatten().unwrap_or_default();
     let process_roles = get("KAFKA_PROCESS_ROLES");
     assert!(
@@ -345,8 +341,17 @@ fn kafka_runs_in_kraft_mode_and_postgres_16_is_checked() {
         "false",
         "`lis migrate` creates the topics (with unlimited retention)"
     );
-    // Every broker the LIS services are given is one the broker advertises.
-    let advertised = get("KAFKA_ADVERTISED_LISTENERS");
+    // Every broker the LIS services are given is one a broker advertises.
+    let advertised: String = brokers
+        .iter()
+        .map(|(_, env)| {
+            env.get("KAFKA_ADVERTISED_LISTENERS")
+                .cloned()
+                .flatten()
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(",");
     for (name, svc) in &all {
         if let Some(Some(brokers)) = environment(svc).get("LIS_KAFKA_BROKERS") {
             for b in brokers.split(',').map(str::trim) {
@@ -372,6 +377,145 @@ fn kafka_runs_in_kraft_mode_and_postgres_16_is_checked() {
     );
 }
 
+/// The services running the apache/kafka image, with their environments.
+fn kafka_services(all: &[(String, &Mapping)]) -> Vec<(String, BTreeMap<String, Option<String>>)> {
+    all.iter()
+        .filter(|(_, s)| {
+            s.get("image")
+                .and_then(scalar)
+                .is_some_and(|i| i.starts_with("apache/kafka"))
+        })
+        .map(|(n, s)| (n.clone(), environment(s)))
+        .collect()
+}
+
+/// Issue 13's production topology: three KRaft brokers that form one
+/// quorum, every topic with 3 copies and 2 in sync before an `acks=all`
+/// write counts (the brokers' defaults and internal topics, and the topics
+/// `lis migrate` creates), every LIS service told of every broker and run
+/// twice, and a Postgres standby streaming from the primary.
+#[test]
+fn the_production_topology_replicates_every_part() {
+    let doc = compose();
+    let all = services(&doc);
+    let brokers = kafka_services(&all);
+    assert!(
+        brokers.len() >= 3,
+        "three Kafka brokers, not {}",
+        brokers.len()
+    );
+    let mut ids = BTreeSet::new();
+    for (name, env) in &brokers {
+        let get = |k: &str| env.get(k).cloned().flatten().unwrap_or_default();
+        assert!(
+            ids.insert(get("KAFKA_NODE_ID")),
+            "{name}: a node id of its own"
+        );
+        let voters = get("KAFKA_CONTROLLER_QUORUM_VOTERS");
+        assert_eq!(
+            voters.split(',').count(),
+            brokers.len(),
+            "{name}: every broker votes in the controller quorum ({voters})"
+        );
+        for (k, v) in [
+            ("KAFKA_DEFAULT_REPLICATION_FACTOR", "3"),
+            ("KAFKA_MIN_INSYNC_REPLICAS", "2"),
+            ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "3"),
+            ("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "3"),
+            ("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "2"),
+            ("KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE", "false"),
+        ] {
+            assert_eq!(get(k), v, "{name}: {k}");
+        }
+    }
+    let hosts: BTreeSet<String> = brokers
+        .iter()
+        .map(|(_, env)| {
+            let l = env["KAFKA_ADVERTISED_LISTENERS"]
+                .clone()
+                .unwrap_or_default();
+            l.rsplit("//").next().unwrap_or_default().to_string()
+        })
+        .collect();
+    for (name, svc) in &all {
+        let env = environment(svc);
+        if let Some(Some(listed)) = env.get("LIS_KAFKA_BROKERS") {
+            let listed: BTreeSet<String> =
+                listed.split(',').map(|b| b.trim().to_string()).collect();
+            assert_eq!(listed, hosts, "{name} is told of every broker");
+        }
+        if runs_migrate(svc) {
+            let get = |k: &str| env.get(k).cloned().flatten().unwrap_or_default();
+            assert_eq!(
+                get("LIS_KAFKA_REPLICATION_FACTOR"),
+                "3",
+                "{name}: topics with 3 copies"
+            );
+            assert_eq!(
+                get("LIS_KAFKA_MIN_INSYNC_REPLICAS"),
+                "2",
+                "{name}: 2 in sync"
+            );
+        }
+        if serve_roles(svc).is_some() {
+            let replicas = svc
+                .get("deploy")
+                .and_then(|d| d.get("replicas"))
+                .and_then(Value::as_u64)
+                .unwrap_or(1);
+            assert!(
+                replicas >= 2,
+                "service {name} runs {replicas} replica(s), not 2"
+            );
+        }
+    }
+    // A standby streaming from the primary: a second postgres:16 service
+    // whose start copies the primary with pg_basebackup -R, after it.
+    let postgres: Vec<&(String, &Mapping)> = all
+        .iter()
+        .filter(|(_, s)| {
+            s.get("image")
+                .and_then(scalar)
+                .is_some_and(|i| i.starts_with("postgres:16"))
+        })
+        .collect();
+    assert_eq!(postgres.len(), 2, "a primary and a standby");
+    let (standby, svc) = postgres
+        .iter()
+        .find(|(_, s)| s.get("depends_on").is_some())
+        .expect("the standby starts after the primary");
+    let script = mounted_files(svc)
+        .into_iter()
+        .map(|f| std::fs::read_to_string(repo_root().join(f)).unwrap_or_default())
+        .find(|t| t.contains("pg_basebackup"))
+        .unwrap_or_else(|| panic!("{standby} mounts a script that runs pg_basebackup"));
+    assert!(
+        script.contains(" -R"),
+        "{standby}: pg_basebackup -R makes it a standby"
+    );
+    let (primary, svc) = postgres.iter().find(|(n, _)| n != standby).unwrap();
+    assert!(
+        command(svc).join(" ").contains("wal_level=replica"),
+        "{primary} keeps the WAL a standby needs"
+    );
+}
+
+/// The host files a service mounts (`./x:/y[:ro]`).
+fn mounted_files(svc: &Mapping) -> Vec<String> {
+    match svc.get("volumes") {
+        Some(Value::Sequence(v)) => v
+            .iter()
+            .filter_map(scalar)
+            .filter_map(|m| {
+                let host = m.split(':').next()?;
+                host.starts_with("./")
+                    .then(|| host.trim_start_matches("./").to_string())
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 #[test]
 fn one_origin_serves_the_partner_api_on_8080() {
     let doc = compose();
@@ -392,12 +536,33 @@ fn one_origin_serves_the_partner_api_on_8080() {
         publishing.iter().map(|(n, ..)| n).collect::<Vec<_>>()
     );
     let (name, svc, target) = &publishing[0];
+    // A reverse proxy in front: the service its Caddyfile sends requests to.
+    let (name, svc, target) = if serve_roles(svc).is_none() {
+        let caddyfile = mounted_files(svc)
+            .into_iter()
+            .find(|f| f.ends_with("Caddyfile"))
+            .unwrap_or_else(|| panic!("service {name} publishes {port}: lis serve or a Caddyfile"));
+        let text = std::fs::read_to_string(repo_root().join(&caddyfile)).expect("the Caddyfile");
+        let word_after = |key: &str| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
+                .unwrap_or_else(|| panic!("{caddyfile}: no `{key}` line"))
+        };
+        let (upstream, upstream_port) = (word_after("name "), word_after("port "));
+        let (_, up) = services(&doc)
+            .into_iter()
+            .find(|(n, _)| *n == upstream)
+            .unwrap_or_else(|| panic!("{caddyfile} sends requests to {upstream}, not a service"));
+        (upstream, up, upstream_port)
+    } else {
+        (name.clone(), *svc, target.clone())
+    };
     let roles_arg = serve_roles(svc)
-        .unwrap_or_else(|| panic!("service {name} publishes {port} but does not run `lis serve`"));
+        .unwrap_or_else(|| panic!("service {name} serves {port} but does not run `lis serve`"));
     let roles = Roles::parse(&roles_arg).expect("valid roles");
     assert!(
         roles.commands && roles.queries,
-        "service {name} on port {port} serves every partner endpoint \
+        "service {name} behind port {port} serves every partner endpoint \
          (command-handler and query-api), not only `{roles_arg}`"
     );
     let addr: SocketAddr = environment(svc)
@@ -409,8 +574,8 @@ fn one_origin_serves_the_partner_api_on_8080() {
         .expect("LIS_HTTP_ADDR is an address");
     assert_eq!(
         target,
-        &addr.port().to_string(),
-        "service {name} publishes {port} to the port it listens on"
+        addr.port().to_string(),
+        "service {name} is reached on the port it listens on"
     );
 }
 

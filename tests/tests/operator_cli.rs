@@ -924,32 +924,62 @@ fn up_output(run: &Run, base: &str) -> PathBuf {
     files.into_iter().next().unwrap()
 }
 
+/// A `lis up` stack of a test's own: its database, topics, port and data
+/// directory, and the guard that takes it down.
+struct UpStack {
+    env: Env,
+    base: String,
+    port: u16,
+    dir: PathBuf,
+    database_url: String,
+    guard: Down,
+}
+
+impl UpStack {
+    fn new() -> UpStack {
+        let cfg = test_config();
+        let database_url = format!("{}_up", cfg.database_url);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("lis-up-{}", Uuid::new_v4().simple()));
+        let env = Env(vec![
+            ("LIS_DATABASE_URL", database_url.clone()),
+            ("LIS_KAFKA_BROKERS", cfg.kafka_brokers.clone()),
+            ("LIS_TOPIC_PREFIX", format!("{}up.", cfg.topic_prefix)),
+            ("LIS_KAFKA_PARTITIONS", "3".into()),
+            ("LIS_HTTP_ADDR", format!("127.0.0.1:{port}")),
+            ("LIS_DATA_DIR", dir.display().to_string()),
+            // Verbose, so that the check of the logs for the secret means something.
+            ("LIS_LOG", "info".into()),
+        ]);
+        UpStack {
+            guard: Down {
+                env: env.clone(),
+                dir: dir.clone(),
+                done: false,
+            },
+            base: format!("http://127.0.0.1:{port}"),
+            env,
+            port,
+            dir,
+            database_url,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lis_up_is_idempotent_and_lis_down_stops_it() {
-    let cfg = test_config();
-    let database_url = format!("{}_up", cfg.database_url);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let dir = std::env::temp_dir().join(format!("lis-up-{}", Uuid::new_v4().simple()));
-    let env = Env(vec![
-        ("LIS_DATABASE_URL", database_url.clone()),
-        ("LIS_KAFKA_BROKERS", cfg.kafka_brokers.clone()),
-        ("LIS_TOPIC_PREFIX", format!("{}up.", cfg.topic_prefix)),
-        ("LIS_KAFKA_PARTITIONS", "3".into()),
-        ("LIS_HTTP_ADDR", format!("127.0.0.1:{port}")),
-        ("LIS_DATA_DIR", dir.display().to_string()),
-        // Verbose, so that the check of the logs for the secret means something.
-        ("LIS_LOG", "info".into()),
-    ]);
-    let mut guard = Down {
-        env: env.clone(),
-        dir: dir.clone(),
-        done: false,
-    };
+    let UpStack {
+        env,
+        base,
+        dir,
+        database_url,
+        mut guard,
+        ..
+    } = UpStack::new();
     let http = reqwest::Client::new();
     let limit = Duration::from_secs(180);
 
@@ -1211,5 +1241,147 @@ async fn wait_readable(s: &TestStack, token: &str, path: &str) {
     while s.get(token, path).await.status() != 200 {
         assert!(Instant::now() < deadline, "{path} not readable in 30 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The socket inodes of the TCP sockets listening on `port` (IPv4).
+fn listening_on(port: u16) -> BTreeSet<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let local_port = cols.get(1)?.rsplit(':').next()?;
+            let listening = cols.get(3)? == &"0A";
+            (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| cols.get(9).map(|s| s.to_string()))
+                .flatten()
+        })
+        .collect()
+}
+
+/// Whether process `pid` holds one of the sockets `inodes`.
+fn holds_socket(pid: i32, inodes: &BTreeSet<String>) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_string)
+        })
+        .any(|inode| inodes.contains(&inode))
+}
+
+/// `lis up --replicas 2`: two API processes listen on the one base URL's
+/// port (the kernel spreads connections over them) beside one process of
+/// the other roles; a write is readable with its Consistency-Token
+/// whichever process answers; one API process killed, the base URL still
+/// serves; `lis down` stops every process.
+#[tokio::test(flavor = "multi_thread")]
+async fn lis_up_with_replicas_serves_one_base_url_from_several_processes() {
+    let UpStack {
+        env,
+        base,
+        port,
+        dir,
+        mut guard,
+        ..
+    } = UpStack::new();
+    let up = env
+        .run_within(Duration::from_secs(180), &["up", "--replicas", "2"])
+        .await;
+    up.expect_ok();
+    assert!(up.stdout.contains("API processes:        2"), "{up:#?}");
+    let file = up_output(&up, &base);
+    let pids: Vec<i32> = std::fs::read_to_string(dir.join("services.pid"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(
+        pids.len(),
+        3,
+        "one process of the other roles, two of the API"
+    );
+    let listening = listening_on(port);
+    assert_eq!(listening.len(), 2, "two sockets listen on {port}");
+    let api: Vec<i32> = pids
+        .iter()
+        .copied()
+        .filter(|p| holds_socket(*p, &listening))
+        .collect();
+    assert_eq!(api.len(), 2, "each API process holds one of them");
+
+    // Read-your-writes, on a new connection for every request.
+    let demo: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let fresh = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let t = token(
+        &fresh(),
+        &base,
+        demo["client_id"].as_str().unwrap(),
+        demo["client_secret"].as_str().unwrap(),
+    )
+    .await;
+    let read_own_write = |n: usize| {
+        let (base, t) = (base.clone(), t.clone());
+        async move {
+            let body = json!({"externalPatientID": format!("RYW-{n}"), "clientID": "DEMO",
+                "locationID": "DEMO-MAIN", "firstName": "Read", "lastName": "Own",
+                "dateOfBirth": "1980-01-01", "sex": "unknown"});
+            let r = fresh()
+                .post(format!("{base}/v1/patients"))
+                .bearer_auth(&t)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            let ct = tests::header(&r, "consistency-token");
+            let id = r.json::<Value>().await.unwrap()["patientID"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let read = fresh()
+                .get(format!("{base}/v1/patients/{id}"))
+                .bearer_auth(&t)
+                .header("Consistency-Token", ct)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(read.status(), 200, "write {n} read back with its token");
+        }
+    };
+    for n in 0..20 {
+        read_own_write(n).await;
+    }
+
+    // One API process dies: the base URL still serves.
+    // SAFETY: a plain signal to a process `lis up` started for this test.
+    unsafe { libc::kill(api[0], libc::SIGKILL) };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in 20..30 {
+        read_own_write(n).await;
+    }
+
+    env.run_within(Duration::from_secs(60), &["down"])
+        .await
+        .expect_ok();
+    guard.done = true;
+    for pid in pids {
+        // Gone, or a zombie its parent has not reaped yet.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let running = state
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'));
+        assert!(!running, "`lis down` stopped {pid}");
     }
 }

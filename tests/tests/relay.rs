@@ -267,3 +267,159 @@ async fn a_batch_spanning_a_power_of_ten_in_transaction_ids_keeps_commit_order()
     assert_exactly_once_in_order(&records, &committed);
     s.stop().await;
 }
+
+/// Which of `relays` logged that it became the active relay most lately
+/// (its log holds one line more than its "standing by"s), waiting for one.
+async fn active(relays: &[&tests::LisProcess]) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let actives: Vec<usize> = relays
+            .iter()
+            .map(|r| r.log().matches("relay is active").count())
+            .collect();
+        let lost: Vec<usize> = relays
+            .iter()
+            .map(|r| r.log().matches("lease was lost").count())
+            .collect();
+        let now: Vec<usize> = (0..relays.len())
+            .filter(|&i| actives[i] > lost[i])
+            .collect();
+        if let [one] = now[..] {
+            return one;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "one relay is active: {actives:?} active, {lost:?} lost"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Appends `n` patient events over `streams`, each in a transaction of its
+/// own; records their ids.
+async fn write_events(
+    db: &mut deadpool_postgres::Object,
+    streams: &mut HashMap<Uuid, i64>,
+    committed: &mut HashSet<Uuid>,
+    n: usize,
+) {
+    let ids: Vec<Uuid> = streams.keys().copied().collect();
+    for i in 0..n {
+        let stream = ids[i % ids.len()];
+        let version = streams[&stream] + 1;
+        streams.insert(stream, version);
+        let e = Pending::new(stream, version, &patient_event(stream));
+        committed.insert(e.event_id);
+        commit(db, &e).await;
+    }
+}
+
+/// Waits until every committed event is on the patient topic; the time it
+/// took.
+async fn published(s: &TestStack, committed: &HashSet<Uuid>) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let on_kafka: HashSet<Uuid> = s
+            .read_topic(Topic::Patients)
+            .await
+            .iter()
+            .map(|r| r.envelope.event_id)
+            .collect();
+        if committed.is_subset(&on_kafka) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{} of {} events published after 30 s",
+            committed.intersection(&on_kafka).count(),
+            committed.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Several relays run; the holder of the lease publishes, the others stand
+/// by. A standby takes over within seconds of a `kill -9` of the active
+/// relay and of a `SIGSTOP`; the frozen one, resumed, finds its lease taken
+/// and stands by. Every event reaches Kafka once at least, each stream's
+/// first copies in order, repeats only as exact copies, and the store's
+/// hash chain is one chain that `lis verify` accepts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_relay_takes_over_and_a_frozen_one_is_fenced() {
+    let s = TestStack::start_with(test_config(), Roles::NONE).await;
+    let info = [("LIS_LOG", "info")];
+    let mut relays = vec![
+        s.spawn_process_with("relay", &info).await,
+        s.spawn_process_with("relay", &info).await,
+    ];
+    let mut db = connect(&s).await;
+    let mut streams: HashMap<Uuid, i64> = (0..8).map(|_| (Uuid::new_v4(), 0)).collect();
+    let mut committed = HashSet::new();
+    write_events(&mut db, &mut streams, &mut committed, 20).await;
+    published(&s, &committed).await;
+    let first = active(&relays.iter().collect::<Vec<_>>()).await;
+
+    // kill -9 of the active relay.
+    relays[first].kill9();
+    write_events(&mut db, &mut streams, &mut committed, 20).await;
+    let after_kill = published(&s, &committed).await;
+    let second = 1 - first;
+    assert_eq!(active(&[&relays[second]]).await, 0);
+
+    // SIGSTOP of the active relay, with a fresh standby beside it.
+    relays.push(s.spawn_process_with("relay", &info).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    relays[second].pause();
+    write_events(&mut db, &mut streams, &mut committed, 20).await;
+    let after_stop = published(&s, &committed).await;
+    assert_eq!(active(&[&relays[2]]).await, 0);
+
+    // The frozen relay resumes: its lease is gone, it writes nothing.
+    relays[second].resume();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !relays[second].log().contains("lease was lost") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resumed relay notices it lost the lease: {}",
+            relays[second].log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    write_events(&mut db, &mut streams, &mut committed, 20).await;
+    published(&s, &committed).await;
+    assert_eq!(active(&[&relays[second], &relays[2]]).await, 1);
+    println!(
+        "all published {:.1} s after a kill -9, {:.1} s after a SIGSTOP of the active relay",
+        after_kill.as_secs_f64(),
+        after_stop.as_secs_f64()
+    );
+
+    let mut records = s.read_topic(Topic::Patients).await;
+    records.sort_by_key(|r| (r.partition, r.offset));
+    let mut first_copies: HashMap<Uuid, &Record> = HashMap::new();
+    let mut last: HashMap<Uuid, i64> = HashMap::new();
+    for r in &records {
+        if let Some(earlier) = first_copies.get(&r.envelope.event_id) {
+            assert_eq!(earlier.envelope, r.envelope, "a repeat is an exact copy");
+            continue;
+        }
+        let prev = last.insert(r.envelope.stream_id, r.envelope.version);
+        assert_eq!(
+            prev.unwrap_or(0) + 1,
+            r.envelope.version,
+            "first copies in stream order"
+        );
+        first_copies.insert(r.envelope.event_id, r);
+    }
+    assert_eq!(
+        first_copies.keys().copied().collect::<HashSet<_>>(),
+        committed
+    );
+    let key = platform::chain::ChainKey::load(&s.cfg.chain_key_file).unwrap();
+    let report = lis::verify::verify(&s.cfg, &key.public(), false)
+        .await
+        .unwrap();
+    assert!(report.differences.is_empty(), "{:?}", report.differences);
+    drop(relays);
+    s.stop().await;
+}
