@@ -90,6 +90,12 @@ pub struct FaultArgs {
     /// defect.
     #[arg(long, value_name = "PARTS")]
     pub only: Vec<String>,
+    /// Processes of every service (the API roles sharing their port). With
+    /// more than one, each fault kills one process of each part it names
+    /// (the one at work, for the roles that work alone) and leaves it down
+    /// until the fault's checks end: the others must take over.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=4))]
+    pub replicas: u8,
 }
 
 /// How long a partner waits for an answer before it counts as a hang.
@@ -170,8 +176,25 @@ const SERVICES: [Part; 7] = [
 /// transaction ids, so the load crosses 1,000 and 10,000 during the run: a
 /// relay batch spanning such a boundary once went out of order (the relay
 /// sorted transaction ids as text; `tests/tests/relay.rs` keeps that fixed).
-fn schedule(short: bool) -> Vec<Vec<Part>> {
+///
+/// With replicas: one process of every service together, also with the
+/// broker and with Postgres (`--short`), after each service alone.
+fn schedule(short: bool, replicated: bool) -> Vec<Vec<Part>> {
     use Part::*;
+    if replicated {
+        let all = SERVICES.to_vec();
+        let mut s: Vec<Vec<Part>> = if short {
+            Vec::new()
+        } else {
+            SERVICES.iter().map(|p| vec![*p]).collect()
+        };
+        s.extend([
+            all.clone(),
+            [all.clone(), vec![Broker]].concat(),
+            [all, vec![Postgres]].concat(),
+        ]);
+        return s;
+    }
     let mut s = vec![
         vec![Relay],
         vec![Projector],
@@ -200,7 +223,7 @@ fn schedule(short: bool) -> Vec<Vec<Part>> {
 /// The schedule, or the faults `--only` names.
 fn faults_to_run(args: &FaultArgs) -> anyhow::Result<Vec<Vec<Part>>> {
     if args.only.is_empty() {
-        return Ok(schedule(args.short));
+        return Ok(schedule(args.short, args.replicas > 1));
     }
     args.only
         .iter()
@@ -374,7 +397,13 @@ struct Stack {
     cluster: Cluster,
     broker_port: u16,
     broker: Option<Child>,
-    services: HashMap<Part, (Child, Option<u16>)>,
+    /// Each service's processes, by replica index, with the length of its
+    /// log when it started (what it logged since tells whether it works).
+    services: HashMap<(Part, usize), (Child, u64)>,
+    /// Processes of each service.
+    replicas: usize,
+    /// The replicas a fault killed, to start again once it is over.
+    down: Vec<(Part, usize)>,
     ports: HashMap<Part, u16>,
     key_file: PathBuf,
     keep: bool,
@@ -426,27 +455,73 @@ impl Stack {
         Ok(())
     }
 
+    fn log_of(&self, part: Part, replica: usize) -> PathBuf {
+        if self.replicas == 1 {
+            self.dir.join(format!("{}.log", part.name()))
+        } else {
+            self.dir.join(format!("{}-{replica}.log", part.name()))
+        }
+    }
+
+    /// Starts every replica of a service.
     fn start_service(&mut self, part: Part) -> anyhow::Result<()> {
+        for replica in 0..self.replicas {
+            self.start_replica(part, replica)?;
+        }
+        Ok(())
+    }
+
+    fn start_replica(&mut self, part: Part, replica: usize) -> anyhow::Result<()> {
         let port = self.ports.get(&part).copied();
+        let path = self.log_of(part, replica);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join(format!("{}.log", part.name())))?;
+            .open(&path)?;
+        let from = log.metadata()?.len();
         let mut cmd = Command::new(self.dir.join("lis"));
         cmd.args(["serve", "--roles", part.name()])
             .envs(self.env())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if self.replicas > 1 {
+            // Which replica holds a lease, for the roles that work alone.
+            let level = std::env::var("LIS_FAULTS_SERVICE_LOG").unwrap_or_else(|_| "warn".into());
+            cmd.env("LIS_LOG", format!("{level},platform::lease=info"));
+            if port.is_some() {
+                cmd.arg("--share-port");
+            }
+        }
         if let Some(p) = port {
             cmd.env("LIS_HTTP_ADDR", format!("127.0.0.1:{p}"));
         }
         let child = cmd.spawn()?;
-        self.services.insert(part, (child, port));
+        self.services.insert((part, replica), (child, from));
         if let Some(p) = port {
             lis::broker::wait_listening(&format!("127.0.0.1:{p}"), Duration::from_secs(30))?;
         }
         Ok(())
+    }
+
+    /// The replica of `part` a fault kills: for a role that works alone,
+    /// the one whose lease it is (by what each logged since it started),
+    /// else the first.
+    fn victim(&self, part: Part) -> usize {
+        if !matches!(part, Part::Relay | Part::Mailer | Part::Analytics) || self.replicas == 1 {
+            return 0;
+        }
+        (0..self.replicas)
+            .find(|r| {
+                let Some((_, from)) = self.services.get(&(part, *r)) else {
+                    return false;
+                };
+                let log = std::fs::read(self.log_of(part, *r)).unwrap_or_default();
+                let since = String::from_utf8_lossy(log.get(*from as usize..).unwrap_or_default())
+                    .into_owned();
+                since.matches("took the lease").count() > since.matches("lease was lost").count()
+            })
+            .unwrap_or(0)
     }
 
     fn kill(&mut self, part: Part) {
@@ -459,27 +534,44 @@ impl Stack {
                 }
             }
             service => {
-                if let Some((mut c, _)) = self.services.remove(&service) {
+                let replica = self.victim(service);
+                if let Some((mut c, _)) = self.services.remove(&(service, replica)) {
                     let _ = c.kill();
                     let _ = c.wait();
                 }
+                self.down.push((service, replica));
             }
         }
     }
 
-    /// Sends `signal` (`SIGSTOP`, `SIGCONT`) to a service process.
+    /// Sends `signal` (`SIGSTOP`, `SIGCONT`) to the process of a service a
+    /// fault would kill.
     fn signal(&self, part: Part, signal: libc::c_int) {
-        if let Some((c, _)) = self.services.get(&part) {
+        if let Some((c, _)) = self.services.get(&(part, self.victim(part))) {
             // SAFETY: kill(2) on our own child, which is not yet reaped.
             unsafe { libc::kill(c.id() as libc::pid_t, signal) };
         }
     }
 
+    /// Starts again what a fault stopped: Postgres, the broker, or the
+    /// killed process of a service.
     fn restart(&mut self, part: Part) -> anyhow::Result<()> {
         match part {
             Part::Postgres => self.cluster.start(),
             Part::Broker => self.start_broker(),
-            service => self.start_service(service),
+            service => {
+                let killed: Vec<usize> = self
+                    .down
+                    .iter()
+                    .filter(|(p, _)| *p == service)
+                    .map(|(_, r)| *r)
+                    .collect();
+                self.down.retain(|(p, _)| *p != service);
+                for replica in killed {
+                    self.start_replica(service, replica)?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -493,8 +585,9 @@ impl Stack {
     }
 
     fn shutdown(&mut self) {
-        for part in SERVICES {
-            self.kill(part);
+        for (_, (mut c, _)) in self.services.drain() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
         self.kill(Part::Broker);
         self.cluster.stop("fast");
@@ -1396,9 +1489,10 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
     }
     println!(
-        "fault suite: seed {}, {} workers, working in {}",
+        "fault suite: seed {}, {} workers, {} process(es) of every service, working in {}",
         args.seed,
         args.workers,
+        args.replicas,
         dir.display()
     );
     // A private copy: a rebuild of the binary meanwhile must not change what
@@ -1423,6 +1517,8 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
         broker_port: free_port()?,
         broker: None,
         services: HashMap::new(),
+        replicas: args.replicas.into(),
+        down: Vec::new(),
         ports: HashMap::from([
             (Part::CommandHandler, free_port()?),
             (Part::QueryApi, free_port()?),
@@ -1503,15 +1599,26 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
         for p in &parts {
             stack.kill(*p);
         }
-        tokio::time::sleep(DOWN_TIME).await;
-        // Dependencies first: Postgres, then the broker, then services.
+        // With replicas and only services killed, nothing is restarted:
+        // the failover is timed from the kill.
+        let restarts = stack.replicas == 1
+            || parts
+                .iter()
+                .any(|p| matches!(p, Part::Postgres | Part::Broker));
+        let down = if restarts { DOWN_TIME } else { Duration::ZERO };
+        tokio::time::sleep(down).await;
+        // Dependencies first: Postgres, then the broker, then services. With
+        // replicas, a killed service process stays down until the checks
+        // end: the others do its work.
         let mut order = parts.clone();
         order.sort();
         order.reverse();
         for p in &order {
-            stack.restart(*p)?;
+            if stack.replicas == 1 || matches!(p, Part::Postgres | Part::Broker) {
+                stack.restart(*p)?;
+            }
         }
-        let recovery = recovered(&stack, &token, n).await.map(|d| d + DOWN_TIME);
+        let recovery = recovered(&stack, &token, n).await.map(|d| d + down);
         tokio::time::sleep(Duration::from_secs(1)).await;
         load.finish().await;
         converge(&write, &read).await?;
@@ -1533,6 +1640,14 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
         let portal = stack.base(Part::Portal);
         row.portal = rec.portal_broken
             + check_portal(&portal, &write.get().await?, &mut rec.activated).await?;
+        for p in parts
+            .iter()
+            .filter(|p| !matches!(p, Part::Postgres | Part::Broker))
+        {
+            if stack.replicas > 1 {
+                stack.restart(*p)?;
+            }
+        }
         println!(
             "  {} creates, {} changes acknowledged; {} writes refused; {} portal activations; recovered in {}",
             rec.created.len(),
@@ -1551,6 +1666,13 @@ pub async fn run(_cfg: &Config, args: FaultArgs) -> anyhow::Result<()> {
         rows.push(row);
     }
     print_table(&rows);
+    if stack.replicas > 1 {
+        println!(
+            "\n{} processes of every service; each fault left the killed ones down until its checks ended, \
+             so `recovery` is the failover: from the kill to a write readable and the portal answering through the others.",
+            stack.replicas
+        );
+    }
     drop(stack);
     if rows.iter().any(Row::failed) {
         bail!("the fault suite found losses, duplicates, differences, 500s, hangs or a part that did not recover");
@@ -1570,6 +1692,7 @@ mod tests {
             workers: 6,
             keep: false,
             only: only.iter().map(|s| s.to_string()).collect(),
+            replicas: 1,
         }
     }
 
@@ -1581,6 +1704,20 @@ mod tests {
             .flatten()
             .collect();
         assert_eq!(killed, Part::ALL.into_iter().collect());
+    }
+
+    #[test]
+    fn the_replicated_ci_subset_kills_one_of_every_service_with_each_dependency() {
+        let faults = faults_to_run(&FaultArgs {
+            replicas: 2,
+            ..args(true, &[])
+        })
+        .unwrap();
+        let killed: HashSet<Part> = faults.iter().flatten().copied().collect();
+        assert_eq!(killed, Part::ALL.into_iter().collect());
+        assert!(faults
+            .iter()
+            .all(|f| SERVICES.iter().all(|s| f.contains(s))));
     }
 
     #[test]
