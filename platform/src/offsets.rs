@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -69,7 +69,8 @@ pub async fn store(
             db.execute_cached(
                 "INSERT INTO consumer_offsets (topic, partition, next_offset) \
                  SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) \
-                 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+                 ON CONFLICT (topic, partition) DO UPDATE \
+                 SET next_offset = GREATEST(consumer_offsets.next_offset, EXCLUDED.next_offset)",
                 &[&topics, &partitions, &offsets],
             )
             .await?
@@ -113,8 +114,8 @@ pub fn assigned_consumer(
 
 /// Receives up to `max` messages: waits up to `wait` for the first, then
 /// takes what is already there.
-pub async fn next_batch(
-    consumer: &StreamConsumer,
+pub async fn next_batch<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
     wait: Duration,
     max: usize,
 ) -> anyhow::Result<Vec<BorrowedMessage<'_>>> {

@@ -1,12 +1,17 @@
 //! The projector: Kafka event log -> Postgres read models.
 //!
-//! It assigns itself every partition of the record topics, starting from the
-//! offsets stored in the read schema, and applies messages in batches: one
-//! Postgres transaction holds a batch's rows *and* the offsets after it, so a
-//! crash at any point neither loses nor doubles an effect. Every row carries
-//! its stream's version in `stream_versions`; an event at or below it (a
-//! re-delivery, or a duplicate publish after a broker failure) changes
-//! nothing.
+//! Any number of projector processes keep one copy of the read models
+//! current together: they share the partitions of the record topics through
+//! Kafka's group protocol (cooperative rebalancing, group
+//! `lis-projector-<topic prefix><schema>`), and each takes a partition newly assigned to it
+//! from the offset stored with the read models, never from an offset
+//! committed to the group (it commits none). It applies messages in
+//! batches: one Postgres transaction holds a batch's rows *and* the offsets
+//! after it (an offset never moves back), so a crash at any point neither
+//! loses nor doubles an effect. Every row carries its stream's version in
+//! `stream_versions`; an event at or below it (a re-delivery, a duplicate
+//! publish after a broker failure, or a partition's last batch applied by
+//! its previous owner while the new one starts) changes nothing.
 //!
 //! # Layout
 //! - [`run`]: the long-running loop: one projection per copy of the read
@@ -27,8 +32,11 @@ use platform::config::Config;
 use platform::envelope::Envelope;
 use platform::kafka::{FetchWait, Topic};
 use platform::offsets::{self, Offsets, Owner};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
 
 pub mod apply;
 
@@ -55,6 +63,176 @@ async fn consumer(cfg: &Config, read: &Pool) -> anyhow::Result<StreamConsumer> {
     let stored = stored_offsets(read).await?;
     let group = format!("lis-projector-{}", cfg.read_schema);
     offsets::assigned_consumer(cfg, &group, &Topic::ALL, &stored, FetchWait::Short)
+}
+
+/// How long the group waits for a silent projector before it gives its
+/// partitions to the others.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+/// How long a projector holding no partition lets the read models stand
+/// behind the log before it joins the group again. A group whose only
+/// member, its leader, died can stay leaderless on the development broker
+/// (tansu 0.6 drops a dead leader and elects none until a member joins
+/// anew); a projector that holds nothing while nothing moves is the sign.
+const STUCK_AFTER: Duration = Duration::from_secs(8);
+
+/// Watches whether the group left this projector without work while the
+/// read models stand behind the log.
+#[derive(Default)]
+struct Watchdog {
+    checked: Option<tokio::time::Instant>,
+    idle_since: Option<tokio::time::Instant>,
+    stored: Option<i64>,
+}
+
+impl Watchdog {
+    /// `Ok(true)` once the projector has held no partition for
+    /// [`STUCK_AFTER`] while the stored offsets stood still behind the log.
+    async fn stuck(&mut self, cfg: &Config, read: &Pool, assigned: usize) -> anyhow::Result<bool> {
+        let now = tokio::time::Instant::now();
+        if self
+            .checked
+            .is_some_and(|c| now - c < Duration::from_secs(3))
+        {
+            return Ok(false);
+        }
+        self.checked = Some(now);
+        let stored = stored_offsets(read).await?;
+        let sum: i64 = stored.values().sum();
+        let moved = self.stored.replace(sum).is_some_and(|before| before != sum);
+        if assigned > 0 || moved {
+            self.idle_since = None;
+            return Ok(false);
+        }
+        let behind = log_ends(cfg)
+            .await?
+            .iter()
+            .any(|(k, end)| stored.get(k).copied().unwrap_or(0) < *end);
+        if !behind {
+            self.idle_since = None;
+            return Ok(false);
+        }
+        let since = *self.idle_since.get_or_insert(now);
+        Ok(now - since >= STUCK_AFTER)
+    }
+}
+
+/// A projector in the group: on each rebalance it takes the partitions
+/// newly assigned to it from the offsets stored with the read models (read
+/// then, so it starts where their previous owner stopped) and says which
+/// it took and gave up.
+struct GroupMember {
+    read: Pool,
+    schema: String,
+    runtime: tokio::runtime::Handle,
+    /// Why a rebalance could not take its partitions; the member then
+    /// leaves and starts again.
+    failed: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for GroupMember {}
+
+fn names(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl ConsumerContext for GroupMember {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                // The callback runs inside the consumer's poll, on a worker
+                // of the multi-threaded runtime that `lis serve` runs.
+                let stored = tokio::task::block_in_place(|| {
+                    self.runtime.block_on(stored_offsets(&self.read))
+                });
+                match stored {
+                    Ok(stored) => {
+                        let assigned: Vec<(String, i32)> = tpl
+                            .elements()
+                            .iter()
+                            .map(|e| (e.topic().to_string(), e.partition()))
+                            .collect();
+                        for (topic, partition) in assigned {
+                            let offset = stored
+                                .get(&(topic.clone(), partition))
+                                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+                            if let Err(e) = tpl.set_partition_offset(&topic, partition, offset) {
+                                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    Some(format!("setting {topic}/{partition}'s offset: {e}"));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                            "reading the stored offsets: {}",
+                            platform::telemetry::cause(e.as_ref())
+                        ));
+                    }
+                }
+                if let Err(e) = consumer.incremental_assign(tpl) {
+                    *self.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(format!("assigning partitions: {e}"));
+                }
+                if tpl.count() > 0 {
+                    tracing::info!(schema = %self.schema, partitions = %names(tpl), "projector took partitions");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Err(e) = consumer.incremental_unassign(tpl) {
+                    *self.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(format!("giving up partitions: {e}"));
+                }
+                if tpl.count() > 0 {
+                    tracing::info!(schema = %self.schema, partitions = %names(tpl), "projector gave up partitions");
+                }
+            }
+            other => {
+                let code: rdkafka::error::RDKafkaErrorCode = other.into();
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("rebalance failed: {code}"));
+            }
+        }
+    }
+}
+
+/// A member of the projectors' group of `cfg.read_schema`, subscribed to
+/// the record topics.
+fn group_member(cfg: &Config, read: &Pool) -> anyhow::Result<StreamConsumer<GroupMember>> {
+    // One group per copy of the read models and per installation sharing
+    // the cluster (its topic prefix).
+    let group = format!("lis-projector-{}{}", cfg.topic_prefix, cfg.read_schema);
+    let member = GroupMember {
+        read: read.clone(),
+        schema: cfg.read_schema.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        failed: std::sync::Mutex::new(None),
+    };
+    let consumer: StreamConsumer<GroupMember> =
+        platform::kafka::consumer_config(cfg, &group, FetchWait::Short)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set(
+                "session.timeout.ms",
+                SESSION_TIMEOUT.as_millis().to_string(),
+            )
+            .set("heartbeat.interval.ms", "1000")
+            // Also how long a rebalance waits for members to rejoin.
+            .set("max.poll.interval.ms", "20000")
+            .create_with_context(member)?;
+    let topics: Vec<String> = Topic::ALL
+        .iter()
+        .map(|t| t.name(&cfg.topic_prefix))
+        .collect();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(consumer)
 }
 
 /// Applies one batch of messages and their offsets in one transaction.
@@ -129,13 +307,30 @@ async fn warn_without_autovacuum(read: &Pool) {
 async fn project(cfg: Config, read: Pool) {
     loop {
         let term = async {
-            let consumer = consumer(&cfg, &read).await?;
+            let consumer = group_member(&cfg, &read)?;
             tracing::info!(schema = %cfg.read_schema, "projector is running");
+            let mut watchdog = Watchdog::default();
             loop {
                 let batch =
                     offsets::next_batch(&consumer, Duration::from_millis(500), BATCH).await?;
+                if let Some(why) = consumer
+                    .context()
+                    .failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                {
+                    anyhow::bail!("{why}");
+                }
                 if !batch.is_empty() {
                     apply_batch(&read, &batch).await?;
+                    continue;
+                }
+                let assigned = consumer.assignment().map_or(0, |a| a.count());
+                if watchdog.stuck(&cfg, &read, assigned).await? {
+                    anyhow::bail!(
+                        "no partition assigned for {STUCK_AFTER:?} while the read models stand behind the log; joining the group again"
+                    );
                 }
             }
             #[allow(unreachable_code)]

@@ -519,3 +519,128 @@ async fn orders_results_and_catalog_rebuild_identically() {
     }
     s.stop().await;
 }
+
+/// Projector processes share the partitions through Kafka's group
+/// protocol: three under load, one killed with `kill -9` and a fourth added
+/// mid-stream. Each live one takes partitions (from the offsets stored with
+/// the rows, the group's own being never committed), the newcomer too; in
+/// the end the read models hold every event once (one history row per
+/// patient event) and equal a rebuild from offset 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn projectors_share_the_partitions_through_a_kill_and_a_newcomer() {
+    let cfg = test_config();
+    let s = TestStack::start_with(cfg.clone(), WRITE_SIDE).await;
+    let (_, token) = s.standard().await;
+    let info = [("LIS_LOG", "info")];
+    let mut procs = Vec::new();
+    for _ in 0..3 {
+        procs.push(s.spawn_process_with("projector", &info).await);
+    }
+    const N: usize = 300;
+    let (base, t) = (s.base.clone(), token.clone());
+    let load = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        for i in 0..N {
+            let r = http
+                .post(format!("{base}/v1/patients"))
+                .bearer_auth(&t)
+                .json(&patient_body(&format!("GRP-{i}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            if i % 3 == 0 {
+                let id = r.json::<Value>().await.unwrap()["patientID"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                let r = http
+                    .patch(format!("{base}/v1/patients/{id}"))
+                    .bearer_auth(&t)
+                    .header("content-type", "application/merge-patch+json")
+                    .body(r#"{"lastName":"Grouped"}"#)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let took = |p: &tests::LisProcess| p.log().contains("projector took partitions");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while procs.iter().filter(|p| took(p)).count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the projectors share the partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let victim = procs.iter().position(took).unwrap();
+    procs[victim].kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    procs.push(s.spawn_process_with("projector", &info).await);
+    load.await.unwrap();
+
+    let db = platform::db::connect(&cfg.database_url, "public")
+        .await
+        .unwrap();
+    let read = cfg.read_schema.clone();
+    wait_for_all_events(&db, &cfg.write_schema, &read).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !took(procs.last().unwrap()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the newcomer takes partitions: {}",
+            procs.last().unwrap().log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (i, p) in procs.iter().enumerate() {
+        for line in p.log().lines().filter(|l| l.contains("partitions")) {
+            let at = line.find("projector ").unwrap_or(0);
+            println!("projector {i}: {}", &line[at..]);
+        }
+    }
+    let patient_events: i64 = db
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {}.events WHERE stream_type = 'patient'",
+                cfg.write_schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        count(&db, &read, "history").await,
+        patient_events,
+        "one history row per event: none applied twice"
+    );
+    assert_eq!(count(&db, &read, "patients").await, N as i64);
+
+    let mut fresh = cfg.clone();
+    fresh.read_schema = "read_rebuild".into();
+    platform::db::migrate(
+        &fresh.database_url,
+        &fresh.read_schema,
+        projector::migrations(),
+    )
+    .await
+    .unwrap();
+    let pool = platform::db::pool(&fresh.database_url, &fresh.read_schema, 4).unwrap();
+    projector::catch_up(&fresh, &pool, Duration::from_secs(120))
+        .await
+        .unwrap();
+    for table in TABLES {
+        assert_eq!(
+            differences(&db, &read, "read_rebuild", table).await,
+            0,
+            "{table} rows differ from a rebuild"
+        );
+    }
+    drop(procs);
+    s.stop().await;
+}
