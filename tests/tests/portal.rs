@@ -620,15 +620,16 @@ async fn an_invitation_follows_a_corrected_address() {
     let s = &w.stack;
     let typo_link = w.link_of("bob@example.org");
     let before = w.sink.mails().len();
-    let bob_id = w.bob["patientID"].as_str().unwrap();
-    let r = s
-        .patch(
+    let bob_path = format!("/v1/patients/{}", w.bob["patientID"].as_str().unwrap());
+    let correct = || {
+        s.patch(
             &w.token,
-            &format!("/v1/patients/{bob_id}"),
+            &bob_path,
             None,
             r#"{"email":"bob.right@example.org"}"#,
         )
-        .await;
+    };
+    let r = correct().await;
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(v["warnings"].is_null(), "no warning: {v}");
@@ -658,15 +659,7 @@ async fn an_invitation_follows_a_corrected_address() {
         "the previous address is no login"
     );
     // The same address again changes nothing.
-    let r = s
-        .patch(
-            &w.token,
-            &format!("/v1/patients/{bob_id}"),
-            None,
-            r#"{"email":"bob.right@example.org"}"#,
-        )
-        .await;
-    assert_eq!(r.status(), 200);
+    assert_eq!(correct().await.status(), 200);
     assert_eq!(account_events(s, "InvitationRedirected").await, 1);
     w.stack.stop().await;
 }

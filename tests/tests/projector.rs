@@ -219,6 +219,18 @@ async fn survives_restarts_and_redelivery_and_rebuilds_identically() {
     );
 
     // A rebuild from offset 0 into a fresh schema gives the same rows.
+    let applied = assert_equals_a_rebuild(&cfg, &db).await;
+    assert!(applied >= (versions as u64), "{applied} events applied");
+    s.stop().await;
+}
+
+/// Rebuilds the read models of `cfg` from offset 0 into a fresh schema
+/// (`read_rebuild`) and checks every table holds the same rows; answers the
+/// number of messages the rebuild applied.
+async fn assert_equals_a_rebuild(
+    cfg: &platform::config::Config,
+    db: &tokio_postgres::Client,
+) -> u64 {
     let mut fresh = cfg.clone();
     fresh.read_schema = "read_rebuild".into();
     platform::db::migrate(
@@ -232,20 +244,19 @@ async fn survives_restarts_and_redelivery_and_rebuilds_identically() {
     let applied = projector::catch_up(&fresh, &pool, Duration::from_secs(120))
         .await
         .unwrap();
-    assert!(applied >= (versions as u64), "{applied} events applied");
     for table in TABLES {
         assert_eq!(
-            count(&db, &read, table).await,
-            count(&db, "read_rebuild", table).await,
+            count(db, &cfg.read_schema, table).await,
+            count(db, "read_rebuild", table).await,
             "{table} row count"
         );
         assert_eq!(
-            differences(&db, &read, "read_rebuild", table).await,
+            differences(db, &cfg.read_schema, "read_rebuild", table).await,
             0,
-            "{table} rows differ"
+            "{table} rows differ from a rebuild"
         );
     }
-    s.stop().await;
+    applied
 }
 
 /// Sends a request with a JSON body (merge patch for `PATCH`) and expects
@@ -492,31 +503,7 @@ async fn orders_results_and_catalog_rebuild_identically() {
     assert_eq!(name, "Complete blood count (automated)");
 
     // A rebuild from offset 0 into a fresh schema gives the same rows.
-    let mut fresh = cfg.clone();
-    fresh.read_schema = "read_rebuild".into();
-    platform::db::migrate(
-        &fresh.database_url,
-        &fresh.read_schema,
-        projector::migrations(),
-    )
-    .await
-    .unwrap();
-    let pool = platform::db::pool(&fresh.database_url, &fresh.read_schema, 4).unwrap();
-    projector::catch_up(&fresh, &pool, Duration::from_secs(120))
-        .await
-        .unwrap();
-    for table in TABLES {
-        assert_eq!(
-            count(&db, &read, table).await,
-            count(&db, "read_rebuild", table).await,
-            "{table} row count"
-        );
-        assert_eq!(
-            differences(&db, &read, "read_rebuild", table).await,
-            0,
-            "{table} rows differ"
-        );
-    }
+    assert_equals_a_rebuild(&cfg, &db).await;
     s.stop().await;
 }
 
@@ -621,26 +608,7 @@ async fn projectors_share_the_partitions_through_a_kill_and_a_newcomer() {
     );
     assert_eq!(count(&db, &read, "patients").await, N as i64);
 
-    let mut fresh = cfg.clone();
-    fresh.read_schema = "read_rebuild".into();
-    platform::db::migrate(
-        &fresh.database_url,
-        &fresh.read_schema,
-        projector::migrations(),
-    )
-    .await
-    .unwrap();
-    let pool = platform::db::pool(&fresh.database_url, &fresh.read_schema, 4).unwrap();
-    projector::catch_up(&fresh, &pool, Duration::from_secs(120))
-        .await
-        .unwrap();
-    for table in TABLES {
-        assert_eq!(
-            differences(&db, &read, "read_rebuild", table).await,
-            0,
-            "{table} rows differ from a rebuild"
-        );
-    }
+    assert_equals_a_rebuild(&cfg, &db).await;
     drop(procs);
     s.stop().await;
 }
