@@ -128,12 +128,8 @@ pub async fn run(
                 }
                 lease.keep(&**write.get().await?).await?;
                 publish(&cfg, &ids, &producer, &batch).await?;
-                let mut db = write.get().await?;
-                let tx = db.transaction().await?;
-                let renewal = lease.fence(&*tx).await?;
-                offsets::store(&tx, OWNER, &offsets::after(&batch)).await?;
-                tx.commit().await?;
-                lease.renewed(renewal);
+                offsets::store_under_lease(&write, &mut lease, OWNER, &offsets::after(&batch))
+                    .await?;
                 platform::metrics::ANALYTICS_PUBLISHED.inc_by(batch.len() as u64);
             }
             #[allow(unreachable_code)]

@@ -222,13 +222,7 @@ struct Term<'a> {
 impl Term<'_> {
     /// Stores the offsets after an event, under the lease.
     async fn store_offsets(&mut self, next: &Offsets) -> anyhow::Result<()> {
-        let mut db = self.write.get().await?;
-        let tx = db.transaction().await?;
-        let renewal = self.lease.fence(&*tx).await?;
-        offsets::store(&tx, OWNER, next).await?;
-        tx.commit().await?;
-        self.lease.renewed(renewal);
-        Ok(())
+        offsets::store_under_lease(self.write, &mut self.lease, OWNER, next).await
     }
 
     /// Sends the mails of one event unless they were sent already, then

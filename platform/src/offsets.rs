@@ -143,3 +143,20 @@ pub fn after(batch: &[BorrowedMessage<'_>]) -> Offsets {
     }
     next
 }
+
+/// Stores `next` for `owner` in a transaction of its own that first renews
+/// `lease` (fencing the write: `Lost` once another process took it).
+pub async fn store_under_lease(
+    pool: &deadpool_postgres::Pool,
+    lease: &mut crate::lease::Lease,
+    owner: Owner<'_>,
+    next: &Offsets,
+) -> anyhow::Result<()> {
+    let mut db = pool.get().await?;
+    let tx = db.transaction().await?;
+    let renewal = lease.fence(&*tx).await?;
+    store(&tx, owner, next).await?;
+    tx.commit().await?;
+    lease.renewed(renewal);
+    Ok(())
+}
