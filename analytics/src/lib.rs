@@ -122,11 +122,10 @@ pub async fn run(
             tracing::info!("analytics publisher is running");
             loop {
                 let batch = offsets::next_batch(&consumer, Duration::from_secs(1), BATCH).await?;
+                lease.keep_pooled(&write).await?;
                 if batch.is_empty() {
-                    lease.keep(&**write.get().await?).await?;
                     continue;
                 }
-                lease.keep(&**write.get().await?).await?;
                 publish(&cfg, &ids, &producer, &batch).await?;
                 offsets::store_under_lease(&write, &mut lease, OWNER, &offsets::after(&batch))
                     .await?;

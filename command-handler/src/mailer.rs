@@ -316,7 +316,7 @@ pub async fn run(cfg: Config, write: Pool, shutdown: impl Future<Output = ()>) {
                 {
                     Ok(msg) => msg?,
                     Err(_) => {
-                        term.lease.keep(&**write.get().await?).await?;
+                        term.lease.keep_pooled(&write).await?;
                         continue;
                     }
                 };

@@ -142,7 +142,26 @@ async fn metrics() -> impl IntoResponse {
 
 /// The public keys that verify partner tokens (RFC 7517), for any
 /// process or partner that checks a token without calling the API.
-async fn jwks(State(tokens): State<TokenVerifier>) -> axum::response::Response {
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    operation_id = "getTokenKeys",
+    tag = "auth",
+    summary = "The keys that verify access tokens",
+    description = "The public Ed25519 keys (RFC 7517 JWK Set, RFC 8037 `OKP` keys) whose \
+        private halves sign the access tokens of `POST /oauth/token`: the current key and \
+        every key whose tokens may still be valid after a rotation. A token's `kid` header \
+        names its key. Public: no credentials.",
+    security(()),
+    responses(
+        (status = 200, description = "The key set. `Cache-Control: public, max-age=60`.",
+            content_type = "application/jwk-set+json", body = crate::docs::JwkSet),
+        (status = 503, description = "The database holding the published keys is unavailable; retry after `Retry-After` seconds.",
+            content_type = "application/problem+json", body = contract::problem::Problem,
+            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    )
+)]
+pub async fn jwks(State(tokens): State<TokenVerifier>) -> axum::response::Response {
     match tokens.jwks().await {
         Ok(set) => (
             [

@@ -184,12 +184,7 @@ impl ChainKey {
 
     /// Loads the key from its file.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let seed = crate::keyfile::load(path, CHAIN_KEY)?;
-        ChainKey::from_seed(&seed).ok_or_else(|| KeyError::Invalid {
-            what: CHAIN_KEY.what,
-            path: path.display().to_string(),
-            len: CHAIN_KEY.len,
-        })
+        crate::keyfile::load_with(path, CHAIN_KEY, ChainKey::from_seed)
     }
 
     /// Creates a new key file unless one exists; whether it created one.

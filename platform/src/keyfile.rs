@@ -66,6 +66,20 @@ pub fn load(path: &Path, kind: KeyKind) -> Result<Vec<u8>, KeyError> {
         })
 }
 
+/// Loads the key in `path` and makes it usable with `parse` (a file whose
+/// bytes `parse` refuses is [`KeyError::Invalid`]).
+pub fn load_with<K>(
+    path: &Path,
+    kind: KeyKind,
+    parse: impl FnOnce(&[u8]) -> Option<K>,
+) -> Result<K, KeyError> {
+    parse(&load(path, kind)?).ok_or_else(|| KeyError::Invalid {
+        what: kind.what,
+        path: path.display().to_string(),
+        len: kind.len,
+    })
+}
+
 /// Creates a new random key file readable only by its owner, unless one
 /// exists already. Returns whether it created one.
 pub fn create(path: &Path, kind: KeyKind) -> std::io::Result<bool> {

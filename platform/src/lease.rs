@@ -40,6 +40,9 @@ pub enum LeaseError {
     /// Postgres failed.
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
+    /// No connection could be had from the pool.
+    #[error(transparent)]
+    Pool(#[from] deadpool_postgres::PoolError),
 }
 
 /// This process's hold on a role's lease.
@@ -138,11 +141,25 @@ impl Lease {
     /// call it before work that cannot be fenced, and while idle. `Ok`
     /// means the lease is valid now.
     pub async fn keep(&mut self, db: &impl GenericClient) -> Result<(), LeaseError> {
-        if Instant::now() + RENEW_WITHIN < self.valid_until {
+        if !self.due() {
             return Ok(());
         }
         let r = self.fence(db).await?;
         self.renewed(r);
         Ok(())
+    }
+
+    /// [`Lease::keep`] on a connection from `pool`, checked out only when
+    /// the lease is due for renewal.
+    pub async fn keep_pooled(&mut self, pool: &deadpool_postgres::Pool) -> Result<(), LeaseError> {
+        if !self.due() {
+            return Ok(());
+        }
+        self.keep(&**pool.get().await?).await
+    }
+
+    /// Whether little of the lease is left on this process's clock.
+    fn due(&self) -> bool {
+        Instant::now() + RENEW_WITHIN >= self.valid_until
     }
 }

@@ -161,12 +161,7 @@ impl TokenSigner {
 
     /// Loads the key from its file.
     pub fn load(path: &Path) -> Result<TokenSigner, KeyError> {
-        let seed = crate::keyfile::load(path, TOKEN_KEY)?;
-        TokenSigner::from_seed(&seed).ok_or_else(|| KeyError::Invalid {
-            what: TOKEN_KEY.what,
-            path: path.display().to_string(),
-            len: TOKEN_KEY.len,
-        })
+        crate::keyfile::load_with(path, TOKEN_KEY, TokenSigner::from_seed)
     }
 
     /// Creates a new key file readable only by its owner, unless one exists

@@ -97,19 +97,13 @@ impl Patient {
         let (Some(token), Some(at)) = (field(&html, "token"), link.find("/portal/")) else {
             return status;
         };
-        let r = self
-            .http
-            .post(format!("{}/portal/activate", &link[..at]))
-            .header(COOKIE, self.cookies())
-            .form(&[
-                ("csrf", self.csrf.as_str()),
-                ("token", &token),
-                ("password", &self.password),
-                ("confirm", &self.password),
-            ])
-            .send()
-            .await;
-        match r {
+        let url = format!("{}/portal/activate", &link[..at]);
+        let fields = [
+            ("token", token.as_str()),
+            ("password", &self.password),
+            ("confirm", &self.password),
+        ];
+        match self.post_form(&url, &fields).await {
             Ok(r) => {
                 if let Some(s) = cookie_value(&r, SESSION_COOKIE) {
                     self.session = Some(s);
@@ -127,18 +121,9 @@ impl Patient {
 
     /// Logs in: the status (303 when it worked) and the new session.
     pub async fn login(&self, base: &str) -> (u16, Option<String>) {
-        let r = self
-            .http
-            .post(format!("{base}/portal/login"))
-            .header(COOKIE, self.cookies())
-            .form(&[
-                ("csrf", self.csrf.as_str()),
-                ("email", &self.email),
-                ("password", &self.password),
-            ])
-            .send()
-            .await;
-        match r {
+        let url = format!("{base}/portal/login");
+        let fields = [("email", self.email.as_str()), ("password", &self.password)];
+        match self.post_form(&url, &fields).await {
             Ok(r) => {
                 let ok = r.headers().get(LOCATION).is_some();
                 (
@@ -148,6 +133,23 @@ impl Patient {
             }
             Err(_) => (NO_ANSWER, None),
         }
+    }
+
+    /// Posts a form to `url` with the page's form token and this browser's
+    /// cookies.
+    async fn post_form(
+        &self,
+        url: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut form = vec![("csrf", self.csrf.as_str())];
+        form.extend_from_slice(fields);
+        self.http
+            .post(url)
+            .header(COOKIE, self.cookies())
+            .form(&form)
+            .send()
+            .await
     }
 
     /// The session it holds.

@@ -199,12 +199,20 @@ impl PortalState {
 
     fn failed(&self, e: &(dyn std::error::Error + 'static)) -> Response {
         tracing::error!(error = %platform::telemetry::cause(e), "a portal request failed");
-        self.message(
+        self.unavailable()
+    }
+
+    /// The 503 page, with the `Retry-After` a browser or a proxy may heed.
+    fn unavailable(&self) -> Response {
+        let mut r = self.message(
             StatusCode::SERVICE_UNAVAILABLE,
             "Something went wrong",
             "We could not complete your request. Please try again in a moment.",
             Some(("/portal", "Back to the portal")),
-        )
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1));
+        r
     }
 
     fn refused_form(&self) -> Response {
@@ -662,7 +670,7 @@ async fn activate(
     }
     let password = f.password.clone();
     let Some(hash) = platform::auth::hash_secret_off_thread(password).await else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        return st.unavailable();
     };
     let command = accounts::Activate {
         token_hash: session::digest(&f.token),
@@ -980,7 +988,7 @@ async fn change_password(
         return st.password_page(StatusCode::UNPROCESSABLE_ENTITY, &s, problems, false);
     }
     let Some(hash) = platform::auth::hash_secret_off_thread(f.password).await else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        return st.unavailable();
     };
     let command = accounts::ChangePassword {
         account_id: s.account_id,

@@ -52,6 +52,9 @@ const ROUTES: &[(&str, &str, &[&str])] = &[
     ("get", "/v1/access-log", &["audit:read"]),
 ];
 
+/// Public routes of the partner API: no credentials, no problem+json 401.
+const PUBLIC: &[(&str, &str)] = &[("get", "/.well-known/jwks.json")];
+
 /// The routes that create a record (`201` with `Location`).
 const CREATES: &[&str] = &["/v1/patients", "/v1/orders"];
 
@@ -322,7 +325,9 @@ async fn openapi_document_describes_every_route() {
     }
     let expected: BTreeSet<(String, String)> = ROUTES
         .iter()
-        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .map(|(m, p, _)| (*m, *p))
+        .chain(PUBLIC.iter().copied())
+        .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(documented, expected, "documented routes");
 
@@ -549,6 +554,27 @@ async fn openapi_document_describes_every_route() {
         let r = req.send().await.expect("request");
         assert_eq!(r.status(), 401, "{method} {path}");
     }
+    // The public ones answer without credentials, as documented.
+    let jwks = &doc["paths"]["/.well-known/jwks.json"]["get"];
+    assert_eq!(jwks["security"], serde_json::json!([{}]), "jwks is public");
+    let r = s.get_public("/.well-known/jwks.json").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/jwk-set+json");
+    assert!(
+        jwks["responses"]["200"]["content"]["application/jwk-set+json"]["schema"]["$ref"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("/JwkSet"))
+    );
+    let set: Value = r.json().await.expect("JSON");
+    let documented = &doc["components"]["schemas"]["Jwk"]["properties"];
+    for key in set["keys"].as_array().expect("keys") {
+        let fields: BTreeSet<&String> = key.as_object().expect("a key").keys().collect();
+        let named: BTreeSet<&String> = documented.as_object().expect("Jwk").keys().collect();
+        assert_eq!(
+            fields, named,
+            "a served key has exactly the documented fields"
+        );
+    }
     s.stop().await;
 }
 
@@ -607,7 +633,7 @@ async fn docs_page_is_self_contained() {
         .await
         .expect("JSON");
     let ops = lis::docs::operations(&doc);
-    assert_eq!(ops.len(), ROUTES.len());
+    assert_eq!(ops.len(), ROUTES.len() + PUBLIC.len());
     for op in ops {
         let row = format!(
             "<td class=\"method\">{}</td><td><code>{}</code></td><td>{}</td>",
