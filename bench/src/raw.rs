@@ -23,14 +23,48 @@ use super::load::{self, Measured, Window};
 /// Schema of the raw insert table and of the batch-insert copies.
 pub const SCHEMA: &str = "lis_bench_raw";
 
+/// Connections a baseline leaves free for the running stack, whose pools
+/// may still grow while the baseline runs.
+const SPARE: usize = 10;
+
+/// Connections Postgres accepts beside those open now (its
+/// `max_connections`, less the slots kept for superusers and every open
+/// connection).
+async fn free_connections(url: &str) -> anyhow::Result<usize> {
+    let c = platform::db::connect(url, "public").await?;
+    let free: i64 = c
+        .query_one(
+            "SELECT current_setting('max_connections')::bigint \
+                 - current_setting('superuser_reserved_connections')::bigint \
+                 - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
+            &[],
+        )
+        .await?
+        .get(0);
+    // The count includes this connection, which closes on return.
+    Ok(usize::try_from(free + 1).unwrap_or(0))
+}
+
+/// `n` connections with `sql` prepared on each, or as many as Postgres
+/// can spare beside the stack (the stack's pools hold connections too, and
+/// a fresh machine's Postgres allows 100): workers share them round-robin
+/// then (`conns[w % conns.len()]`; tokio-postgres pipelines the queries of
+/// a shared connection), and the run says so.
 async fn connections(
     url: &str,
     schema: &str,
     n: usize,
     sql: &str,
 ) -> anyhow::Result<Arc<Vec<(Client, Statement)>>> {
-    let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
+    let free = free_connections(url).await?;
+    let n_open = n.min(free.saturating_sub(SPARE)).max(1);
+    if n_open < n {
+        println!(
+            "    (raw baseline: {n} clients share {n_open} connections; Postgres had {free} free beside the stack)"
+        );
+    }
+    let mut v = Vec::with_capacity(n_open);
+    for _ in 0..n_open {
         let c = platform::db::connect(url, schema).await?;
         let s = c.prepare(sql).await?;
         v.push((c, s));
@@ -85,7 +119,7 @@ pub async fn insert(
     let m = load::closed(concurrency, window, move |w| {
         let (conns, payload) = (conns.clone(), payload.clone());
         async move {
-            let (c, s) = &conns[w];
+            let (c, s) = &conns[w % conns.len()];
             status(c.execute(s, &[&Uuid::new_v4(), &*payload]).await)
         }
     })
@@ -114,7 +148,7 @@ pub async fn select(
     Ok(load::closed(concurrency, window, move |w| {
         let (conns, ids) = (conns.clone(), ids.clone());
         async move {
-            let (c, s) = &conns[w];
+            let (c, s) = &conns[w % conns.len()];
             let id = ids[rand::random::<usize>() % ids.len()];
             status(c.query_opt(s, &[&id]).await)
         }
@@ -141,7 +175,7 @@ pub async fn list(
     Ok(load::closed(concurrency, window, move |w| {
         let (conns, names) = (conns.clone(), names.clone());
         async move {
-            let (c, s) = &conns[w];
+            let (c, s) = &conns[w % conns.len()];
             let n = &names[rand::random::<usize>() % names.len()];
             status(c.query(s, &[n]).await)
         }
@@ -184,10 +218,10 @@ pub async fn mix(
         );
         async move {
             if rand::random::<f64>() < write_share {
-                let (c, s) = &writers[w];
+                let (c, s) = &writers[w % writers.len()];
                 status(c.execute(s, &[&Uuid::new_v4(), &*payload]).await)
             } else {
-                let (c, s) = &readers[w];
+                let (c, s) = &readers[w % readers.len()];
                 let id = ids[rand::random::<usize>() % ids.len()];
                 status(c.query_opt(s, &[&id]).await)
             }
