@@ -687,7 +687,7 @@ mod tests {
         let doc: Value = serde_json::from_str(openapi_json()).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
         let ops = operations(&doc);
-        assert_eq!(ops.len(), 22, "{ops:?}");
+        assert_eq!(ops.len(), 23, "{ops:?}");
         assert!(ops.iter().all(|o| !o.summary.is_empty()));
         for action in ["collect", "receive", "start", "finalize"] {
             let path = format!("/v1/orders/{{orderID}}/{action}");
