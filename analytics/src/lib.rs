@@ -36,11 +36,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 pub mod deidentify;
 
 /// Where it keeps its offsets.
-const OWNER: Owner<'static> = Owner::Reactor("analytics");
+pub const OWNER: Owner<'static> = Owner::Reactor("analytics");
 /// The lease the working publisher holds.
 const LEASE: &str = "analytics";
 /// The topics whose events the analytics stream copies.
-const SOURCES: [Topic; 2] = [Topic::Patients, Topic::Orders];
+pub const SOURCES: [Topic; 2] = [Topic::Patients, Topic::Orders];
 /// Messages per batch at most.
 const BATCH: usize = 1000;
 

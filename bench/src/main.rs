@@ -1114,9 +1114,11 @@ impl Bench {
         // and the projector would otherwise be measured as this run's lag.
         let idle = Instant::now();
         seed::wait_relay(&self.write, Duration::from_secs(600)).await?;
+        let ends = projector::log_ends(&self.cfg).await?;
         seed::wait_projector(&self.cfg, &self.read, Duration::from_secs(600)).await?;
+        seed::wait_reactors(&self.cfg, &self.write, &ends, Duration::from_secs(600)).await?;
         println!(
-            "  the relay and the projector caught up with earlier sections in {:.1} s",
+            "  the relay, the projector, the mailer and the analytics publisher caught up with earlier sections in {:.1} s",
             idle.elapsed().as_secs_f64()
         );
         let rate = rate.max(1.0);

@@ -558,8 +558,8 @@ impl Report {
                     });
                 let seeded = t.seeded.map_or("—".into(), |d| {
                     format!(
-                        "{} patients / {} events in {:.0} s; relay {:.0} s, projector {:.0} s",
-                        d.patients, d.events, d.seed_s, d.relay_s, d.projector_s
+                        "{} patients / {} events in {:.0} s; relay {:.0} s, projector {:.0} s, mailer and analytics {:.0} s",
+                        d.patients, d.events, d.seed_s, d.relay_s, d.projector_s, d.reactors_s
                     )
                 });
                 let _ = writeln!(

@@ -20,6 +20,8 @@ use deadpool_postgres::Pool;
 use domain::access::Actor;
 use domain::patient::{self, Context};
 use platform::config::Config;
+use platform::kafka::Topic;
+use platform::offsets::{self, Offsets, Owner};
 use uuid::Uuid;
 
 use super::data::Gen;
@@ -163,9 +165,18 @@ pub async fn wait_projector(
     timeout: Duration,
 ) -> anyhow::Result<Instant> {
     let ends = projector::log_ends(cfg).await?;
+    wait_projector_to(read, &ends, timeout).await
+}
+
+/// Waits until the projector has applied the log up to `ends`.
+async fn wait_projector_to(
+    read: &Pool,
+    ends: &Offsets,
+    timeout: Duration,
+) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + timeout;
     loop {
-        if projector::reached(read, &ends).await? {
+        if projector::reached(read, ends).await? {
             return Ok(Instant::now());
         }
         if Instant::now() > deadline {
@@ -173,6 +184,43 @@ pub async fn wait_projector(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The write side's reactors, each with the topics it reads.
+const REACTORS: [(Owner<'static>, &[Topic]); 2] = [
+    (
+        command_handler::mailer::OWNER,
+        &command_handler::mailer::SOURCES,
+    ),
+    (analytics::OWNER, &analytics::SOURCES),
+];
+
+/// Waits until the reactors (the mailer, the analytics publisher) have
+/// handled the log up to `ends` on the topics each reads: until then they
+/// take CPU from whatever is measured next (a bulk seeding's invitations
+/// are mailed one by one).
+pub async fn wait_reactors(
+    cfg: &Config,
+    write: &Pool,
+    ends: &Offsets,
+    timeout: Duration,
+) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    for (owner, topics) in REACTORS {
+        let names: Vec<String> = topics.iter().map(|t| t.name(&cfg.topic_prefix)).collect();
+        let ends: Offsets = ends
+            .iter()
+            .filter(|((topic, _), _)| names.contains(topic))
+            .map(|(k, end)| (k.clone(), *end))
+            .collect();
+        while !offsets::reached(&offsets::load(&write.get().await?, owner).await?, &ends) {
+            if Instant::now() > deadline {
+                anyhow::bail!("{owner:?} did not reach the end of the log within {timeout:?}; is the README stack (`lis up`) running?");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(Instant::now())
 }
 
 /// Patients in the read model.
@@ -186,7 +234,8 @@ pub async fn stored_patients(read: &Pool) -> anyhow::Result<i64> {
 }
 
 /// Seeds up to `target` stored patients (nothing when there are as many),
-/// waits for the relay and the projector, and says how fast each went.
+/// waits for the relay, the projector and the reactors, and says how fast
+/// each went.
 pub async fn seed_to(
     cfg: &Config,
     write: &Pool,
@@ -223,6 +272,9 @@ pub struct Drain {
     pub relay_s: f64,
     /// Seconds from the start until the projector had applied them all.
     pub projector_s: f64,
+    /// Seconds from the start until the mailer had mailed their invitations
+    /// and the analytics publisher had published them.
+    pub reactors_s: f64,
 }
 
 impl Drain {
@@ -232,7 +284,8 @@ impl Drain {
     }
 }
 
-/// Seeds `n` patients and times the relay and the projector draining them.
+/// Seeds `n` patients and times the relay, the projector and the reactors
+/// draining them.
 pub async fn drain(
     cfg: &Config,
     write: &Pool,
@@ -244,22 +297,26 @@ pub async fn drain(
     let start = Instant::now();
     let seeded = patients(write, gen, client, n).await?;
     let limit = Duration::from_secs(600 + n / 500);
-    let projector = wait_projector(cfg, read, limit).await?;
+    let ends = projector::log_ends(cfg).await?;
+    let projector = wait_projector_to(read, &ends, limit).await?;
+    let reactors = wait_reactors(cfg, write, &ends, limit).await?;
     let d = Drain {
         patients: seeded.patients,
         events: seeded.events,
         seed_s: seeded.secs,
         relay_s: seeded.relay_secs,
         projector_s: (projector - start).as_secs_f64(),
+        reactors_s: (reactors - start).as_secs_f64(),
     };
     eprintln!(
-        "    {} events: appended in {:.1} s, relay publishing {:.1} s ({:.0}/s), all projected after {:.1} s ({:.0}/s)",
+        "    {} events: appended in {:.1} s, relay publishing {:.1} s ({:.0}/s), all projected after {:.1} s ({:.0}/s), mailed and published for analytics after {:.1} s",
         d.events,
         d.seed_s,
         d.relay_s,
         d.relay_rate(),
         d.projector_s,
-        d.events as f64 / d.projector_s.max(1e-9)
+        d.events as f64 / d.projector_s.max(1e-9),
+        d.reactors_s
     );
     Ok(d)
 }

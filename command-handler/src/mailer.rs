@@ -5,13 +5,16 @@
 //! It reads `PatientAccountInvited`, `ActivationLinkRequested`,
 //! `InvitationRedirected` (an invitation sent again to a corrected address)
 //! and `LoginChangeRequested` (whose link confirms a new login, with a
-//! notice to the old one) from Kafka. For each it makes
-//! a fresh random token, stores only its SHA-256 hash (keyed by the event
-//! id), sends the mail, then marks the invitation sent and stores the Kafka
-//! offset in one transaction. A crash before that mark sends again with a new
-//! token, which replaces the old one (at least once, and only the newest link
-//! works); a mark already present means the mail went out, so a re-delivered
-//! event sends nothing.
+//! notice to the old one) from Kafka, in batches of what the broker has (up
+//! to [`BATCH`] events). For each it makes a fresh random token and stores
+//! only its SHA-256 hash (keyed by the event id; one statement and one
+//! commit for the batch), sends the mails, then marks them sent and stores
+//! the Kafka offsets after the batch in one transaction. A crash before that
+//! mark sends again with a new token, which replaces the old one (at least
+//! once, and only the newest link works); a mark already present means the
+//! mail went out, so a re-delivered event sends nothing. A batch costs two
+//! commits whatever its size (one when no event in it asks for mail), so a
+//! bulk import's invitations do not cost a commit each.
 //!
 //! One mailer works at a time: the holder of the `mailer` lease
 //! (`platform::lease`); others stand by. Its writes (a link's token, the
@@ -46,9 +49,13 @@ use uuid::Uuid;
 use crate::accounts::LinkPurpose;
 
 /// Where it keeps its offsets.
-const OWNER: Owner<'static> = Owner::Reactor("invitation-mailer");
+pub const OWNER: Owner<'static> = Owner::Reactor("invitation-mailer");
+/// The topics it reads (the account streams' events are on the patients topic).
+pub const SOURCES: [Topic; 1] = [Topic::Patients];
 /// The lease the working mailer holds.
 const LEASE: &str = "mailer";
+/// Events handled in one batch at most.
+const BATCH: usize = 500;
 /// How long an activation link works.
 pub const ACTIVATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -211,7 +218,15 @@ impl Due {
     }
 }
 
-/// A mailer's term under the lease: what each event's handling needs.
+/// A mail an event asks for: the event, its account and what to send.
+struct Pending {
+    event_id: Uuid,
+    account_id: Uuid,
+    due: Due,
+    token: String,
+}
+
+/// A mailer's term under the lease: what each batch's handling needs.
 struct Term<'a> {
     cfg: &'a Config,
     write: &'a Pool,
@@ -220,67 +235,122 @@ struct Term<'a> {
 }
 
 impl Term<'_> {
-    /// Stores the offsets after an event, under the lease.
-    async fn store_offsets(&mut self, next: &Offsets) -> anyhow::Result<()> {
-        offsets::store_under_lease(self.write, &mut self.lease, OWNER, next).await
-    }
-
-    /// Sends the mails of one event unless they were sent already, then
-    /// stores `next`.
-    async fn handle(&mut self, env: &Envelope, next: &Offsets) -> anyhow::Result<()> {
-        let Some((account_id, due)) =
-            Due::of(AccountEvent::from_parts(&env.event_type, env.data.clone())?)
-        else {
-            return self.store_offsets(next).await;
-        };
-        let mut raw = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut raw);
-        let token = URL_SAFE_NO_PAD.encode(raw);
-        let expires = Utc::now() + chrono::Duration::from_std(ACTIVATION_TTL)?;
+    /// Sends the mails that the events of one batch ask for, unless they
+    /// were sent already, then stores `next` (the offsets after the batch).
+    /// The whole batch costs two commits: the links' tokens, then the marks
+    /// of the mails sent with the offsets; a batch without mail, one.
+    async fn handle(&mut self, dues: Vec<(Uuid, Uuid, Due)>, next: &Offsets) -> anyhow::Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        let pending: Vec<Pending> = dues
+            .into_iter()
+            // A republished event (the relay may repeat) is one mail.
+            .filter(|(event_id, ..)| seen.insert(*event_id))
+            .map(|(event_id, account_id, due)| {
+                let mut raw = [0u8; 32];
+                rand::thread_rng().fill_bytes(&mut raw);
+                Pending {
+                    event_id,
+                    account_id,
+                    due,
+                    token: URL_SAFE_NO_PAD.encode(raw),
+                }
+            })
+            .collect();
         let mut db = self.write.get().await?;
+        let unsent = if pending.is_empty() {
+            Vec::new()
+        } else {
+            let expires = Utc::now() + chrono::Duration::from_std(ACTIVATION_TTL)?;
+            let hashes: Vec<Vec<u8>> = pending.iter().map(|p| token_hash(&p.token)).collect();
+            let accounts: Vec<Uuid> = pending.iter().map(|p| p.account_id).collect();
+            let events: Vec<Uuid> = pending.iter().map(|p| p.event_id).collect();
+            let purposes: Vec<&str> = pending.iter().map(|p| p.due.purpose().as_str()).collect();
+            let emails: Vec<Option<&str>> = pending.iter().map(|p| p.due.email()).collect();
+            let tx = db.transaction().await?;
+            let renewal = self.lease.fence(&*tx).await?;
+            let unsent: std::collections::HashSet<Uuid> = tx
+                .query(
+                    "INSERT INTO activation_tokens (token_hash, account_id, event_id, expires_at, purpose, email) \
+                     SELECT h, a, e, $4, p, m FROM unnest($1::bytea[], $2::uuid[], $3::uuid[], $5::text[], $6::text[]) AS t(h, a, e, p, m) \
+                     ON CONFLICT (event_id) DO UPDATE SET token_hash = EXCLUDED.token_hash, expires_at = EXCLUDED.expires_at \
+                     WHERE activation_tokens.sent_at IS NULL RETURNING event_id",
+                    &[&hashes, &accounts, &events, &expires, &purposes, &emails],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            tx.commit().await?;
+            self.lease.renewed(renewal);
+            pending
+                .into_iter()
+                .filter(|p| unsent.contains(&p.event_id))
+                .collect()
+        };
+        let mut sent = Vec::with_capacity(unsent.len());
+        let mut failed = None;
+        for p in &unsent {
+            let sending = async {
+                self.lease.keep(&**db).await?;
+                for mail in p.due.mails(self.cfg, &p.token)? {
+                    self.outbox.send(mail).await?;
+                }
+                anyhow::Ok(())
+            };
+            match sending.await {
+                Ok(()) => sent.push(p.event_id),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        // The mails sent are marked even when a later one failed, so that
+        // the batch's redelivery does not send them again; the offsets move
+        // on only once every mail went out.
         let tx = db.transaction().await?;
         let renewal = self.lease.fence(&*tx).await?;
-        let unsent = tx
-            .query_opt(
-                "INSERT INTO activation_tokens (token_hash, account_id, event_id, expires_at, purpose, email) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (event_id) DO UPDATE SET token_hash = EXCLUDED.token_hash, expires_at = EXCLUDED.expires_at \
-                 WHERE activation_tokens.sent_at IS NULL RETURNING 1",
-                &[
-                    &token_hash(&token),
-                    &account_id,
-                    &env.event_id,
-                    &expires,
-                    &due.purpose().as_str(),
-                    &due.email(),
-                ],
+        if !sent.is_empty() {
+            tx.execute(
+                "UPDATE activation_tokens SET sent_at = now() WHERE event_id = ANY($1)",
+                &[&sent],
             )
-            .await?
-            .is_some();
+            .await?;
+        }
+        if failed.is_none() {
+            offsets::store(&tx, OWNER, next).await?;
+        }
         tx.commit().await?;
         self.lease.renewed(renewal);
-        if !unsent {
-            drop(db);
-            return self.store_offsets(next).await;
+        platform::metrics::MAILS_SENT.inc_by(sent.len() as u64);
+        for p in unsent.iter().take(sent.len()) {
+            tracing::info!(account = %p.account_id, "activation link sent");
         }
-        self.lease.keep(&**db).await?;
-        for mail in due.mails(self.cfg, &token)? {
-            self.outbox.send(mail).await?;
-        }
-        let tx = db.transaction().await?;
-        let renewal = self.lease.fence(&*tx).await?;
-        tx.execute(
-            "UPDATE activation_tokens SET sent_at = now() WHERE event_id = $1",
-            &[&env.event_id],
-        )
-        .await?;
-        offsets::store(&tx, OWNER, next).await?;
-        tx.commit().await?;
-        self.lease.renewed(renewal);
-        platform::metrics::MAILS_SENT.inc();
-        tracing::info!(account = %account_id, "activation link sent");
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
+}
+
+/// The mails that the account events of `batch` ask for: each one's event,
+/// account and what to send.
+fn dues(batch: &[rdkafka::message::BorrowedMessage<'_>]) -> anyhow::Result<Vec<(Uuid, Uuid, Due)>> {
+    let mut dues = Vec::new();
+    for msg in batch {
+        let Some(env) = msg
+            .payload()
+            .and_then(|p| serde_json::from_slice::<Envelope>(p).ok())
+        else {
+            continue;
+        };
+        if env.stream_type != "account" {
+            continue;
+        }
+        if let Some((account_id, due)) =
+            Due::of(AccountEvent::from_parts(&env.event_type, env.data)?)
+        {
+            dues.push((env.event_id, account_id, due));
+        }
+    }
+    Ok(dues)
 }
 
 /// Runs the mailer until `shutdown` resolves; does nothing without
@@ -304,31 +374,19 @@ pub async fn run(cfg: Config, write: Pool, shutdown: impl Future<Output = ()>) {
                 lease,
             };
             let stored = offsets::load(&write.get().await?, OWNER).await?;
-            let consumer = offsets::assigned_consumer(
-                &cfg,
-                "lis-mailer",
-                &[Topic::Patients],
-                &stored,
-                FetchWait::Long,
-            )?;
+            let consumer =
+                offsets::assigned_consumer(&cfg, "lis-mailer", &SOURCES, &stored, FetchWait::Long)?;
             loop {
-                let msg = match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await
-                {
-                    Ok(msg) => msg?,
-                    Err(_) => {
-                        term.lease.keep_pooled(&write).await?;
-                        continue;
-                    }
-                };
-                let next =
-                    Offsets::from([((msg.topic().to_string(), msg.partition()), msg.offset() + 1)]);
-                let env = msg
-                    .payload()
-                    .and_then(|p| serde_json::from_slice::<Envelope>(p).ok());
-                match env {
-                    Some(env) if env.stream_type == "account" => term.handle(&env, &next).await?,
-                    _ => term.store_offsets(&next).await?,
+                let batch = offsets::next_batch(&consumer, Duration::from_secs(1), BATCH).await?;
+                if batch.is_empty() {
+                    term.lease.keep_pooled(&write).await?;
+                    continue;
                 }
+                platform::metrics::MAILER_BATCH.observe(batch.len() as f64);
+                let next = offsets::after(&batch);
+                let dues = dues(&batch)?;
+                drop(batch);
+                term.handle(dues, &next).await?;
             }
             #[allow(unreachable_code)]
             Ok::<(), anyhow::Error>(())

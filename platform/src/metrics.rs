@@ -115,6 +115,21 @@ pub static MAILS_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// Events the mailer handled in one batch (one commit for the links' tokens
+/// when any is due, one for the marks and the offsets).
+pub static MAILER_BATCH: LazyLock<Histogram> = LazyLock::new(|| {
+    register(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "lis_mailer_batch_events",
+                "Events the invitation mailer handled in one batch",
+            )
+            .buckets(vec![1.0, 4.0, 16.0, 64.0, 256.0, 1024.0]),
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Reads committed together by one access log write (group commit).
 pub static ACCESS_LOG_BATCH: LazyLock<Histogram> = LazyLock::new(|| {
     register(
@@ -143,6 +158,7 @@ pub fn init() {
     LazyLock::force(&PROJECTOR_APPLIED);
     LazyLock::force(&PROJECTOR_LAG);
     LazyLock::force(&MAILS_SENT);
+    LazyLock::force(&MAILER_BATCH);
     LazyLock::force(&ACCESS_LOG_BATCH);
     LazyLock::force(&ANALYTICS_PUBLISHED);
 }

@@ -52,6 +52,13 @@ pub async fn load(
         .collect())
 }
 
+/// Whether `stored` is at or past `ends` on every partition of `ends` that
+/// holds anything.
+pub fn reached(stored: &Offsets, ends: &Offsets) -> bool {
+    ends.iter()
+        .all(|(k, end)| *end == 0 || stored.get(k).is_some_and(|d| d >= end))
+}
+
 /// Stores `next` for `owner` (in the caller's transaction, when it has one).
 pub async fn store(
     db: &(impl Cached + Sync),

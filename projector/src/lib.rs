@@ -415,10 +415,7 @@ pub async fn log_ends(cfg: &Config) -> anyhow::Result<HashMap<(String, i32), i64
 /// Whether the read schema of `read` has applied every partition up to
 /// `ends` (from [`log_ends`]), by the offsets stored with its rows.
 pub async fn reached(read: &Pool, ends: &HashMap<(String, i32), i64>) -> anyhow::Result<bool> {
-    let done = stored_offsets(read).await?;
-    Ok(ends
-        .iter()
-        .all(|(k, end)| *end == 0 || done.get(k).is_some_and(|d| d >= end)))
+    Ok(offsets::reached(&stored_offsets(read).await?, ends))
 }
 
 /// Applies the log up to its current end into the read schema of `read`,

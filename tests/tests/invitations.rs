@@ -108,3 +108,62 @@ async fn invitations_are_mailed_once_with_a_stored_hash_only() {
     assert_eq!(sink.mails().len(), 2, "no invitation is sent twice");
     s.stop().await;
 }
+
+/// A backlog of invitations (a bulk import's, or what piled up while no
+/// mailer ran) is mailed in batches: every invitation once, with two
+/// commits per batch instead of one or three per event.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_of_invitations_is_mailed_once_each_in_batches() {
+    const PATIENTS: usize = 120;
+    let sink = SmtpSink::start().await;
+    let mut cfg = test_config();
+    cfg.smtp_url = Some(sink.url.clone());
+    let without_mailer = lis::stack::Roles {
+        mailer: false,
+        ..lis::stack::Roles::ALL
+    };
+    let s = TestStack::start_with(cfg.clone(), without_mailer).await;
+    let (_, token) = s.standard().await;
+    let creates = (0..PATIENTS).map(|i| {
+        let (s, token) = (&s, &token);
+        async move {
+            let mut body = patient_body(&format!("MRN-BACKLOG-{i}"));
+            body["email"] = json!(format!("backlog-{i}@example.org"));
+            s.create_patient(token, &body).await.status()
+        }
+    });
+    for status in futures::future::join_all(creates).await {
+        assert_eq!(status, 201);
+    }
+    // Registrations and invitations, all published before the mailer starts.
+    s.wait_topic(platform::kafka::Topic::Patients, 2 * PATIENTS)
+        .await;
+    assert!(sink.mails().is_empty(), "no mailer ran yet");
+
+    let batches_before = platform::metrics::MAILER_BATCH.get_sample_count();
+    let mailer = TestStack::start_with(
+        cfg,
+        lis::stack::Roles {
+            mailer: true,
+            ..lis::stack::Roles::NONE
+        },
+    )
+    .await;
+    let mails = sink.wait_for(PATIENTS).await;
+    let mut recipients: Vec<String> = mails.iter().map(|m| m.to[0].clone()).collect();
+    recipients.sort();
+    recipients.dedup();
+    assert_eq!(mails.len(), PATIENTS, "one mail per invitation");
+    assert_eq!(recipients.len(), PATIENTS, "every invited patient got one");
+    // 240 events; the other test of this file runs a mailer at the same
+    // time (a dozen events), which the metric counts too.
+    let batches = platform::metrics::MAILER_BATCH.get_sample_count() - batches_before;
+    assert!(
+        batches <= 60,
+        "the backlog's events are handled in batches, not one by one: {batches} batches"
+    );
+    mailer.stop().await;
+    s.stop().await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(sink.mails().len(), PATIENTS, "nothing was mailed twice");
+}
