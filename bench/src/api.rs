@@ -13,12 +13,18 @@ use super::load::NO_ANSWER;
 
 /// Renew the token when it is older than this.
 const TOKEN_AGE: Duration = Duration::from_secs(40 * 60);
+/// After a failed renewal, the next try waits this long (the old token
+/// still works meanwhile).
+const RETRY_RENEWAL: Duration = Duration::from_secs(5);
 
 /// A partner's session with the API.
 pub struct Api {
     http: reqwest::Client,
     /// Base URL, `http://127.0.0.1:8080`.
     pub base: String,
+    /// Where `POST /oauth/token` renews the token (the stack's API, also
+    /// for a session [`Api::at`] another server).
+    auth_base: String,
     client_id: String,
     secret: String,
     token: RwLock<(HeaderValue, Instant)>,
@@ -85,6 +91,7 @@ impl Api {
         Ok(Api {
             http,
             base: base.to_string(),
+            auth_base: base.to_string(),
             client_id: client_id.to_string(),
             secret: secret.to_string(),
             token: RwLock::new((token, Instant::now())),
@@ -92,13 +99,13 @@ impl Api {
     }
 
     /// The same session against another server of the same installation
-    /// (its token stays valid there; it is not renewed, so keep the use
-    /// shorter than [`TOKEN_AGE`]).
+    /// (its token is valid there, and renewed where this session's is).
     pub async fn at(&self, base: &str) -> Api {
         let token = self.token.read().await.clone();
         Api {
             http: self.http.clone(),
             base: base.to_string(),
+            auth_base: self.auth_base.clone(),
             client_id: self.client_id.clone(),
             secret: self.secret.clone(),
             token: RwLock::new(token),
@@ -114,9 +121,15 @@ impl Api {
         }
         let mut t = self.token.write().await;
         if t.1.elapsed() >= TOKEN_AGE {
-            match fetch_token(&self.http, &self.base, &self.client_id, &self.secret).await {
+            match fetch_token(&self.http, &self.auth_base, &self.client_id, &self.secret).await {
                 Ok(v) => *t = (v, Instant::now()),
-                Err(e) => tracing::warn!(error = %e, "could not renew the bench token"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not renew the bench token");
+                    // Aged so that the next renewal is due in RETRY_RENEWAL.
+                    if let Some(aged) = Instant::now().checked_sub(TOKEN_AGE - RETRY_RENEWAL) {
+                        t.1 = aged;
+                    }
+                }
             }
         }
         t.0.clone()

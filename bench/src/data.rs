@@ -215,7 +215,7 @@ impl Gen {
             "patientID": patient_id,
             "clientID": self.client,
             "locationID": location,
-            "externalOrderID": format!("EHR-{}-{}", self.run, self.rng.gen::<u32>()),
+            "externalOrderID": format!("EHR-{}-{}", self.run, self.rng.gen::<u64>()),
             "tests": tests,
             "specimen": {"type": "blood", "collectedAt": collected.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)},
             "priority": if self.unit() < 0.1 { "stat" } else { "routine" },

@@ -9,6 +9,7 @@
 //! | workload | baseline |
 //! | --- | --- |
 //! | patient creates, closed model at 1/16/64 connections | Postgres single-row insert + commit at the same concurrency |
+//! | order placements (1-4 tests each), closed model at 1/16/64 | the same raw insert + commit |
 //! | patient creates, open model at fixed arrival rates | (chart) |
 //! | point reads at 1/16/64 | Postgres primary-key select at the same concurrency |
 //! | point reads with the access log, at 16/64 | the same reads with the log off (both served by the bench process) |
@@ -489,6 +490,57 @@ async fn create_one(api: Arc<Api>, gen: Arc<Mutex<Gen>>) -> u16 {
     api.post("/v1/patients", &body).await.status
 }
 
+fn ok_placed(s: u16) -> bool {
+    s == 201
+}
+
+/// Places an order for one of `patients` (id, location).
+async fn place_one(
+    api: Arc<Api>,
+    gen: Arc<Mutex<Gen>>,
+    patients: Arc<Vec<(String, String)>>,
+) -> u16 {
+    let (id, location) = &patients[rand::random::<usize>() % patients.len()];
+    let body = gen.lock().expect("gen").order_body(id, location);
+    api.post("/v1/orders", &body).await.status
+}
+
+/// Up to 2,000 random patients of the bench's client, with their locations
+/// (the patients its partner may place orders for).
+async fn bench_patients(read: &Pool) -> anyhow::Result<Arc<Vec<(String, String)>>> {
+    let patients: Vec<(String, String)> = read
+        .get()
+        .await?
+        .query(
+            "SELECT patient_id::text, location_id FROM patients WHERE client_id = $1 ORDER BY random() LIMIT 2000",
+            &[&CLIENT],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    if patients.is_empty() {
+        bail!("no bench patient to work on");
+    }
+    Ok(Arc::new(patients))
+}
+
+/// Transactions committed in the stack's database so far (`None` when
+/// the statistics cannot be read).
+async fn pg_commits(read: &Pool) -> Option<u64> {
+    let row = read
+        .get()
+        .await
+        .ok()?
+        .query_one(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .ok()?;
+    u64::try_from(row.get::<_, i64>(0)).ok()
+}
+
 async fn read_one(api: Arc<Api>, ids: Arc<Vec<Uuid>>) -> u16 {
     let id = ids[rand::random::<usize>() % ids.len()];
     api.get(&format!("/v1/patients/{id}")).await.status
@@ -581,9 +633,14 @@ impl Bench {
     }
 
     async fn probe<Fut: Future<Output = T>, T>(&self, f: Fut) -> (T, Resources) {
+        let c0 = pg_commits(&self.read).await;
         let p = Probe::start(&self.watched);
         let v = f.await;
-        (v, p.finish())
+        let mut res = p.finish();
+        res.pg_commits = c0
+            .zip(pg_commits(&self.read).await)
+            .map(|(a, b)| b.saturating_sub(a));
+        (v, res)
     }
 
     fn push(&mut self, row: Row) {
@@ -657,10 +714,11 @@ impl Bench {
         Ok(())
     }
 
-    /// Creates at each concurrency beside raw inserts; returns the best
-    /// create throughput.
+    /// Patient creates and order placements at each concurrency beside raw
+    /// inserts; returns the best create throughput.
     async fn writes(&mut self) -> anyhow::Result<f64> {
         let payload = self.gen.lock().expect("gen").patient_body();
+        let patients = bench_patients(&self.read).await?;
         let mut best: f64 = 0.0;
         for c in self.plan.levels {
             let (base, _) = self
@@ -681,6 +739,15 @@ impl Bench {
             let row = Row::new("writes", "patient creates", &m, Some(c), ok_create, res)
                 .against("PG insert+commit", &base);
             best = best.max(row.throughput);
+            self.push(row);
+            let (api, gen, patients) = (self.api.clone(), self.gen.clone(), patients.clone());
+            let (m, res) = self
+                .probe(load::closed(c, self.plan.window, move |_| {
+                    place_one(api.clone(), gen.clone(), patients.clone())
+                }))
+                .await;
+            let row = Row::new("writes", "order placements", &m, Some(c), ok_placed, res)
+                .against("PG insert+commit", &base);
             self.push(row);
         }
         if best <= 0.0 {
@@ -1033,24 +1100,10 @@ impl Bench {
     async fn mixed(&mut self) -> anyhow::Result<()> {
         const WRITE_SHARE: f64 = 0.50;
         let c = 16;
-        let patients: Vec<(String, String)> = self
-            .read
-            .get()
-            .await?
-            .query(
-                "SELECT patient_id::text, location_id FROM patients WHERE client_id = $1 ORDER BY random() LIMIT 2000",
-                &[&CLIENT],
-            )
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        if patients.is_empty() {
-            bail!("no bench patient to work on");
-        }
+        let patients = bench_patients(&self.read).await?;
         let ids = sample_ids(&self.read, 10_000).await?;
         let state = Arc::new(MixState {
-            patients: Mutex::new(patients),
+            patients: Mutex::new(patients.to_vec()),
             orders: Mutex::new(VecDeque::new()),
         });
         let (api, gen, st, ids2) = (
@@ -1362,35 +1415,45 @@ impl Bench {
     /// Checks the targets.
     fn targets(&mut self) {
         let mut t = Vec::new();
-        let ratios = |group: &str| -> Vec<(usize, f64)> {
+        let ratios = |group: &str, row: &str| -> Vec<(usize, f64)> {
             self.report
                 .rows
                 .iter()
-                .filter(|r| r.group == group)
+                .filter(|r| r.group == group && r.name == row)
                 .filter_map(|r| Some((r.concurrency?, r.ratio?)))
                 .collect()
         };
-        for (group, name, goal, min) in [
+        for (group, row, name, goal, min) in [
             (
                 "writes",
+                "patient creates",
                 "patient creates vs raw insert+commit",
                 "≥ 50% of the raw single-insert commit rate at equal concurrency",
                 0.5,
             ),
             (
+                "writes",
+                "order placements",
+                "order placements vs raw insert+commit",
+                "≥ 40% of the raw single-insert commit rate at equal concurrency",
+                0.4,
+            ),
+            (
                 "reads",
+                "point reads",
                 "point reads vs raw primary-key select",
                 "≥ 50% of the raw primary-key select rate at equal concurrency",
                 0.5,
             ),
             (
                 "access log",
+                "point reads, access log on",
                 "point reads with the access log vs without",
                 "≥ 80% of the rate without the log",
                 0.8,
             ),
         ] {
-            let r = ratios(group);
+            let r = ratios(group, row);
             t.push(Target {
                 name: name.into(),
                 goal: goal.into(),

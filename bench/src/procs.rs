@@ -42,6 +42,11 @@ pub struct Resources {
     pub loadgen_cpu_pct: f64,
     /// Each service.
     pub services: Vec<ProcUse>,
+    /// Transactions the stack's database committed during the workload
+    /// (`pg_stat_database.xact_commit`; every backend of the database, the
+    /// projector's, relay's and reactors' included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pg_commits: Option<u64>,
 }
 
 fn clock_ticks() -> f64 {
@@ -189,6 +194,7 @@ impl Probe {
             loadgen_cpu_s: cpu,
             loadgen_cpu_pct: 100.0 * cpu / wall.max(1e-9),
             services,
+            pg_commits: None,
         }
     }
 }
@@ -221,6 +227,12 @@ impl Resources {
             CpuOf::Service(name) => services(Some(name)),
         };
         1e6 * cpu / (rate * self.wall_s).max(1e-9)
+    }
+
+    /// Postgres commits per operation at `rate` operations per second
+    /// (taken as steady over the whole wall time, like the CPU).
+    pub fn commits_per_op(&self, rate: f64) -> Option<f64> {
+        Some(self.pg_commits? as f64 / (rate * self.wall_s).max(1e-9))
     }
 }
 

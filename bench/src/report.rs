@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::load::{Latency, Measured};
-use super::procs::{Machine, Resources};
+use super::procs::{CpuOf, Machine, Resources};
 use super::seed::Drain;
 
 /// One workload run beside its baseline.
@@ -403,7 +403,7 @@ impl Report {
         o.push('\n');
 
         for (group, title) in [
-            ("writes", "Writes: patient creates (closed model)"),
+            ("writes", "Writes: patient creates and order placements (closed model)"),
             ("writes-open", "Writes: patient creates at a fixed arrival rate (open model; latency from the scheduled send time)"),
             ("reads", "Reads: point reads"),
             ("lists", "Reads: filtered list pages"),
@@ -570,6 +570,34 @@ impl Report {
             }
             o.push('\n');
         }
+
+        let _ = writeln!(o, "## Cost per operation\n");
+        o.push_str("CPU microseconds per operation of the load generator and of each service, and Postgres commits per operation (`pg_stat_database.xact_commit` of the stack's database: the command's or read's own, the projector's, the relay's and the reactors'), over each workload's whole window (warm-up included) at its measured rate. Statements and round trips per operation are in BENCHMARKS.md (from the code).\n\n");
+        o.push_str("| workload | model | ops/s | load gen µs | services µs | all µs | commits / op |\n| --- | --- | ---: | ---: | --- | ---: | ---: |\n");
+        for r in &self.rows {
+            let per = |of| r.resources.cpu_per_op_us(r.throughput, of);
+            let services = r
+                .resources
+                .services
+                .iter()
+                .map(|s| format!("{} {:.0}", s.name, per(CpuOf::Service(&s.name))))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let commits = r
+                .resources
+                .commits_per_op(r.throughput)
+                .map_or("—".into(), |c| format!("{c:.2}"));
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {:.0} | {services} | {:.0} | {commits} |",
+                r.name,
+                r.model,
+                rate(r.throughput),
+                per(CpuOf::LoadGen),
+                per(CpuOf::All),
+            );
+        }
+        o.push('\n');
 
         let _ = writeln!(o, "## Resources per workload\n");
         o.push_str("CPU seconds and peak resident memory of each service (from `/proc/<pid>`, pids from the stack's pid files) over each workload, warm-up included, and the load generator's own CPU (`getrusage`). Postgres is the postmaster and all its backends: its CPU includes other databases' work on the same server, and its memory counts shared buffers once per backend.\n\n");
