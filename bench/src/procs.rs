@@ -42,11 +42,9 @@ pub struct Resources {
     pub loadgen_cpu_pct: f64,
     /// Each service.
     pub services: Vec<ProcUse>,
-    /// Transactions the stack's database committed during the workload
-    /// (`pg_stat_database.xact_commit`; every backend of the database, the
-    /// projector's, relay's and reactors' included).
+    /// Postgres's transaction and WAL counters over the workload.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pg_commits: Option<u64>,
+    pub pg: Option<PgCounters>,
 }
 
 fn clock_ticks() -> f64 {
@@ -194,7 +192,31 @@ impl Probe {
             loadgen_cpu_s: cpu,
             loadgen_cpu_pct: 100.0 * cpu / wall.max(1e-9),
             services,
-            pg_commits: None,
+            pg: None,
+        }
+    }
+}
+
+/// Postgres's counters, or their growth over a workload.
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct PgCounters {
+    /// Transactions committed in the stack's database
+    /// (`pg_stat_database.xact_commit`: every backend's, the projector's,
+    /// relay's and reactors' included, and every autocommitted statement,
+    /// a read-only one too).
+    pub transactions: u64,
+    /// Durable WAL flushes of the whole server (`pg_stat_wal.wal_sync`: a
+    /// commit's flush, also for many commits at once, and the WAL
+    /// writer's).
+    pub wal_flushes: u64,
+}
+
+impl PgCounters {
+    /// The growth from `before` to `self`.
+    pub fn since(self, before: PgCounters) -> PgCounters {
+        PgCounters {
+            transactions: self.transactions.saturating_sub(before.transactions),
+            wal_flushes: self.wal_flushes.saturating_sub(before.wal_flushes),
         }
     }
 }
@@ -229,10 +251,13 @@ impl Resources {
         1e6 * cpu / (rate * self.wall_s).max(1e-9)
     }
 
-    /// Postgres commits per operation at `rate` operations per second
-    /// (taken as steady over the whole wall time, like the CPU).
-    pub fn commits_per_op(&self, rate: f64) -> Option<f64> {
-        Some(self.pg_commits? as f64 / (rate * self.wall_s).max(1e-9))
+    /// Postgres's counters per operation at `rate` operations per second
+    /// (taken as steady over the whole wall time, like the CPU):
+    /// transactions, WAL flushes.
+    pub fn pg_per_op(&self, rate: f64) -> Option<(f64, f64)> {
+        let pg = self.pg.as_ref()?;
+        let ops = (rate * self.wall_s).max(1e-9);
+        Some((pg.transactions as f64 / ops, pg.wal_flushes as f64 / ops))
     }
 }
 

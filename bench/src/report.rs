@@ -572,8 +572,8 @@ impl Report {
         }
 
         let _ = writeln!(o, "## Cost per operation\n");
-        o.push_str("CPU microseconds per operation of the load generator and of each service, and Postgres commits per operation (`pg_stat_database.xact_commit` of the stack's database: the command's or read's own, the projector's, the relay's and the reactors'), over each workload's whole window (warm-up included) at its measured rate. Statements and round trips per operation are in BENCHMARKS.md (from the code).\n\n");
-        o.push_str("| workload | model | ops/s | load gen µs | services µs | all µs | commits / op |\n| --- | --- | ---: | ---: | --- | ---: | ---: |\n");
+        o.push_str("CPU microseconds per operation of the load generator and of each service, and Postgres's transactions per operation (`pg_stat_database.xact_commit` of the stack's database: the command's or read's own, the projector's, the relay's and the reactors', every autocommitted statement counting as one, a read-only one too) and durable WAL flushes per operation (`pg_stat_wal.wal_sync` of the server: what a durable commit waits for, one for many commits when they are flushed together), over each workload's whole window (warm-up included) at its measured rate. Statements and round trips per operation are in BENCHMARKS.md (from the code).\n\n");
+        o.push_str("| workload | model | ops/s | load gen µs | services µs | all µs | transactions / op | WAL flushes / op |\n| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
         for r in &self.rows {
             let per = |of| r.resources.cpu_per_op_us(r.throughput, of);
             let services = r
@@ -583,13 +583,15 @@ impl Report {
                 .map(|s| format!("{} {:.0}", s.name, per(CpuOf::Service(&s.name))))
                 .collect::<Vec<_>>()
                 .join("; ");
-            let commits = r
+            let (transactions, flushes) = r
                 .resources
-                .commits_per_op(r.throughput)
-                .map_or("—".into(), |c| format!("{c:.2}"));
+                .pg_per_op(r.throughput)
+                .map_or(("—".into(), "—".into()), |(t, f)| {
+                    (format!("{t:.2}"), format!("{f:.2}"))
+                });
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {:.0} | {services} | {:.0} | {commits} |",
+                "| {} | {} | {} | {:.0} | {services} | {:.0} | {transactions} | {flushes} |",
                 r.name,
                 r.model,
                 rate(r.throughput),
