@@ -636,11 +636,37 @@ impl Bench {
         }
     }
 
+    /// Waits until the relay, the projector, the mailer and the analytics
+    /// publisher have caught up with the log; returns how long that took.
+    async fn settle(&self) -> anyhow::Result<Duration> {
+        const PATIENCE: Duration = Duration::from_secs(600);
+        let idle = Instant::now();
+        seed::wait_relay(&self.write, PATIENCE).await?;
+        let ends = projector::log_ends(&self.cfg).await?;
+        seed::wait_projector(&self.cfg, &self.read, PATIENCE).await?;
+        seed::wait_reactors(&self.cfg, &self.write, &ends, PATIENCE).await?;
+        Ok(idle.elapsed())
+    }
+
+    /// Runs a workload and measures what it used. The workload starts once
+    /// the asynchronous pipeline has worked off what earlier workloads left
+    /// it (else their relaying, projecting and mailing would be measured in
+    /// this window: a 64-connection create window leaves tens of seconds of
+    /// it); the pipeline's own work for this window is measured as far as it
+    /// is done within the window.
     async fn probe<Fut: Future<Output = T>, T>(&self, f: Fut) -> (T, Resources) {
+        let settled = match self.settle().await {
+            Ok(d) => d.as_secs_f64(),
+            Err(e) => {
+                println!("  (the pipeline did not catch up before this window: {e:#})");
+                f64::NAN
+            }
+        };
         let c0 = pg_counters(&self.read).await;
         let p = Probe::start(&self.watched);
         let v = f.await;
         let mut res = p.finish();
+        res.settle_s = settled;
         res.pg = c0
             .zip(pg_counters(&self.read).await)
             .map(|(a, b)| b.since(a));
@@ -1173,16 +1199,13 @@ impl Bench {
     ) -> anyhow::Result<(report::Freshness, report::Lag)> {
         const POLL: Duration = Duration::from_millis(5);
         const SAMPLE_EVERY: u64 = 10;
-        // From an idle pipeline: what earlier sections left for the relay
-        // and the projector would otherwise be measured as this run's lag.
-        let idle = Instant::now();
-        seed::wait_relay(&self.write, Duration::from_secs(600)).await?;
-        let ends = projector::log_ends(&self.cfg).await?;
-        seed::wait_projector(&self.cfg, &self.read, Duration::from_secs(600)).await?;
-        seed::wait_reactors(&self.cfg, &self.write, &ends, Duration::from_secs(600)).await?;
+        // From an idle pipeline (as every window, see `probe`): what earlier
+        // sections left for the relay and the projector would otherwise be
+        // measured as this run's lag.
+        let idle = self.settle().await?;
         println!(
             "  the relay, the projector, the mailer and the analytics publisher caught up with earlier sections in {:.1} s",
-            idle.elapsed().as_secs_f64()
+            idle.as_secs_f64()
         );
         let rate = rate.max(1.0);
         let window = self.plan.window;

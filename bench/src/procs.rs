@@ -42,6 +42,10 @@ pub struct Resources {
     pub loadgen_cpu_pct: f64,
     /// Each service.
     pub services: Vec<ProcUse>,
+    /// Seconds the workload waited, before it started, for the relay, the
+    /// projector and the reactors to catch up with earlier work (NaN: they
+    /// did not within the patience).
+    pub settle_s: f64,
     /// Postgres's transaction and WAL counters over the workload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pg: Option<PgCounters>,
@@ -192,6 +196,7 @@ impl Probe {
             loadgen_cpu_s: cpu,
             loadgen_cpu_pct: 100.0 * cpu / wall.max(1e-9),
             services,
+            settle_s: 0.0,
             pg: None,
         }
     }

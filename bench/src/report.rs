@@ -403,10 +403,12 @@ impl Report {
         o.push('\n');
 
         for (group, title) in [
+            ("portal", "Patient portal (each patient on a loopback address of its own)"),
             ("writes", "Writes: patient creates and order placements (closed model)"),
             ("writes-open", "Writes: patient creates at a fixed arrival rate (open model; latency from the scheduled send time)"),
             ("reads", "Reads: point reads"),
             ("lists", "Reads: filtered list pages"),
+            ("access log", "Reads: point reads with the access log (baseline: the same reads without it; both served by the bench process)"),
             ("mixed", "Mixed partner-like workload"),
         ] {
             let rows: Vec<&Row> = self.rows.iter().filter(|r| r.group == group).collect();
@@ -602,14 +604,15 @@ impl Report {
         o.push('\n');
 
         let _ = writeln!(o, "## Resources per workload\n");
-        o.push_str("CPU seconds and peak resident memory of each service (from `/proc/<pid>`, pids from the stack's pid files) over each workload, warm-up included, and the load generator's own CPU (`getrusage`). Postgres is the postmaster and all its backends: its CPU includes other databases' work on the same server, and its memory counts shared buffers once per backend.\n\n");
-        o.push_str("| workload | model | wall s | load gen CPU s | services |\n| --- | --- | ---: | ---: | --- |\n");
+        o.push_str("CPU seconds and peak resident memory of each service (from `/proc/<pid>`, pids from the stack's pid files) over each workload, warm-up included, and the load generator's own CPU (`getrusage`); \"waited\" is how long the workload waited, before it started, for the relay, the projector, the mailer and the analytics publisher to work off what earlier workloads left them. Postgres is the postmaster and all its backends: its CPU includes other databases' work on the same server, and its memory counts shared buffers once per backend.\n\n");
+        o.push_str("| workload | model | waited s | wall s | load gen CPU s | services |\n| --- | --- | ---: | ---: | ---: | --- |\n");
         for r in &self.rows {
             let _ = writeln!(
                 o,
-                "| {} | {} | {:.1} | {:.1} | {} |",
+                "| {} | {} | {:.1} | {:.1} | {:.1} | {} |",
                 r.name,
                 r.model,
+                r.resources.settle_s,
                 r.resources.wall_s,
                 r.resources.loadgen_cpu_s,
                 services(&r.resources)
@@ -618,8 +621,9 @@ impl Report {
         if let Some(f) = &self.freshness {
             let _ = writeln!(
                 o,
-                "| freshness | open, {:.0}/s | {:.1} | {:.1} | {} |",
+                "| freshness | open, {:.0}/s | {:.1} | {:.1} | {:.1} | {} |",
                 f.write_rate,
+                f.resources.settle_s,
                 f.resources.wall_s,
                 f.resources.loadgen_cpu_s,
                 services(&f.resources)

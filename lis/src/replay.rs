@@ -155,7 +155,7 @@ impl Progress {
 async fn rebuild(cfg: &Config, schema: &str, batch: usize) -> anyhow::Result<()> {
     let mut fresh = cfg.clone();
     fresh.read_schema = schema.to_string();
-    let pool = platform::db::pool(&fresh.database_url, schema, 2)?;
+    let pool = platform::db::pool(&fresh.database_url, schema, 4)?;
     let mut first = true;
     loop {
         let ends = projector::log_ends(&fresh).await?;

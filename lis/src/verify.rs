@@ -394,7 +394,7 @@ async fn read_models(cfg: &Config, report: &mut Report) -> anyhow::Result<()> {
     .await?;
     let db = platform::db::connect(&cfg.database_url, "public").await?;
     let result = async {
-        let pool = platform::db::pool(&fresh.database_url, &fresh.read_schema, 2)?;
+        let pool = platform::db::pool(&fresh.database_url, &fresh.read_schema, 4)?;
         let ends = projector::log_ends(&fresh).await?;
         projector::catch_up(&fresh, &pool, Duration::from_secs(1800)).await?;
         let write = platform::db::pool(&cfg.database_url, &cfg.write_schema, 1)?;

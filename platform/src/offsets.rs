@@ -95,6 +95,17 @@ pub async fn store(
     Ok(())
 }
 
+/// Every partition of `topics`, as `(topic name, partition)`.
+pub fn partitions(cfg: &Config, topics: &[Topic]) -> Vec<(String, i32)> {
+    topics
+        .iter()
+        .flat_map(|topic| {
+            let name = topic.name(&cfg.topic_prefix);
+            (0..topic.partitions(cfg)).map(move |p| (name.clone(), p))
+        })
+        .collect()
+}
+
 /// A consumer in `group` assigned every partition of `topics`, each from
 /// its offset in `stored`, or from the beginning, whose fetches wait `wait`.
 pub fn assigned_consumer(
@@ -104,16 +115,25 @@ pub fn assigned_consumer(
     stored: &Offsets,
     wait: FetchWait,
 ) -> anyhow::Result<StreamConsumer> {
+    consumer_of(cfg, group, &partitions(cfg, topics), stored, wait)
+}
+
+/// A consumer in `group` assigned `partitions`, each from its offset in
+/// `stored`, or from the beginning, whose fetches wait `wait`.
+pub fn consumer_of(
+    cfg: &Config,
+    group: &str,
+    partitions: &[(String, i32)],
+    stored: &Offsets,
+    wait: FetchWait,
+) -> anyhow::Result<StreamConsumer> {
     let consumer: StreamConsumer = crate::kafka::consumer_config(cfg, group, wait).create()?;
     let mut tpl = TopicPartitionList::new();
-    for topic in topics {
-        let name = topic.name(&cfg.topic_prefix);
-        for p in 0..topic.partitions(cfg) {
-            let offset = stored
-                .get(&(name.clone(), p))
-                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-            tpl.add_partition_offset(&name, p, offset)?;
-        }
+    for key in partitions {
+        let offset = stored
+            .get(key)
+            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+        tpl.add_partition_offset(&key.0, key.1, offset)?;
     }
     consumer.assign(&tpl)?;
     Ok(consumer)

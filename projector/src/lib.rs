@@ -59,12 +59,6 @@ async fn stored_offsets(read: &Pool) -> anyhow::Result<Offsets> {
     Ok(offsets::load(&read.get().await?, Owner::ReadModels).await?)
 }
 
-async fn consumer(cfg: &Config, read: &Pool) -> anyhow::Result<StreamConsumer> {
-    let stored = stored_offsets(read).await?;
-    let group = format!("lis-projector-{}", cfg.read_schema);
-    offsets::assigned_consumer(cfg, &group, &Topic::ALL, &stored, FetchWait::Short)
-}
-
 /// How long the group waits for a silent projector before it gives its
 /// partitions to the others.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
@@ -441,10 +435,24 @@ pub async fn progress(
     Ok((applied as u64, total as u64))
 }
 
+/// `partitions` dealt to up to `readers` readers, none of them empty.
+fn shares(partitions: Vec<(String, i32)>, readers: usize) -> Vec<Vec<(String, i32)>> {
+    let readers = readers.clamp(1, partitions.len().max(1));
+    let mut shares = vec![Vec::new(); readers];
+    for (i, key) in partitions.into_iter().enumerate() {
+        shares[i % readers].push(key);
+    }
+    shares.retain(|s| !s.is_empty());
+    shares
+}
+
 /// Applies the log into the read schema of `read` until it reaches `ends`,
 /// in transactions of at most `batch` messages, calling `on_batch` with the
-/// number of messages applied so far after each; returns that number.
-/// Resumable: it starts from the offsets stored with the rows.
+/// number of messages applied so far as it goes; returns that number.
+/// Resumable: it starts from the offsets stored with the rows. The
+/// partitions are read in parallel, shared among up to one reader per core
+/// (each its own consumer and transactions, as projectors sharing a group
+/// are: a stream's events are all in one partition).
 pub async fn catch_up_to(
     cfg: &Config,
     read: &Pool,
@@ -453,21 +461,75 @@ pub async fn catch_up_to(
     timeout: Duration,
     mut on_batch: impl FnMut(u64),
 ) -> anyhow::Result<u64> {
-    let consumer = consumer(cfg, read).await?;
+    let stored = stored_offsets(read).await?;
+    let group = format!("lis-projector-{}", cfg.read_schema);
+    let readers = std::thread::available_parallelism().map_or(1, usize::from);
+    let shares = shares(offsets::partitions(cfg, &Topic::ALL), readers);
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut applied = 0u64;
+    let applied = std::sync::atomic::AtomicU64::new(0);
+    let mut work = Vec::with_capacity(shares.len());
+    for share in shares {
+        let consumer = offsets::consumer_of(cfg, &group, &share, &stored, FetchWait::Short)?;
+        let ends: Offsets = ends
+            .iter()
+            .filter(|(k, _)| share.contains(k))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let applied = &applied;
+        work.push(async move {
+            loop {
+                if reached(read, &ends).await? {
+                    return anyhow::Ok(());
+                }
+                if tokio::time::Instant::now() > deadline {
+                    anyhow::bail!("catch-up did not reach the end of the log in {timeout:?}");
+                }
+                let msgs = offsets::next_batch(&consumer, Duration::from_millis(200), batch.max(1))
+                    .await?;
+                if !msgs.is_empty() {
+                    apply_batch(read, &msgs).await?;
+                    applied.fetch_add(msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    let mut work = std::pin::pin!(futures::future::try_join_all(work));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
-        if reached(read, ends).await? {
-            return Ok(applied);
+        tokio::select! {
+            done = &mut work => {
+                done?;
+                let n = applied.load(std::sync::atomic::Ordering::Relaxed);
+                on_batch(n);
+                return Ok(n);
+            }
+            _ = tick.tick() => on_batch(applied.load(std::sync::atomic::Ordering::Relaxed)),
         }
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("catch-up did not reach the end of the log in {timeout:?}");
-        }
-        let msgs = offsets::next_batch(&consumer, Duration::from_millis(200), batch.max(1)).await?;
-        if !msgs.is_empty() {
-            applied += msgs.len() as u64;
-            apply_batch(read, &msgs).await?;
-            on_batch(applied);
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shares;
+
+    fn keys(n: i32) -> Vec<(String, i32)> {
+        (0..n).map(|p| ("t".to_string(), p)).collect()
+    }
+
+    #[test]
+    fn every_partition_goes_to_exactly_one_reader() {
+        let s = shares(keys(9), 2);
+        assert_eq!(s.len(), 2);
+        let mut all: Vec<_> = s.concat();
+        all.sort();
+        assert_eq!(all, keys(9));
+        assert_eq!((s[0].len(), s[1].len()), (5, 4));
+    }
+
+    #[test]
+    fn no_reader_is_left_without_a_partition() {
+        assert_eq!(shares(keys(3), 8).len(), 3);
+        assert_eq!(shares(keys(4), 0).len(), 1);
+        assert!(shares(Vec::new(), 2).is_empty());
     }
 }
