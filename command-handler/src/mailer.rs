@@ -273,7 +273,7 @@ impl Term<'_> {
                     "INSERT INTO activation_tokens (token_hash, account_id, event_id, expires_at, purpose, email) \
                      SELECT h, a, e, $4, p, m FROM unnest($1::bytea[], $2::uuid[], $3::uuid[], $5::text[], $6::text[]) AS t(h, a, e, p, m) \
                      ON CONFLICT (event_id) DO UPDATE SET token_hash = EXCLUDED.token_hash, expires_at = EXCLUDED.expires_at \
-                     WHERE activation_tokens.sent_at IS NULL RETURNING event_id",
+                     WHERE activation_tokens.sent_at IS NULL AND activation_tokens.used_at IS NULL RETURNING event_id",
                     &[&hashes, &accounts, &events, &expires, &purposes, &emails],
                 )
                 .await?

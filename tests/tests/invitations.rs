@@ -167,3 +167,101 @@ async fn a_backlog_of_invitations_is_mailed_once_each_in_batches() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(sink.mails().len(), PATIENTS, "nothing was mailed twice");
 }
+
+/// A mailer stopped after sending a batch's mails but before marking them
+/// sent handles the batch again. A link that was used meanwhile (the
+/// patient activated from the first mail) stays what it is, a used link:
+/// no new link replaces it and no second mail goes out (found by the fault
+/// suite, killing the mailer and the broker together).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_used_before_its_mail_was_marked_sent_is_not_replaced() {
+    let sink = SmtpSink::start().await;
+    let mut cfg = test_config();
+    cfg.smtp_url = Some(sink.url.clone());
+    cfg.public_url = "https://lis.example.test".into();
+    let s = TestStack::start_with(cfg.clone(), lis::stack::Roles::ALL).await;
+    let (_, token) = s.standard().await;
+    let mut body = patient_body("MRN-RESEND-1");
+    body["email"] = json!("resend@example.org");
+    assert_eq!(s.create_patient(&token, &body).await.status(), 201);
+    let mails = sink.wait_for(1).await;
+    let data = mails[0].data.replace("=\r\n", "").replace("=3D", "=");
+    let link: String = data
+        .split_once("token=")
+        .expect("an activation link")
+        .1
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    let hash = command_handler::mailer::token_hash(&link);
+    let db = s.write.get().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while db
+        .query_one(
+            "SELECT sent_at IS NULL FROM activation_tokens WHERE token_hash = $1",
+            &[&hash],
+        )
+        .await
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mail is marked sent"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    s.stop().await;
+
+    // As if the mailer had died between the send and its mark, and the
+    // patient had activated from the mail meanwhile; the mailer reads its
+    // topic again from the start.
+    let changed = db
+        .execute(
+            "UPDATE activation_tokens SET sent_at = NULL, used_at = now() WHERE token_hash = $1",
+            &[&hash],
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, 1);
+    db.execute(
+        "DELETE FROM reactor_offsets WHERE reactor = 'invitation-mailer'",
+        &[],
+    )
+    .await
+    .unwrap();
+    drop(db);
+    let s = TestStack::start_with(cfg, lis::stack::Roles::ALL).await;
+    let db = s.write.get().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while db
+        .query_opt(
+            "SELECT 1 FROM reactor_offsets WHERE reactor = 'invitation-mailer'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mailer handles its topic again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let used: Option<bool> = db
+        .query_opt(
+            "SELECT used_at IS NOT NULL FROM activation_tokens WHERE token_hash = $1",
+            &[&hash],
+        )
+        .await
+        .unwrap()
+        .map(|r| r.get(0));
+    assert_eq!(
+        used,
+        Some(true),
+        "the used link is still the account's, used"
+    );
+    assert_eq!(sink.mails().len(), 1, "no second mail replaces a used link");
+    s.stop().await;
+}
