@@ -475,10 +475,17 @@ pub async fn catch_up_to(
             .filter(|(k, _)| share.contains(k))
             .map(|(k, v)| (k.clone(), *v))
             .collect();
+        // Only this reader applies its partitions, so where it stands is
+        // what it read at the start and what it applied since.
+        let mut at: Offsets = stored
+            .iter()
+            .filter(|(k, _)| share.contains(k))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         let applied = &applied;
         work.push(async move {
             loop {
-                if reached(read, &ends).await? {
+                if offsets::reached(&at, &ends) {
                     return anyhow::Ok(());
                 }
                 if tokio::time::Instant::now() > deadline {
@@ -488,6 +495,7 @@ pub async fn catch_up_to(
                     .await?;
                 if !msgs.is_empty() {
                     apply_batch(read, &msgs).await?;
+                    at.extend(offsets::after(&msgs));
                     applied.fetch_add(msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
             }

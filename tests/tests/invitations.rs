@@ -5,6 +5,22 @@ use serde_json::{json, Value};
 use tests::smtp::SmtpSink;
 use tests::{patient_body, test_config, TestStack};
 
+/// The token of the activation link in a mail's body.
+fn link_token(body: &str) -> String {
+    // The body may be quoted-printable: undo soft breaks and `=3D`.
+    let data = body.replace("=\r\n", "").replace("=3D", "=");
+    let link_start = data
+        .find("https://lis.example.test/portal/activate?token=")
+        .expect("an activation link");
+    data[link_start..]
+        .split_once("token=")
+        .unwrap()
+        .1
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn invitations_are_mailed_once_with_a_stored_hash_only() {
     let sink = SmtpSink::start().await;
@@ -47,18 +63,7 @@ async fn invitations_are_mailed_once_with_a_stored_hash_only() {
 
     let db = s.write.get().await.unwrap();
     for mail in &mails {
-        // The body may be quoted-printable: undo soft breaks and `=3D`.
-        let data = mail.data.replace("=\r\n", "").replace("=3D", "=");
-        let link_start = data
-            .find("https://lis.example.test/portal/activate?token=")
-            .expect("an activation link");
-        let token: String = data[link_start..]
-            .split_once("token=")
-            .unwrap()
-            .1
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .collect();
+        let token = link_token(&mail.data);
         assert!(token.len() >= 40, "a long random token");
         // The mailer marks the invitation sent once the SMTP server has
         // taken it, which may be a moment after the sink shows the mail.
@@ -185,14 +190,7 @@ async fn a_link_used_before_its_mail_was_marked_sent_is_not_replaced() {
     body["email"] = json!("resend@example.org");
     assert_eq!(s.create_patient(&token, &body).await.status(), 201);
     let mails = sink.wait_for(1).await;
-    let data = mails[0].data.replace("=\r\n", "").replace("=3D", "=");
-    let link: String = data
-        .split_once("token=")
-        .expect("an activation link")
-        .1
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
+    let link = link_token(&mails[0].data);
     let hash = command_handler::mailer::token_hash(&link);
     let db = s.write.get().await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
