@@ -5,6 +5,15 @@ use serde_json::{json, Value};
 use tests::smtp::SmtpSink;
 use tests::{patient_body, test_config, TestStack};
 
+/// The test configuration with mail going to `sink` and links to
+/// `https://lis.example.test`.
+fn mailing_config(sink: &SmtpSink) -> platform::config::Config {
+    let mut cfg = test_config();
+    cfg.smtp_url = Some(sink.url.clone());
+    cfg.public_url = "https://lis.example.test".into();
+    cfg
+}
+
 /// The token of the activation link in a mail's body.
 fn link_token(body: &str) -> String {
     // The body may be quoted-printable: undo soft breaks and `=3D`.
@@ -24,9 +33,7 @@ fn link_token(body: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn invitations_are_mailed_once_with_a_stored_hash_only() {
     let sink = SmtpSink::start().await;
-    let mut cfg = test_config();
-    cfg.smtp_url = Some(sink.url.clone());
-    cfg.public_url = "https://lis.example.test".into();
+    let cfg = mailing_config(&sink);
     let s = TestStack::start_with(cfg.clone(), lis::stack::Roles::ALL).await;
     let (_, token) = s.standard().await;
 
@@ -181,9 +188,7 @@ async fn a_backlog_of_invitations_is_mailed_once_each_in_batches() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_link_used_before_its_mail_was_marked_sent_is_not_replaced() {
     let sink = SmtpSink::start().await;
-    let mut cfg = test_config();
-    cfg.smtp_url = Some(sink.url.clone());
-    cfg.public_url = "https://lis.example.test".into();
+    let cfg = mailing_config(&sink);
     let s = TestStack::start_with(cfg.clone(), lis::stack::Roles::ALL).await;
     let (_, token) = s.standard().await;
     let mut body = patient_body("MRN-RESEND-1");
