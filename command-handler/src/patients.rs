@@ -207,7 +207,7 @@ impl Command for UpdatePatient {
             Ok(d) => d,
             Err(e) => return Err(refusal(cx, e).await),
         };
-        let mut status = account_status(cx.tx, state.id).await?;
+        let account = account_of(cx.tx, state.id).await?;
         let mut writes = Writes::default();
         let mut new_state = state.clone();
         let mut updated_at = current.updated_at;
@@ -231,14 +231,21 @@ impl Command for UpdatePatient {
             updated_at = cx.meta.occurred_at;
         }
         let mut token = ConsistencyToken(vec![(state.id, new_state.version)]);
+        let mut status = account.map(|(status, (stream, version))| {
+            token.name(stream, version);
+            status
+        });
         if let Some(email) = &decision.open_account {
-            token.0.push(open_account(&mut writes, state.id, email));
+            let (stream, version) = open_account(&mut writes, state.id, email);
+            token.name(stream, version);
             status = Some("invited".to_string());
         }
         if let Some(email) = &decision.new_login {
-            token
-                .0
-                .extend(request_login_change(cx, &mut writes, state.id, email).await?);
+            if let Some((stream, version)) =
+                request_login_change(cx, &mut writes, state.id, email).await?
+            {
+                token.name(stream, version);
+            }
         }
         Ok(Decision {
             writes,
@@ -336,17 +343,20 @@ async fn request_login_change(
     }))
 }
 
-async fn account_status(
+/// The patient's account as the write side has it: its status, and its
+/// stream and version, which the answer's consistency token names so that a
+/// read with the token shows the account as the answer did.
+async fn account_of(
     db: &impl GenericClient,
     patient_id: Uuid,
-) -> Result<Option<String>, Refusal> {
+) -> Result<Option<(String, (Uuid, i64))>, Refusal> {
     Ok(db
         .query_opt_cached(
-            "SELECT status FROM accounts WHERE patient_id = $1",
+            "SELECT status, account_id, version FROM accounts WHERE patient_id = $1",
             &[&patient_id],
         )
         .await?
-        .map(|r| r.get(0)))
+        .map(|r| (r.get(0), (r.get(1), r.get(2)))))
 }
 
 /// Looks up what a patient decision needs, in one statement (one round

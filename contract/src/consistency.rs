@@ -19,6 +19,12 @@ pub const HEADER: &str = "consistency-token";
 pub struct ConsistencyToken(pub Vec<(Uuid, i64)>);
 
 impl ConsistencyToken {
+    /// Names `version` of `stream`, replacing an earlier version of it.
+    pub fn name(&mut self, stream: Uuid, version: i64) {
+        self.0.retain(|(s, _)| *s != stream);
+        self.0.push((stream, version));
+    }
+
     /// The opaque string form.
     pub fn encode(&self) -> String {
         let body = self
@@ -98,5 +104,14 @@ mod tests {
             ConsistencyToken::decode(&URL_SAFE_NO_PAD.encode("v1;x:1")),
             None
         );
+    }
+
+    #[test]
+    fn naming_a_stream_again_keeps_its_latest_version_once() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut t = ConsistencyToken(vec![(a, 2)]);
+        t.name(b, 1);
+        t.name(b, 2);
+        assert_eq!(t, ConsistencyToken(vec![(a, 2), (b, 2)]));
     }
 }

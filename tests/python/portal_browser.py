@@ -16,6 +16,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+from selenium.common.exceptions import TimeoutException
 
 BASE = os.environ["PORTAL_BASE"]
 LINK = os.environ["ADA_LINK"]
@@ -52,6 +54,20 @@ for(const e of document.querySelectorAll('p,a,button,label,th,td,h1,h2,li,span,i
  if(r<4.5)bad.push(e.tagName+' '+e.textContent.trim().slice(0,30)+' '+r.toFixed(2));}
 return bad;
 """
+
+
+def arrives(driver, cond):
+    """Whether the page satisfies cond within 10 s: a click or an Enter that
+    submits a form returns before the browser has loaded the next page."""
+    try:
+        WebDriverWait(driver, 10).until(cond)
+        return True
+    except TimeoutException:
+        return False
+
+
+def at(path):
+    return lambda d: d.current_url.endswith(path)
 
 
 def page_checks(driver, name):
@@ -110,7 +126,7 @@ def main():
                 page_checks(driver, f"{device}-activate")
                 driver.find_element(By.ID, "password").click()
                 type_in(driver, PASSWORD, PASSWORD)
-                check(driver.current_url.endswith("/portal/results"), "activation leads to the results")
+                check(arrives(driver, at("/portal/results")), "activation leads to the results")
             else:
                 driver.get(LINK)
                 check("already used" in driver.page_source, "a used link says so")
@@ -119,13 +135,14 @@ def main():
                 page_checks(driver, f"{device}-login")
                 driver.find_element(By.ID, "email").click()
                 type_in(driver, EMAIL, PASSWORD)
-                check(driver.current_url.endswith("/portal/results"), "a keyboard login leads to the results")
+                check(arrives(driver, at("/portal/results")), "a keyboard login leads to the results")
             page_checks(driver, f"{device}-results")
             results_checks(driver, f"{device}-results")
             session = {c["name"]: c for c in driver.get_cookies()}.get("lis_portal", {})
             check(session.get("httpOnly") is True, f"{device}: the session cookie is HttpOnly")
             check(driver.execute_script("return document.cookie") == "", f"{device}: scripts see no cookie")
             driver.find_element(By.CSS_SELECTOR, f"a[href='/portal/results/{CORRECTED}']").click()
+            check(arrives(driver, at(f"/portal/results/{CORRECTED}")), f"{device}: the link opens the result")
             src = driver.page_source
             check("Corrected" in src and "13.1" in src, f"{device}: the corrected result says so")
             check("Complete blood count" in src and "g/dL" in src, f"{device}: test name and unit")
@@ -133,7 +150,8 @@ def main():
             driver.get(BASE + "/portal/results/" + HIDDEN[-1])
             check("not found" in driver.page_source.lower(), f"{device}: another patient's order is not found")
             driver.find_element(By.CSS_SELECTOR, "form.logout button").click()
-            check("/portal/login" in driver.current_url, f"{device}: logout leads to the login page")
+            check(arrives(driver, lambda d: "/portal/login" in d.current_url),
+                  f"{device}: logout leads to the login page")
             check("logged out" in driver.page_source, f"{device}: logout says so")
             page_checks(driver, f"{device}-logged-out")
             driver.get(BASE + "/portal/results")

@@ -178,6 +178,7 @@ async fn as_of_shows_a_record_as_it_stood_at_an_instant() {
     let mut body = patient_body("MRN-H-2");
     body["email"] = json!("asof@example.org");
     let r = s.create_patient(&token, &body).await;
+    let created_ct = header(&r, "consistency-token");
     let id = json_of(r, 201).await["patientID"]
         .as_str()
         .unwrap()
@@ -191,8 +192,13 @@ async fn as_of_shows_a_record_as_it_stood_at_an_instant() {
         .await;
     assert_eq!(r.status(), 200);
     let ct = header(&r, "consistency-token");
+    // The patch's token names the patient stream only; the creation's token
+    // also names the account stream, whose invitation the record shows.
+    let created = read(&s, &token, &path, &created_ct).await;
+    assert_eq!(created["account"]["status"], "invited");
     let now = read(&s, &token, &path, &ct).await;
     assert_eq!(now["firstName"], "Augusta");
+    assert_eq!(now["account"]["status"], "invited");
 
     let then = read(
         &s,

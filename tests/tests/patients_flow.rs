@@ -310,6 +310,28 @@ async fn accounts_follow_the_email_rules_without_touching_the_patient_version() 
     assert_eq!(v["version"], 1);
     assert!(v.get("warnings").is_none());
 
+    // An update that leaves the account alone still answers its status, and
+    // its token names the account stream too, so a read with the token shows
+    // the account as the answer did.
+    let ada = format!("/v1/patients/{}", v["patientID"].as_str().unwrap());
+    let r = s
+        .patch(&token, &ada, None, r#"{"firstName":"Augusta"}"#)
+        .await;
+    assert_eq!(r.status(), 200);
+    let ct = header(&r, "consistency-token");
+    let named = contract::consistency::ConsistencyToken::decode(&ct).expect("a token");
+    assert_eq!(named.0.len(), 2, "the patient's and the account's streams");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["account"]["status"], "invited");
+    let read: Value = s
+        .get_consistent(&token, &ada, &ct)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["account"]["status"], "invited");
+    assert_eq!(read["firstName"], "Augusta");
+
     let mut invalid = patient_body("MRN-E2");
     invalid["email"] = json!("not-an-email");
     let r = s.create_patient(&token, &invalid).await;
