@@ -645,6 +645,7 @@ impl Bench {
         let ends = projector::log_ends(&self.cfg).await?;
         seed::wait_projector(&self.cfg, &self.read, PATIENCE).await?;
         seed::wait_reactors(&self.cfg, &self.write, &ends, PATIENCE).await?;
+        seed::analyze_changed(&self.write).await?;
         Ok(idle.elapsed())
     }
 

@@ -288,8 +288,9 @@ async fn warn_without_autovacuum(read: &Pool) {
     if let Ok(v) = setting.await {
         if v != "on" {
             tracing::warn!(
-                "autovacuum is off: the read models get no planner statistics and list pages \
-                 slow down as they grow; turn it on, or run ANALYZE after bulk loads"
+                "autovacuum is off: planner statistics do not follow the tables' growth, so list \
+                 pages slow down and plans cached for small tables keep scanning them; turn it \
+                 on, or run ANALYZE regularly"
             );
         }
     }
