@@ -98,7 +98,7 @@ impl Command for RegisterPatient {
 
     async fn decide(&self, cx: &Cx<'_>, _: &()) -> Result<Decision<PatientWrite>, Refusal> {
         let draft = &self.draft;
-        let ctx = context(
+        let (ctx, _) = context(
             cx.tx,
             draft.client_id.as_deref(),
             draft.location_id.as_deref(),
@@ -128,7 +128,8 @@ impl Command for RegisterPatient {
         let mut token = ConsistencyToken(vec![(patient_id, 1)]);
         let mut status = None;
         if let Some(email) = &decision.open_account {
-            token.0.push(open_account(&mut writes, patient_id, email));
+            let (stream, version) = open_account(&mut writes, patient_id, email);
+            token.name(stream, version);
             status = Some("invited");
         }
         let state = patient::apply(None, &event).expect("registration creates state");
@@ -194,7 +195,7 @@ impl Command for UpdatePatient {
                 "The locationID is outside this partner's scope.".into(),
             )));
         }
-        let ctx = context(
+        let (ctx, account) = context(
             cx.tx,
             Some(&state.client_id),
             new_location.as_deref(),
@@ -207,7 +208,6 @@ impl Command for UpdatePatient {
             Ok(d) => d,
             Err(e) => return Err(refusal(cx, e).await),
         };
-        let account = account_of(cx.tx, state.id).await?;
         let mut writes = Writes::default();
         let mut new_state = state.clone();
         let mut updated_at = current.updated_at;
@@ -231,18 +231,18 @@ impl Command for UpdatePatient {
             updated_at = cx.meta.occurred_at;
         }
         let mut token = ConsistencyToken(vec![(state.id, new_state.version)]);
-        let mut status = account.map(|(status, (stream, version))| {
-            token.name(stream, version);
-            status
+        let mut status = account.as_ref().map(|a| {
+            token.name(a.id, a.version);
+            a.status.clone()
         });
         if let Some(email) = &decision.open_account {
             let (stream, version) = open_account(&mut writes, state.id, email);
             token.name(stream, version);
             status = Some("invited".to_string());
         }
-        if let Some(email) = &decision.new_login {
+        if let (Some(email), Some(account)) = (&decision.new_login, &account) {
             if let Some((stream, version)) =
-                request_login_change(cx, &mut writes, state.id, email).await?
+                request_login_change(cx, &mut writes, account.id, email).await?
             {
                 token.name(stream, version);
             }
@@ -305,27 +305,15 @@ fn open_account(writes: &mut Writes, patient_id: Uuid, email: &str) -> (Uuid, i6
     (account_id, 1)
 }
 
-/// Asks the patient's account to confirm a new login, or sends its
-/// invitation to the new address instead, when
-/// `account::request_login_change` says so; answers its stream and
-/// version for the consistency token.
+/// Asks account `id` to confirm a new login, or sends its invitation to
+/// the new address instead, when `account::request_login_change` says so;
+/// answers its stream and version for the consistency token.
 async fn request_login_change(
     cx: &Cx<'_>,
     writes: &mut Writes,
-    patient_id: Uuid,
+    id: Uuid,
     email: &str,
 ) -> Result<Option<(Uuid, i64)>, Refusal> {
-    let Some(id) = cx
-        .tx
-        .query_opt_cached(
-            "SELECT account_id FROM accounts WHERE patient_id = $1",
-            &[&patient_id],
-        )
-        .await?
-        .map(|r| r.get::<_, Uuid>(0))
-    else {
-        return Ok(None);
-    };
     let loaded = crate::store::load::<account::AccountEvent>(cx.tx, id).await?;
     let Some(account) = loaded.and_then(|l| account::replay(&l.events)) else {
         return Ok(None);
@@ -343,24 +331,19 @@ async fn request_login_change(
     }))
 }
 
-/// The patient's account as the write side has it: its status, and its
-/// stream and version, which the answer's consistency token names so that a
-/// read with the token shows the account as the answer did.
-async fn account_of(
-    db: &impl GenericClient,
-    patient_id: Uuid,
-) -> Result<Option<(String, (Uuid, i64))>, Refusal> {
-    Ok(db
-        .query_opt_cached(
-            "SELECT status, account_id, version FROM accounts WHERE patient_id = $1",
-            &[&patient_id],
-        )
-        .await?
-        .map(|r| (r.get(0), (r.get(1), r.get(2)))))
+/// A patient's account as the write side has it.
+struct AccountRow {
+    /// Its stream.
+    id: Uuid,
+    /// Its stream's version: the answer's consistency token names it, so
+    /// that a read with the token shows the account as the answer did.
+    version: i64,
+    status: String,
 }
 
-/// Looks up what a patient decision needs, in one statement (one round
-/// trip instead of up to five).
+/// Looks up what a patient decision needs, and the account of the patient
+/// `patient_id` names, in one statement (one round trip instead of up to
+/// six).
 async fn context(
     tx: &impl GenericClient,
     client_id: Option<&str>,
@@ -368,7 +351,7 @@ async fn context(
     external_id: Option<&str>,
     email: Option<&str>,
     patient_id: Option<Uuid>,
-) -> Result<Context, Refusal> {
+) -> Result<(Context, Option<AccountRow>), Refusal> {
     let login = email
         .filter(|e| patient::is_valid_email(e))
         .map(patient::login_key);
@@ -381,18 +364,25 @@ async fn context(
                  WHERE client_id = $1 AND external_patient_id = $3::text), \
                $4::text IS NOT NULL AND EXISTS (SELECT 1 FROM accounts \
                  WHERE login = $4 AND patient_id IS DISTINCT FROM $5::uuid), \
-               $5::uuid IS NOT NULL AND EXISTS (SELECT 1 FROM accounts WHERE patient_id = $5)",
+               a.account_id, a.version, a.status \
+             FROM (VALUES (1)) AS one LEFT JOIN accounts a ON a.patient_id = $5::uuid",
             &[&client_id, &location_id, &external_id, &login, &patient_id],
         )
         .await?;
-    Ok(Context {
+    let account = row.get::<_, Option<Uuid>>(4).map(|id| AccountRow {
+        id,
+        version: row.get(5),
+        status: row.get(6),
+    });
+    let ctx = Context {
         today: chrono::Utc::now().date_naive(),
         client_exists: row.get(0),
         location_client: row.get(1),
         external_id_holder: row.get(2),
         email_in_use: row.get(3),
-        has_account: row.get(4),
-    })
+        has_account: account.is_some(),
+    };
+    Ok((ctx, account))
 }
 
 fn draft_from(f: &mut Fields) -> PatientDraft {
