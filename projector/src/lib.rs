@@ -471,18 +471,16 @@ pub async fn catch_up_to(
     let mut work = Vec::with_capacity(shares.len());
     for share in shares {
         let consumer = offsets::consumer_of(cfg, &group, &share, &stored, FetchWait::Short)?;
-        let ends: Offsets = ends
-            .iter()
-            .filter(|(k, _)| share.contains(k))
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
+        let of_share = |all: &Offsets| -> Offsets {
+            all.iter()
+                .filter(|(k, _)| share.contains(k))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect()
+        };
+        let ends = of_share(ends);
         // Only this reader applies its partitions, so where it stands is
         // what it read at the start and what it applied since.
-        let mut at: Offsets = stored
-            .iter()
-            .filter(|(k, _)| share.contains(k))
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
+        let mut at = of_share(&stored);
         let applied = &applied;
         work.push(async move {
             loop {
