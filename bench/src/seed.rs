@@ -254,32 +254,6 @@ pub async fn seed_to(
     Ok(Some(d))
 }
 
-/// What autovacuum's auto-analyze does as tables grow, for a Postgres
-/// without it (the suite runs it before every window, so a bulk seeding is
-/// analyzed before it is measured): `ANALYZE` each table of the stack's
-/// database changed by more than autovacuum's default threshold (50 rows
-/// and 10%) since its last analysis. Without statistics a list page by date
-/// of birth walks the whole paging index; with statistics of a table
-/// analyzed while small, a connection keeps the plan it cached then (a
-/// sequential scan of the accession numbers analyzed at 250 rows, run by
-/// every order placement as the table grows).
-pub async fn analyze_changed(write: &Pool) -> anyhow::Result<()> {
-    let db = write.get().await?;
-    let tables = db
-        .query(
-            "SELECT format('%I.%I', s.schemaname, s.relname) FROM pg_stat_user_tables s \
-             JOIN pg_class c ON c.oid = s.relid \
-             WHERE s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)",
-            &[],
-        )
-        .await?;
-    for t in &tables {
-        db.batch_execute(&format!("ANALYZE {}", t.get::<_, String>(0)))
-            .await?;
-    }
-    Ok(())
-}
-
 /// How the write path drained a bulk seeding.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Drain {

@@ -231,6 +231,13 @@ pub async fn serve(
     if roles.projector {
         let (c, p, s) = ((*cfg).clone(), write.clone(), shutdown.clone());
         tasks.spawn(async move { projector::run(c, p, s.wait()).await });
+        let (p, s) = (write.clone(), shutdown.clone());
+        let (w, r, every) = (
+            cfg.write_schema.clone(),
+            cfg.read_schema.clone(),
+            cfg.upkeep,
+        );
+        tasks.spawn(async move { platform::upkeep::run(p, w, r, every, s.wait()).await });
     }
     if roles.analytics {
         let ids = Arc::new(platform::pseudonym::Pseudonyms::load(

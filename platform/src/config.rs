@@ -75,6 +75,10 @@ pub struct Config {
     pub committers: usize,
     /// `LIS_CONSISTENCY_WAIT_MS`: how long a read waits for a consistency token.
     pub consistency_wait: Duration,
+    /// `LIS_UPKEEP_SECS`: how often the projector's process analyzes and
+    /// vacuums the installation's tables while Postgres runs without
+    /// autovacuum (`platform::upkeep`); 0 leaves them to the operator.
+    pub upkeep: Duration,
     /// `LIS_SMTP_URL`: `smtp://host:port` where account emails go; none disables mail.
     pub smtp_url: Option<String>,
     /// `LIS_MAIL_OUTBOX`: a directory where account emails are written as
@@ -164,6 +168,7 @@ impl Config {
             portal_rate_per_minute: parsed("LIS_PORTAL_RATE_PER_MINUTE", 20)?,
             committers: parsed("LIS_COMMITTERS", 4)?,
             consistency_wait: Duration::from_millis(parsed("LIS_CONSISTENCY_WAIT_MS", 2000)?),
+            upkeep: Duration::from_secs(parsed("LIS_UPKEEP_SECS", 30)?),
             smtp_url: var("LIS_SMTP_URL"),
             mail_outbox: var("LIS_MAIL_OUTBOX").map(PathBuf::from),
             mail_from: var("LIS_MAIL_FROM")
@@ -194,6 +199,7 @@ impl Config {
         "LIS_PORTAL_RATE_PER_MINUTE",
         "LIS_COMMITTERS",
         "LIS_CONSISTENCY_WAIT_MS",
+        "LIS_UPKEEP_SECS",
         "LIS_SMTP_URL",
         "LIS_MAIL_OUTBOX",
         "LIS_MAIL_FROM",

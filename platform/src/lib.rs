@@ -21,6 +21,8 @@
 //! - [`pseudonym`]: keyed pseudonyms of the analytics stream.
 //! - [`chain`]: tamper evidence: the hash chain over the log and its signed
 //!   checkpoints.
+//! - [`upkeep`]: what autovacuum would do to the installation's tables,
+//!   done while Postgres runs without it.
 //! - [`metrics`]: Prometheus metrics (labels never carry personal data).
 //! - [`telemetry`]: logging setup.
 
@@ -39,3 +41,4 @@ pub mod pseudonym;
 pub mod read_models;
 pub mod telemetry;
 pub mod token;
+pub mod upkeep;

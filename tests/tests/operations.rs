@@ -329,3 +329,169 @@ async fn an_internal_error_is_opaque_to_the_partner_and_worded_in_the_log() {
     );
     s.stop().await;
 }
+
+/// `pg_stat_user_tables` counters of `schema.table`: (changes since the
+/// last analysis, analyses, vacuums), manual and automatic alike.
+async fn table_stats(db: &tokio_postgres::Client, schema: &str, table: &str) -> (i64, i64, i64) {
+    let r = db
+        .query_one(
+            "SELECT n_mod_since_analyze, analyze_count + autoanalyze_count, \
+                    vacuum_count + autovacuum_count \
+             FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2",
+            &[&schema, &table],
+        )
+        .await
+        .expect("stats");
+    (r.get(0), r.get(1), r.get(2))
+}
+
+/// Creates `schema.table` with `rows` rows and waits until Postgres's
+/// counters show them (statistics reach shared memory asynchronously).
+async fn table_of_rows(db: &tokio_postgres::Client, schema: &str, table: &str, rows: i32) {
+    db.batch_execute(&format!(
+        "CREATE TABLE {schema}.{table} (id INT PRIMARY KEY, v INT); \
+         INSERT INTO {schema}.{table} SELECT g, g FROM generate_series(1, {rows}) g; \
+         SELECT pg_stat_force_next_flush();"
+    ))
+    .await
+    .expect("table");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while table_stats(db, schema, table).await.0 < i64::from(rows) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the counters never showed the rows"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn autovacuum_on(db: &tokio_postgres::Client) -> bool {
+    db.query_one("SHOW autovacuum", &[])
+        .await
+        .expect("show")
+        .get::<_, String>(0)
+        == "on"
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upkeep_pass_does_what_autovacuum_would_and_only_that() {
+    use platform::upkeep::{pass, Busy, Done, Work};
+    let mut cfg = test_config();
+    cfg.upkeep = Duration::ZERO;
+    let stack = TestStack::start_with(cfg, lis::stack::Roles::ALL).await;
+    let (w, r) = (
+        stack.cfg.write_schema.clone(),
+        stack.cfg.read_schema.clone(),
+    );
+    let db = stack.write.get().await.expect("db");
+    // Due by both thresholds (1,500 inserted, never analyzed nor vacuumed),
+    // one in a schema the pass is not given, and one too small to be due.
+    table_of_rows(&db, &w, "upkeep_probe", 1500).await;
+    table_of_rows(&db, "public", "upkeep_other", 1500).await;
+    table_of_rows(&db, &r, "upkeep_small", 40).await;
+    let schemas = [w.clone(), r.clone()];
+
+    // Another pass under way: a skipping pass leaves the work to it.
+    let other = stack.write.get().await.expect("db");
+    let lock = format!("lis upkeep {w}");
+    other
+        .execute("SELECT pg_advisory_lock(hashtext($1))", &[&lock])
+        .await
+        .expect("lock");
+    assert_eq!(
+        pass(&stack.write, &w, &schemas, Busy::Skip)
+            .await
+            .expect("pass"),
+        vec![]
+    );
+    assert_eq!(table_stats(&db, &w, "upkeep_probe").await, (1500, 0, 0));
+    other
+        .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&lock])
+        .await
+        .expect("unlock");
+
+    let done = pass(&stack.write, &w, &schemas, Busy::Skip)
+        .await
+        .expect("pass");
+    let probe = Done {
+        schema: w.clone(),
+        table: "upkeep_probe".into(),
+        work: Work::VacuumAnalyze,
+    };
+    assert!(done.contains(&probe), "{done:?}");
+    assert!(
+        done.iter().all(|d| d.schema == w || d.schema == r),
+        "{done:?}"
+    );
+    assert!(!done.iter().any(|d| d.table == "upkeep_small"), "{done:?}");
+    assert_eq!(table_stats(&db, &w, "upkeep_probe").await, (0, 1, 1));
+    assert_eq!(
+        table_stats(&db, "public", "upkeep_other").await,
+        (1500, 0, 0)
+    );
+    assert_eq!(table_stats(&db, &r, "upkeep_small").await, (40, 0, 0));
+
+    // Done is done: the next pass finds nothing of it.
+    let again = pass(&stack.write, &w, &schemas, Busy::Wait)
+        .await
+        .expect("pass");
+    assert!(
+        !again.iter().any(|d| d.table.starts_with("upkeep_")),
+        "{again:?}"
+    );
+
+    // Dead rows past 50 + 20% of the table: a vacuum (and, changed by more
+    // than 50 + 10%, an analysis).
+    db.batch_execute(&format!(
+        "UPDATE {w}.upkeep_probe SET v = v + 1 WHERE id <= 600; SELECT pg_stat_force_next_flush();"
+    ))
+    .await
+    .expect("update");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while table_stats(&db, &w, "upkeep_probe").await.0 < 600 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the counters never showed the update"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = pass(&stack.write, &w, &schemas, Busy::Skip)
+        .await
+        .expect("pass");
+    assert!(done.contains(&probe), "{done:?}");
+    assert_eq!(table_stats(&db, &w, "upkeep_probe").await, (0, 2, 2));
+    if !autovacuum_on(&db).await {
+        // LIS_UPKEEP_SECS=0: the stack itself left every table alone.
+        assert_eq!(table_stats(&db, &r, "upkeep_small").await, (40, 0, 0));
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stack_keeps_its_tables_while_autovacuum_is_off() {
+    let mut cfg = test_config();
+    cfg.upkeep = Duration::from_secs(1);
+    let stack = TestStack::start_with(cfg, lis::stack::Roles::ALL).await;
+    if autovacuum_on(&stack.write.get().await.expect("db")).await {
+        eprintln!("skipped: this Postgres runs autovacuum, which keeps the tables itself");
+        stack.stop().await;
+        return;
+    }
+    let r = stack.cfg.read_schema.clone();
+    let db = stack.write.get().await.expect("db");
+    table_of_rows(&db, &r, "upkeep_probe", 1500).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (changed, analyses, vacuums) = table_stats(&db, &r, "upkeep_probe").await;
+        if analyses >= 1 && vacuums >= 1 {
+            assert_eq!(changed, 0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stack never analyzed and vacuumed the new table: {analyses} analyses, {vacuums} vacuums"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stack.stop().await;
+}
