@@ -12,7 +12,7 @@
 //! | order placements (1-4 tests each), closed model at 1/16/64 | the same raw insert + commit |
 //! | patient creates, open model at fixed arrival rates | (chart) |
 //! | point reads at 1/16/64 | Postgres primary-key select at the same concurrency |
-//! | point reads with the access log, at 16/64 | the same reads with the log off (both served by the bench process) |
+//! | point reads with the access log, at 16/32/64 | the same reads with the log off (both served by the bench process) |
 //! | filtered list pages | the same filter in SQL |
 //! | mixed partner-like workload | Postgres inserts/selects in the same write share |
 //! | relay throughput (draining a bulk seeding) | raw produce of same-size records, relay producer settings |
@@ -906,7 +906,10 @@ impl Bench {
     async fn access_log(&mut self) -> anyhow::Result<()> {
         let ids = sample_ids(&self.read, 10_000).await?;
         let cfg = Arc::new(self.cfg.clone());
-        for c in [16, 64] {
+        // 32 between the two: where the log's group commit starts to keep
+        // up on two cores (see BENCHMARKS.md, "The access log at 16
+        // connections").
+        for c in [16, 32, 64] {
             // Off and on alternate, five times: one pair of windows moves by
             // tens of percent on two shared cores; the median pair is the row.
             let mut pairs = Vec::new();
