@@ -76,8 +76,8 @@ pub const GUIDE: &str = include_str!("../../docs/partner-guide.md");
         command_handler::oauth::GrantType,
         command_handler::oauth::TokenResponse,
         command_handler::oauth::OAuthError,
-        JwkSet,
-        Jwk,
+        platform::token::JwkSet,
+        platform::token::Jwk,
         contract::order_view::OrderView,
         contract::order_view::PatientSummary,
         contract::order_view::OrderedTest,
@@ -124,36 +124,6 @@ pub const GUIDE: &str = include_str!("../../docs/partner-guide.md");
     ),
 )]
 pub struct ApiDoc;
-
-/// A JWK Set (RFC 7517 section 5), as `GET /.well-known/jwks.json` serves it.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct JwkSet {
-    /// The keys.
-    pub keys: Vec<Jwk>,
-}
-
-/// An Ed25519 public key as a JWK (RFC 8037).
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct Jwk {
-    /// `OKP`.
-    #[schema(pattern = "^OKP$")]
-    pub kty: String,
-    /// `Ed25519`.
-    #[schema(pattern = "^Ed25519$")]
-    pub crv: String,
-    /// The public key, base64url without padding (32 bytes).
-    #[schema(pattern = "^[A-Za-z0-9_-]{43}$")]
-    pub x: String,
-    /// The key's id, as tokens name it in their `kid` header.
-    pub kid: String,
-    /// `EdDSA`.
-    #[schema(pattern = "^EdDSA$")]
-    pub alg: String,
-    /// `sig`.
-    #[serde(rename = "use")]
-    #[schema(pattern = "^sig$")]
-    pub use_: String,
-}
 
 /// Adds the order actions' operations, made from `domain::order::OrderAction`
 /// (`command_handler::openapi::action_operations`).

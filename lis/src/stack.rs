@@ -155,7 +155,7 @@ async fn metrics() -> impl IntoResponse {
     security(()),
     responses(
         (status = 200, description = "The key set. `Cache-Control: public, max-age=60`.",
-            content_type = "application/jwk-set+json", body = crate::docs::JwkSet),
+            content_type = "application/jwk-set+json", body = platform::token::JwkSet),
         (status = 503, description = "The database holding the published keys is unavailable; retry after `Retry-After` seconds.",
             content_type = "application/problem+json", body = contract::problem::Problem,
             headers(("Retry-After" = u32, description = "Seconds to wait."))),
@@ -168,7 +168,7 @@ pub async fn jwks(State(tokens): State<TokenVerifier>) -> axum::response::Respon
                 (axum::http::header::CONTENT_TYPE, "application/jwk-set+json"),
                 (axum::http::header::CACHE_CONTROL, "public, max-age=60"),
             ],
-            set.to_string(),
+            Json(set),
         )
             .into_response(),
         Err(e) => contract::problem::ApiError::from(e).into_response(),

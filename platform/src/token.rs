@@ -27,7 +27,6 @@ use domain::access::Permission;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tokio_postgres::GenericClient;
@@ -116,16 +115,51 @@ impl TokenPublicKey {
     }
 
     /// Its JWK (RFC 8037).
-    pub fn jwk(&self) -> Value {
-        json!({
-            "kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(self.x),
-            "kid": self.kid, "alg": "EdDSA", "use": "sig",
-        })
+    pub fn jwk(&self) -> Jwk {
+        Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x: URL_SAFE_NO_PAD.encode(self.x),
+            kid: self.kid.clone(),
+            alg: "EdDSA".into(),
+            use_: "sig".into(),
+        }
     }
 
     fn decoding(&self) -> DecodingKey {
         DecodingKey::from_ed_der(&self.x)
     }
+}
+
+/// An Ed25519 public key as a JWK (RFC 8037), as `GET /.well-known/jwks.json`
+/// lists it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Jwk {
+    /// `OKP`.
+    #[schema(pattern = "^OKP$")]
+    pub kty: String,
+    /// `Ed25519`.
+    #[schema(pattern = "^Ed25519$")]
+    pub crv: String,
+    /// The public key, base64url without padding (32 bytes).
+    #[schema(pattern = "^[A-Za-z0-9_-]{43}$")]
+    pub x: String,
+    /// The key's id, as tokens name it in their `kid` header.
+    pub kid: String,
+    /// `EdDSA`.
+    #[schema(pattern = "^EdDSA$")]
+    pub alg: String,
+    /// `sig`.
+    #[serde(rename = "use")]
+    #[schema(pattern = "^sig$")]
+    pub use_: String,
+}
+
+/// A JWK Set (RFC 7517 section 5), as `GET /.well-known/jwks.json` serves it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct JwkSet {
+    /// The keys.
+    pub keys: Vec<Jwk>,
 }
 
 /// The private key that signs access tokens.
@@ -478,9 +512,11 @@ impl TokenVerifier {
     }
 
     /// The published keys as a JWKS (RFC 7517).
-    pub async fn jwks(&self) -> Result<Value, DbError> {
+    pub async fn jwks(&self) -> Result<JwkSet, DbError> {
         let ring = self.keys(None).await?;
-        Ok(json!({"keys": ring.keys.iter().map(TokenPublicKey::jwk).collect::<Vec<_>>()}))
+        Ok(JwkSet {
+            keys: ring.keys.iter().map(TokenPublicKey::jwk).collect(),
+        })
     }
 }
 
@@ -515,9 +551,10 @@ mod tests {
             .unwrap();
         let key = TokenPublicKey::new(x.try_into().unwrap());
         assert_eq!(key.kid(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
-        let jwk = key.jwk();
+        let jwk = serde_json::to_value(key.jwk()).unwrap();
         assert_eq!(jwk["kty"], "OKP");
         assert_eq!(jwk["crv"], "Ed25519");
+        assert_eq!(jwk["use"], "sig");
         assert!(jwk.get("d").is_none(), "no private part");
     }
 

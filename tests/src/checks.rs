@@ -486,10 +486,7 @@ pub async fn auth_cases(
     let forged = other.issue(scoped.id, 1, &perms, hour);
     let kid = s.signer.public().kid();
     let spoofed = resigned(&forged, kid, Signature::Ed25519(&other_seed));
-    let x = s.signer.public().jwk()["x"]
-        .as_str()
-        .expect("x")
-        .to_string();
+    let x = s.signer.public().jwk().x;
     let confused = resigned(
         &s.signer.issue(scoped.id, 1, &perms, hour),
         kid,
