@@ -113,11 +113,17 @@ pub async fn pass(
     // connection releases the lock.
     let db = deadpool_postgres::Object::take(pool.get().await?);
     let lock = format!("lis upkeep {key}");
-    let sql = match busy {
-        Busy::Skip => "SELECT pg_try_advisory_lock(hashtext($1))",
-        Busy::Wait => "SELECT pg_advisory_lock(hashtext($1)) IS NULL",
+    let mine = match busy {
+        Busy::Skip => db
+            .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&lock])
+            .await?
+            .get(0),
+        Busy::Wait => {
+            db.execute("SELECT pg_advisory_lock(hashtext($1))", &[&lock])
+                .await?;
+            true
+        }
     };
-    let mine: bool = db.query_one(sql, &[&lock]).await?.get(0);
     if !mine {
         return Ok(Vec::new());
     }
