@@ -604,7 +604,7 @@ impl Report {
         o.push('\n');
 
         let _ = writeln!(o, "## Resources per workload\n");
-        o.push_str("CPU seconds and peak resident memory of each service (from `/proc/<pid>`, pids from the stack's pid files) over each workload, warm-up included, and the load generator's own CPU (`getrusage`); \"waited\" is how long the workload waited, before it started, for the relay, the projector, the mailer and the analytics publisher to work off what earlier workloads left them, and for the `ANALYZE` of the tables that autovacuum would have analyzed by then (this Postgres runs without it). Postgres is the postmaster and all its backends: its CPU includes other databases' work on the same server, and its memory counts shared buffers once per backend.\n\n");
+        o.push_str("CPU seconds and peak resident memory of each service (from `/proc/<pid>`, pids from the stack's pid files) over each workload, warm-up included, and the load generator's own CPU (`getrusage`); \"waited\" is how long the workload waited, before it started, for the relay, the projector, the mailer and the analytics publisher to work off what earlier workloads left them, and for the analyses and vacuums that autovacuum would have made by then (`platform::upkeep`; this Postgres runs without autovacuum). Postgres is the postmaster and all its backends: its CPU includes other databases' work on the same server, and its memory counts shared buffers once per backend.\n\n");
         o.push_str("| workload | model | waited s | wall s | load gen CPU s | services |\n| --- | --- | ---: | ---: | ---: | --- |\n");
         for r in &self.rows {
             let _ = writeln!(
