@@ -60,14 +60,19 @@ pub struct Done {
 }
 
 /// The tables of `schemas` past autovacuum's default thresholds, by
-/// Postgres's own counters (`pg_stat_user_tables`).
-async fn due(db: &tokio_postgres::Client, schemas: &[String]) -> Result<Vec<Done>, DbError> {
+/// Postgres's own counters (`pg_stat_user_tables`), each with its quoted
+/// qualified name.
+async fn due(
+    db: &tokio_postgres::Client,
+    schemas: &[String],
+) -> Result<Vec<(String, Done)>, DbError> {
     let rows = db
         .query(
             "SELECT s.schemaname::text, s.relname::text, \
                     s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0), \
                     s.n_dead_tup > 50 + 0.2 * greatest(c.reltuples, 0) \
-                      OR s.n_ins_since_vacuum > 1000 + 0.2 * greatest(c.reltuples, 0) \
+                      OR s.n_ins_since_vacuum > 1000 + 0.2 * greatest(c.reltuples, 0), \
+                    format('%I.%I', s.schemaname, s.relname) \
              FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
              WHERE s.schemaname = ANY($1) ORDER BY 1, 2",
             &[&schemas],
@@ -82,11 +87,14 @@ async fn due(db: &tokio_postgres::Client, schemas: &[String]) -> Result<Vec<Done
                 (false, true) => Work::Vacuum,
                 (false, false) => return None,
             };
-            Some(Done {
-                schema: r.get(0),
-                table: r.get(1),
-                work,
-            })
+            Some((
+                r.get(4),
+                Done {
+                    schema: r.get(0),
+                    table: r.get(1),
+                    work,
+                },
+            ))
         })
         .collect())
 }
@@ -112,7 +120,7 @@ pub async fn pass(
     // Out of the pool: if the pass is dropped half-way, closing the
     // connection releases the lock.
     let db = deadpool_postgres::Object::take(pool.get().await?);
-    let lock = format!("lis upkeep {key}");
+    let lock = lock_name(key);
     let mine = match busy {
         Busy::Skip => db
             .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&lock])
@@ -129,16 +137,11 @@ pub async fn pass(
     }
     let work = async {
         let tables = due(&db, schemas).await?;
-        for t in &tables {
-            let sql = format!(
-                "{} {}.{}",
-                t.work.command(),
-                quote(&t.schema),
-                quote(&t.table)
-            );
-            db.batch_execute(&sql).await?;
+        for (name, t) in &tables {
+            db.batch_execute(&format!("{} {name}", t.work.command()))
+                .await?;
         }
-        Ok::<_, DbError>(tables)
+        Ok::<_, DbError>(tables.into_iter().map(|(_, t)| t).collect())
     }
     .await;
     db.execute("SELECT pg_advisory_unlock(hashtext($1))", &[&lock])
@@ -146,8 +149,10 @@ pub async fn pass(
     work
 }
 
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+/// The advisory lock one installation's passes take turns on (`key`, the
+/// write schema).
+pub fn lock_name(key: &str) -> String {
+    format!("lis upkeep {key}")
 }
 
 /// Whether the server runs autovacuum (then it keeps the tables itself).
@@ -169,23 +174,23 @@ pub async fn run(
     every: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
+    if every.is_zero() {
+        if let Ok(false) = autovacuum_on(&write).await {
+            tracing::warn!(
+                "autovacuum is off and LIS_UPKEEP_SECS is 0: planner statistics do not follow \
+                 the tables' growth, so list pages slow down and plans cached for small tables \
+                 keep scanning them; turn it on, or run ANALYZE and VACUUM regularly"
+            );
+        }
+        return;
+    }
     tokio::pin!(shutdown);
     let mut said = None;
     loop {
         let made = async {
             let on = autovacuum_on(&write).await?;
-            if said != Some(on) {
-                said = Some(on);
-                if every.is_zero() {
-                    if !on {
-                        tracing::warn!(
-                            "autovacuum is off and LIS_UPKEEP_SECS is 0: planner statistics do not \
-                             follow the tables' growth, so list pages slow down and plans cached for \
-                             small tables keep scanning them; turn it on, or run ANALYZE and VACUUM \
-                             regularly"
-                        );
-                    }
-                } else if on {
+            if said.replace(on) != Some(on) {
+                if on {
                     tracing::info!("autovacuum is on: Postgres keeps the tables' statistics");
                 } else {
                     tracing::info!(
@@ -194,7 +199,7 @@ pub async fn run(
                     );
                 }
             }
-            if on || every.is_zero() {
+            if on {
                 return Ok(Vec::new());
             }
             let mut schemas = crate::read_models::projected(&write, &read_default).await?;
@@ -212,12 +217,9 @@ pub async fn run(
                 tracing::warn!(error = %crate::telemetry::cause(&e), "table upkeep failed")
             }
         }
-        if every.is_zero() && said.is_some() {
-            return;
-        }
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = tokio::time::sleep(every.max(Duration::from_secs(1))) => {}
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }
