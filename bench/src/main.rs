@@ -977,6 +977,48 @@ impl Bench {
             .against("the same reads, access log off", &without);
             self.push(row);
         }
+        self.auditor_queries().await
+    }
+
+    /// An auditor's time filters on the log the section has grown: the
+    /// last minute's entries, of everyone and of this partner, a page each.
+    async fn auditor_queries(&mut self) -> anyhow::Result<()> {
+        let entries: i64 = self
+            .write
+            .get()
+            .await?
+            .query_one("SELECT count(*) FROM access_log", &[])
+            .await?
+            .get(0);
+        println!("  the access log holds {entries} entries");
+        self.report.notes.push(format!(
+            "auditor queries ran on an access log of {entries} entries"
+        ));
+        let (api, partner) = (self.api.clone(), self.partner);
+        let (m, res) = self
+            .probe(load::closed(4, self.plan.window, move |i| {
+                let api = api.clone();
+                async move {
+                    let since = (chrono::Utc::now() - chrono::TimeDelta::minutes(1))
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    let path = if i % 2 == 0 {
+                        format!("/v1/access-log?since={since}&limit=50")
+                    } else {
+                        format!("/v1/access-log?partnerID={partner}&since={since}&limit=50")
+                    };
+                    api.get(&path).await.status
+                }
+            }))
+            .await;
+        let row = Row::new(
+            "access log",
+            "auditor queries: the last minute's entries, all / one partner's",
+            &m,
+            Some(4),
+            ok_read,
+            res,
+        );
+        self.push(row);
         Ok(())
     }
 

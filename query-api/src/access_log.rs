@@ -14,7 +14,12 @@
 //! it holds twice as many entries as there are reads still being served (or
 //! [`GATHER`] has passed). A read alone, or the last of a burst, is committed
 //! at once.
+//!
+//! The writer's first commit holding an entry of a minute also notes in
+//! `access_log_minutes` where that minute begins in commit order, so that
+//! a `since` filter scans the log from there rather than from its start.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +27,7 @@ use std::time::Duration;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use contract::caller::Caller;
 use contract::problem::{ApiError, Problem};
 use deadpool_postgres::Pool;
@@ -270,8 +275,9 @@ impl AccessLog {
 }
 
 async fn writer(pool: Pool, mut rx: mpsc::Receiver<Pending>, serving: Arc<AtomicUsize>) {
+    let mut noted = Noted::default();
     while let Some(batch) = gather(&mut rx, &serving).await {
-        let ok = match insert(&pool, &batch).await {
+        let ok = match insert(&pool, &batch, &mut noted).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %platform::telemetry::cause(e.as_ref()), entries = batch.len(), "access log write failed");
@@ -281,6 +287,36 @@ async fn writer(pool: Pool, mut rx: mpsc::Receiver<Pending>, serving: Arc<Atomic
         platform::metrics::ACCESS_LOG_BATCH.observe(batch.len() as f64);
         for p in batch {
             let _ = p.done.send(ok);
+        }
+    }
+}
+
+/// The minute (UTC) an entry stamped `at` belongs to in
+/// `access_log_minutes`.
+fn minute_of(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::minutes(1)).unwrap_or(at)
+}
+
+/// The minutes this writer has noted in `access_log_minutes` since it
+/// started. Its commits follow one another, so every later entry of a noted
+/// minute has a greater transaction id than the commit that noted it: only
+/// a minute's first commit here needs to note it.
+#[derive(Default)]
+struct Noted(BTreeSet<DateTime<Utc>>);
+
+impl Noted {
+    /// Minutes of `batch` not noted yet.
+    fn missing(&self, batch: &[Pending]) -> Vec<DateTime<Utc>> {
+        let minutes: BTreeSet<_> = batch.iter().map(|p| minute_of(p.at)).collect();
+        minutes.difference(&self.0).copied().collect()
+    }
+
+    /// `minutes` were committed; forgets those over an hour older than the
+    /// newest (noting one again costs a statement, never a wrong answer).
+    fn add(&mut self, minutes: Vec<DateTime<Utc>>) {
+        self.0.extend(minutes);
+        if let Some(newest) = self.0.last().copied() {
+            self.0 = self.0.split_off(&(newest - TimeDelta::hours(1)));
         }
     }
 }
@@ -317,7 +353,7 @@ async fn gather(rx: &mut mpsc::Receiver<Pending>, serving: &AtomicUsize) -> Opti
     }
 }
 
-async fn insert(pool: &Pool, batch: &[Pending]) -> anyhow::Result<()> {
+async fn insert(pool: &Pool, batch: &[Pending], noted: &mut Noted) -> anyhow::Result<()> {
     let rows: usize = batch.iter().map(|p| p.access.records.len()).sum();
     let mut at = Vec::with_capacity(rows);
     let mut partner = Vec::with_capacity(rows);
@@ -342,17 +378,40 @@ async fn insert(pool: &Pool, batch: &[Pending]) -> anyhow::Result<()> {
             status.push(p.status);
         }
     }
+    const INSERT: &str =
+        "INSERT INTO access_log (at, partner_id, record_type, record_id, client_id, \
+        location_id, endpoint, status) SELECT * FROM unnest($1::timestamptz[], $2::uuid[], \
+        $3::text[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::int2[])";
+    let minutes = noted.missing(batch);
+    let db = pool.get().await?;
     // One statement, committed on its own: one round trip and one WAL
     // flush for every read that arrived together.
-    pool.get()
-        .await?
-        .execute_cached(
-            "INSERT INTO access_log (at, partner_id, record_type, record_id, client_id, location_id, endpoint, status) \
-             SELECT * FROM unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], \
-             $6::text[], $7::text[], $8::int2[])",
-            &[&at, &partner, &kind, &record, &client, &location, &endpoint, &status],
+    if minutes.is_empty() {
+        db.execute_cached(
+            INSERT,
+            &[
+                &at, &partner, &kind, &record, &client, &location, &endpoint, &status,
+            ],
         )
         .await?;
+    } else {
+        // A minute's first commit here also notes where the minute begins
+        // (the earlier of this commit and what another writer noted).
+        db.execute_cached(
+            &format!(
+                "WITH logged AS ({INSERT}) \
+                 INSERT INTO access_log_minutes (minute, first_txid) \
+                 SELECT m, pg_current_xact_id() FROM unnest($9::timestamptz[]) m \
+                 ON CONFLICT (minute) DO UPDATE SET first_txid = excluded.first_txid \
+                 WHERE access_log_minutes.first_txid > excluded.first_txid"
+            ),
+            &[
+                &at, &partner, &kind, &record, &client, &location, &endpoint, &status, &minutes,
+            ],
+        )
+        .await?;
+        noted.add(minutes);
+    }
     Ok(())
 }
 
@@ -529,13 +588,20 @@ pub async fn list(
         let locations = scope_list(&caller.scope().locations);
         let wanted = f.limit + 1;
         let after_txid = f.after.map(|(txid, _)| txid.to_string());
+        let since_minute = f.since.map(minute_of);
         let mut w = Conditions::default();
         w.when(&clients, |p| format!("client_id = ANY({p})"))
             .when(&locations, |p| format!("location_id = ANY({p})"))
             .when(&f.record_id, |p| format!("record_id = {p}"))
             .when(&f.partner_id, |p| format!("partner_id = {p}"))
             .when(&f.since, |p| format!("at >= {p}"))
-            .when(&f.until, |p| format!("at < {p}"));
+            .when(&f.until, |p| format!("at < {p}"))
+            // Entries stamped since then are no earlier in commit order than
+            // their minute's first commit: the scan starts there, not at the
+            // log's beginning (no minute noted: nothing that recent).
+            .when(&since_minute, |p| {
+                format!("txid >= (SELECT min(first_txid) FROM access_log_minutes WHERE minute >= {p})")
+            });
         if let (Some(txid), Some((_, id))) = (&after_txid, &f.after) {
             let (t, i) = (w.bind(txid), w.bind(id));
             w.and(format!("(txid, id) > ({t}::text::xid8, {i})"));

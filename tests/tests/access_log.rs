@@ -290,3 +290,146 @@ async fn reads_that_arrive_together_are_committed_together() {
     );
     s.stop().await;
 }
+
+/// An `access_log_minutes` value far after every transaction so far, as
+/// another process's writer would have noted a minute it committed first.
+const LATE_TXID: &str = "(pg_current_xact_id()::text::bigint + 1000000)::text::xid8";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_time_filter_starts_at_its_minute_and_misses_nothing() {
+    let s = TestStack::start().await;
+    let (_, token) = s.standard().await;
+    let auditor = s.partner("audit:read", "*", "*").await;
+    let audit_token = s.token(&auditor).await;
+    let db = s.write.get().await.unwrap();
+    // Another process noted this minute and the next (the reads below land
+    // in one of them) with commits later than this process's will be.
+    let now = chrono::Utc::now();
+    db.execute(
+        &format!(
+            "INSERT INTO access_log_minutes (minute, first_txid) \
+             SELECT date_trunc('minute', $1::timestamptz + m * interval '1 minute', 'UTC'), {LATE_TXID} \
+             FROM generate_series(0, 1) m"
+        ),
+        &[&now],
+    )
+    .await
+    .unwrap();
+
+    let (id, path) = readable_patient(&s, &token, "MRN-AL-MIN").await;
+    for _ in 0..3 {
+        json_of(s.get(&token, &path).await, 200).await;
+    }
+    // Each minute starts no later than its earliest entry: this writer's
+    // first commit in the minute moved the other process's start earlier.
+    let misplaced: i64 = db
+        .query_one(
+            "SELECT count(*) FROM access_log a LEFT JOIN access_log_minutes m \
+             ON m.minute = date_trunc('minute', a.at, 'UTC') \
+             WHERE m.minute IS NULL OR a.txid < m.first_txid",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(misplaced, 0, "entries before their minute's start");
+    let since =
+        (now - chrono::TimeDelta::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let page = wait_entries(&s, &audit_token, &format!("recordID={id}&since={since}"), 4).await;
+    assert_eq!(entries(&page).len(), 4, "every read since then: {page}");
+    let everything = log_page(&s, &audit_token, &format!("since={since}")).await;
+    assert_eq!(entries(&everything).len(), 4, "{everything}");
+    // Nothing was read in the future: no minute is noted there.
+    let later = (chrono::Utc::now() + chrono::TimeDelta::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert_eq!(
+        entries(&log_page(&s, &audit_token, &format!("since={later}")).await).len(),
+        0
+    );
+
+    // A minute may begin earlier, never later, and never vanish.
+    let minute: chrono::DateTime<chrono::Utc> = db
+        .query_one("SELECT min(minute) FROM access_log_minutes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for sql in [
+        format!("UPDATE access_log_minutes SET first_txid = {LATE_TXID} WHERE minute = $1"),
+        "UPDATE access_log_minutes SET minute = minute + interval '1 hour' WHERE minute = $1"
+            .into(),
+        "DELETE FROM access_log_minutes WHERE minute = $1".into(),
+    ] {
+        let err = db.execute(&sql, &[&minute]).await.unwrap_err();
+        assert!(
+            err.as_db_error()
+                .is_some_and(|e| e.message().contains("may only begin earlier")),
+            "{sql}: {err:?}"
+        );
+    }
+    assert!(db
+        .execute("TRUNCATE access_log_minutes", &[])
+        .await
+        .is_err());
+    let earlier = db
+        .execute(
+            "UPDATE access_log_minutes SET first_txid = '1'::xid8 WHERE minute = $1",
+            &[&minute],
+        )
+        .await
+        .unwrap();
+    assert_eq!(earlier, 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_existing_log_gets_its_minutes_when_the_schema_is_upgraded() {
+    let cfg = tests::test_config();
+    platform::db::ensure_database(&cfg.database_url)
+        .await
+        .unwrap();
+    let before = command_handler::migrations().set_target(refinery::Target::Version(11));
+    platform::db::migrate(&cfg.database_url, &cfg.write_schema, before)
+        .await
+        .unwrap();
+    let pool = platform::db::pool(&cfg.database_url, &cfg.write_schema, 1).unwrap();
+    let db = pool.get().await.unwrap();
+    // Three commits: two minutes, one of them written by two transactions.
+    for at in [
+        "2026-01-02T03:04:05Z",
+        "2026-01-02T03:04:59.999Z",
+        "2026-01-02T03:05:00Z",
+    ] {
+        db.execute(
+            "INSERT INTO access_log (at, partner_id, record_type, record_id, endpoint, status) \
+             VALUES ($1::text::timestamptz, gen_random_uuid(), 'patient', gen_random_uuid(), 'GET /v1/patients/{patientID}', 200)",
+            &[&at],
+        )
+        .await
+        .unwrap();
+    }
+    drop(db);
+    platform::db::migrate(
+        &cfg.database_url,
+        &cfg.write_schema,
+        command_handler::migrations(),
+    )
+    .await
+    .unwrap();
+    let db = pool.get().await.unwrap();
+    let rows: Vec<(String, bool)> = db
+        .query(
+            "SELECT to_char(m.minute AT TIME ZONE 'UTC', 'HH24:MI'), \
+             m.first_txid = (SELECT min(txid) FROM access_log a WHERE date_trunc('minute', a.at, 'UTC') = m.minute) \
+             FROM access_log_minutes m ORDER BY m.minute",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        [("03:04".to_string(), true), ("03:05".to_string(), true)]
+    );
+}
