@@ -1094,7 +1094,7 @@ impl Bench {
         let mut patients = Vec::new();
         for (i, ((email, order), link)) in emails.into_iter().zip(orders).zip(links).enumerate() {
             let mut p = portal::client::Patient::new(i, email, PORTAL_PASSWORD)?;
-            let status = p.activate(&link).await;
+            let status = p.activate(&link).await.status;
             if status != 303 {
                 bail!("a portal activation answered {status}");
             }
@@ -1172,7 +1172,7 @@ impl Bench {
                     } else {
                         "/portal/results"
                     };
-                    p.view(&base, page).await
+                    p.view(&base, page).await.status
                 }
             }))
             .await;

@@ -666,13 +666,14 @@ impl Answer {
     }
 
     /// An answer of the portal to a patient's browser ([`NO_ANSWER`] when
-    /// none came): its 503 page is its clear "try again in a moment".
-    fn of_page(status: u16, started: Instant) -> Answer {
+    /// none came): its 503 page with `Retry-After` is its clear "try again
+    /// in a moment".
+    fn of_page(page: portal::client::Answer, started: Instant) -> Answer {
         Answer {
             at: Instant::now(),
-            status,
-            hang: status == NO_ANSWER && started.elapsed() >= REQUEST_TIMEOUT,
-            unclear: status >= 500 && status != 503,
+            status: page.status,
+            hang: page.status == NO_ANSWER && started.elapsed() >= REQUEST_TIMEOUT,
+            unclear: page.status >= 500 && !page.clear_unavailable(),
         }
     }
 }
@@ -706,13 +707,13 @@ async fn activate(record: &Mutex<Record>, p: &mut Patient, outbox: &Path) -> Opt
             .and_then(|mut links| links.remove(&p.email));
         if let Some(link) = link {
             let started = Instant::now();
-            let status = p.activate(&link).await;
+            let page = p.activate(&link).await;
             record
                 .lock()
                 .expect("lock")
                 .answers
-                .push(Answer::of_page(status, started));
-            match status {
+                .push(Answer::of_page(page, started));
+            match page.status {
                 303 => return Some(link),
                 410 if cut_off => return Some(link),
                 // A link the mailer replaced: it sends again, with a new
@@ -735,10 +736,10 @@ async fn activate(record: &Mutex<Record>, p: &mut Patient, outbox: &Path) -> Opt
 /// the portal lost the session.
 async fn view_results(record: &Mutex<Record>, p: &Patient, base: &str) {
     let started = Instant::now();
-    let status = p.view(base, "/portal/results").await;
+    let page = p.view(base, "/portal/results").await;
     let mut rec = record.lock().expect("lock");
-    rec.answers.push(Answer::of_page(status, started));
-    if status == 303 {
+    rec.answers.push(Answer::of_page(page, started));
+    if page.status == 303 {
         rec.portal_broken += 1;
         eprintln!("  a portal session was lost during the load");
     }
@@ -1351,7 +1352,7 @@ async fn check_portal(
     let mut broken = 0;
     for a in activated.iter_mut() {
         let p = &mut a.patient;
-        if p.session().is_some() && p.view(base, "/portal/results").await != 200 {
+        if p.session().is_some() && p.view(base, "/portal/results").await.status != 200 {
             broken += 1;
             eprintln!("  portal: a session given during the fault no longer opens the results");
         }
@@ -1363,7 +1364,7 @@ async fn check_portal(
             broken += 1;
             eprintln!("  portal: an activated account's login answered {login}");
         }
-        let again = p.activate(&a.link).await;
+        let again = p.activate(&a.link).await.status;
         if again != 410 {
             broken += 1;
             eprintln!("  portal: a used activation link answered {again}");

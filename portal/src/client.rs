@@ -14,12 +14,40 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{COOKIE, LOCATION, RETRY_AFTER, SET_COOKIE};
 
 use crate::session::{CSRF_COOKIE, SESSION_COOKIE};
 
 /// The status [`Patient`]'s calls report when no answer came.
 pub const NO_ANSWER: u16 = 0;
+
+/// A page's answer: its status ([`NO_ANSWER`] when none came) and whether
+/// it said when to try again (`Retry-After`, which the portal's 503 page
+/// carries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: bool,
+}
+
+impl Answer {
+    const NONE: Answer = Answer {
+        status: NO_ANSWER,
+        retry_after: false,
+    };
+
+    fn of(r: &reqwest::Response) -> Answer {
+        Answer {
+            status: r.status().as_u16(),
+            retry_after: r.headers().contains_key(RETRY_AFTER),
+        }
+    }
+
+    /// A 503 that says when to try again: a clear "not now".
+    pub fn clear_unavailable(&self) -> bool {
+        self.status == 503 && self.retry_after
+    }
+}
 
 /// A patient's browser: its client, its form token, its session.
 pub struct Patient {
@@ -74,28 +102,28 @@ impl Patient {
     }
 
     /// Opens a form page (the activation link, the login page) and keeps
-    /// its form token: the status and the page.
-    async fn form(&mut self, url: &str) -> (u16, String) {
+    /// its form token: the answer and the page.
+    async fn form(&mut self, url: &str) -> (Answer, String) {
         let Ok(r) = self.http.get(url).send().await else {
-            return (NO_ANSWER, String::new());
+            return (Answer::NONE, String::new());
         };
         if let Some(t) = cookie_value(&r, CSRF_COOKIE) {
             self.csrf = t;
         }
-        let status = r.status().as_u16();
+        let answer = Answer::of(&r);
         match r.text().await {
-            Ok(html) => (status, html),
-            Err(_) => (NO_ANSWER, String::new()),
+            Ok(html) => (answer, html),
+            Err(_) => (Answer::NONE, String::new()),
         }
     }
 
     /// Follows a mailed activation link and chooses the password: 303 when
     /// the account was activated (the patient is then signed in), else the
     /// link page's answer (410 for a used or expired link) or the form's.
-    pub async fn activate(&mut self, link: &str) -> u16 {
-        let (status, html) = self.form(link).await;
+    pub async fn activate(&mut self, link: &str) -> Answer {
+        let (answer, html) = self.form(link).await;
         let (Some(token), Some(at)) = (field(&html, "token"), link.find("/portal/")) else {
-            return status;
+            return answer;
         };
         let url = format!("{}/portal/activate", &link[..at]);
         let fields = [
@@ -108,15 +136,15 @@ impl Patient {
                 if let Some(s) = cookie_value(&r, SESSION_COOKIE) {
                     self.session = Some(s);
                 }
-                r.status().as_u16()
+                Answer::of(&r)
             }
-            Err(_) => NO_ANSWER,
+            Err(_) => Answer::NONE,
         }
     }
 
     /// Opens the login page for its form token: the page's status.
     pub async fn prepare(&mut self, base: &str) -> u16 {
-        self.form(&format!("{base}/portal/login")).await.0
+        self.form(&format!("{base}/portal/login")).await.0.status
     }
 
     /// Logs in: the status (303 when it worked) and the new session.
@@ -163,8 +191,8 @@ impl Patient {
     }
 
     /// Views a page under `base` (`/portal/results`, an order's detail):
-    /// its status, after reading the page as a browser would.
-    pub async fn view(&self, base: &str, path: &str) -> u16 {
+    /// its answer, after reading the page as a browser would.
+    pub async fn view(&self, base: &str, path: &str) -> Answer {
         match self
             .http
             .get(format!("{base}{path}"))
@@ -173,13 +201,13 @@ impl Patient {
             .await
         {
             Ok(r) => {
-                let status = r.status().as_u16();
+                let answer = Answer::of(&r);
                 match r.bytes().await {
-                    Ok(_) => status,
-                    Err(_) => NO_ANSWER,
+                    Ok(_) => answer,
+                    Err(_) => Answer::NONE,
                 }
             }
-            Err(_) => NO_ANSWER,
+            Err(_) => Answer::NONE,
         }
     }
 }

@@ -636,3 +636,35 @@ async fn an_invitation_follows_a_corrected_address() {
     assert_eq!(account_events(s, "InvitationRedirected").await, 1);
     w.stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_portal_failure_says_when_to_try_again_and_nothing_else() {
+    let w = World::start().await;
+    let mut ada = activate(&w, "ada@example.org", ADA_PASSWORD).await;
+    assert_eq!(ada.get("/portal/results").await.status, 200);
+    let db = w.stack.write.get().await.unwrap();
+    // The sessions' table gone: the portal cannot tell who is signed in.
+    db.batch_execute("ALTER TABLE portal_sessions RENAME TO portal_sessions_away")
+        .await
+        .unwrap();
+    let failed = ada.get("/portal/results").await;
+    assert_eq!(failed.status, 503, "{}", failed.body);
+    let retry: u64 = failed.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    for leak in ["portal_sessions", "relation", "SQL", "panicked", "error:"] {
+        assert!(!failed.body.contains(leak), "{leak} in {}", failed.body);
+    }
+    db.batch_execute("ALTER TABLE portal_sessions_away RENAME TO portal_sessions")
+        .await
+        .unwrap();
+    assert_eq!(
+        ada.get("/portal/results").await.status,
+        200,
+        "the session holds"
+    );
+    w.stack.stop().await;
+}
