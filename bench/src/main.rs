@@ -32,6 +32,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -995,9 +996,12 @@ impl Bench {
             "auditor queries ran on an access log of {entries} entries"
         ));
         let (api, partner) = (self.api.clone(), self.partner);
+        // (pages answered, entries on them)
+        let items = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+        let counted = items.clone();
         let (m, res) = self
             .probe(load::closed(4, self.plan.window, move |i| {
-                let api = api.clone();
+                let (api, counted) = (api.clone(), counted.clone());
                 async move {
                     let since = (chrono::Utc::now() - chrono::TimeDelta::minutes(1))
                         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -1006,10 +1010,22 @@ impl Bench {
                     } else {
                         format!("/v1/access-log?partnerID={partner}&since={since}&limit=50")
                     };
-                    api.get(&path).await.status
+                    let page = api.get(&path).await;
+                    if page.ok() {
+                        let n = page.json()["items"].as_array().map_or(0, Vec::len);
+                        counted.0.fetch_add(1, Ordering::Relaxed);
+                        counted.1.fetch_add(n, Ordering::Relaxed);
+                    }
+                    page.status
                 }
             }))
             .await;
+        let per_page =
+            items.1.load(Ordering::Relaxed) as f64 / items.0.load(Ordering::Relaxed).max(1) as f64;
+        println!("  auditor queries returned {per_page:.1} entries per page (at most 50)");
+        self.report.notes.push(format!(
+            "auditor queries returned {per_page:.1} entries per page on average (at most 50)"
+        ));
         let row = Row::new(
             "access log",
             "auditor queries: the last minute's entries, all / one partner's",

@@ -1698,6 +1698,23 @@ mod tests {
     }
 
     #[test]
+    fn a_portal_5xx_is_clear_only_as_a_503_with_retry_after() {
+        let unclear = |status, retry_after| {
+            let page = portal::client::Answer {
+                status,
+                retry_after,
+            };
+            Answer::of_page(page, Instant::now()).unclear
+        };
+        assert!(!unclear(503, true));
+        assert!(unclear(503, false));
+        assert!(unclear(500, true));
+        assert!(unclear(502, false));
+        assert!(!unclear(200, false));
+        assert!(!unclear(NO_ANSWER, false));
+    }
+
+    #[test]
     fn the_ci_subset_kills_every_part() {
         let killed: HashSet<Part> = faults_to_run(&args(true, &[]))
             .unwrap()

@@ -600,7 +600,10 @@ pub async fn list(
             // their minute's first commit: the scan starts there, not at the
             // log's beginning (no minute noted: nothing that recent).
             .when(&since_minute, |p| {
-                format!("txid >= (SELECT min(first_txid) FROM access_log_minutes WHERE minute >= {p})")
+                format!(
+                    "txid >= (SELECT first_txid FROM access_log_minutes WHERE minute >= {p} \
+                     ORDER BY first_txid LIMIT 1)"
+                )
             });
         if let (Some(txid), Some((_, id))) = (&after_txid, &f.after) {
             let (t, i) = (w.bind(txid), w.bind(id));

@@ -291,9 +291,42 @@ async fn reads_that_arrive_together_are_committed_together() {
     s.stop().await;
 }
 
-/// An `access_log_minutes` value far after every transaction so far, as
-/// another process's writer would have noted a minute it committed first.
+/// A transaction id far after every one so far.
 const LATE_TXID: &str = "(pg_current_xact_id()::text::bigint + 1000000)::text::xid8";
+
+/// Notes this minute and the next at `first_txid` (SQL), as another
+/// process's writer would have: the reads a test makes next land in one
+/// of them.
+async fn another_writer_noted(db: &deadpool_postgres::Object, first_txid: &str) {
+    db.execute(
+        &format!(
+            "INSERT INTO access_log_minutes (minute, first_txid) \
+             SELECT date_trunc('minute', now() + m * interval '1 minute', 'UTC'), {first_txid} \
+             FROM generate_series(0, 1) m"
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
+}
+
+/// Entries that begin before their minute does (must be none).
+async fn before_their_minute(db: &deadpool_postgres::Object) -> i64 {
+    db.query_one(
+        "SELECT count(*) FROM access_log a LEFT JOIN access_log_minutes m \
+         ON m.minute = date_trunc('minute', a.at, 'UTC') \
+         WHERE m.minute IS NULL OR a.txid < m.first_txid",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        .replace('+', "%2B")
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_time_filter_starts_at_its_minute_and_misses_nothing() {
@@ -302,49 +335,55 @@ async fn a_time_filter_starts_at_its_minute_and_misses_nothing() {
     let auditor = s.partner("audit:read", "*", "*").await;
     let audit_token = s.token(&auditor).await;
     let db = s.write.get().await.unwrap();
-    // Another process noted this minute and the next (the reads below land
-    // in one of them) with commits later than this process's will be.
-    let now = chrono::Utc::now();
-    db.execute(
-        &format!(
-            "INSERT INTO access_log_minutes (minute, first_txid) \
-             SELECT date_trunc('minute', $1::timestamptz + m * interval '1 minute', 'UTC'), {LATE_TXID} \
-             FROM generate_series(0, 1) m"
-        ),
-        &[&now],
-    )
-    .await
-    .unwrap();
-
+    // Another process noted these minutes with commits later than this
+    // process's will be: its first commit in the minute moves the start
+    // earlier.
+    let since = rfc3339(chrono::Utc::now() - chrono::TimeDelta::seconds(1));
+    another_writer_noted(&db, LATE_TXID).await;
     let (id, path) = readable_patient(&s, &token, "MRN-AL-MIN").await;
     for _ in 0..3 {
         json_of(s.get(&token, &path).await, 200).await;
     }
-    // Each minute starts no later than its earliest entry: this writer's
-    // first commit in the minute moved the other process's start earlier.
-    let misplaced: i64 = db
-        .query_one(
-            "SELECT count(*) FROM access_log a LEFT JOIN access_log_minutes m \
-             ON m.minute = date_trunc('minute', a.at, 'UTC') \
-             WHERE m.minute IS NULL OR a.txid < m.first_txid",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(misplaced, 0, "entries before their minute's start");
-    let since =
-        (now - chrono::TimeDelta::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert_eq!(
+        before_their_minute(&db).await,
+        0,
+        "entries before their minute's start"
+    );
     let page = wait_entries(&s, &audit_token, &format!("recordID={id}&since={since}"), 4).await;
     assert_eq!(entries(&page).len(), 4, "every read since then: {page}");
     let everything = log_page(&s, &audit_token, &format!("since={since}")).await;
     assert_eq!(entries(&everything).len(), 4, "{everything}");
-    // Nothing was read in the future: no minute is noted there.
-    let later = (chrono::Utc::now() + chrono::TimeDelta::hours(1))
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let later = rfc3339(chrono::Utc::now() + chrono::TimeDelta::hours(1));
     assert_eq!(
         entries(&log_page(&s, &audit_token, &format!("since={later}")).await).len(),
         0
+    );
+
+    // The scan starts where since's minute begins: an entry committed
+    // before that start is not looked at. (The writer never leaves such an
+    // entry; one is planted here, two hours ahead as a process with a fast
+    // clock would stamp it, to see where the scan starts.)
+    let ahead = chrono::Utc::now() + chrono::TimeDelta::hours(2);
+    db.execute(
+        &format!(
+            "WITH planted AS (INSERT INTO access_log (at, partner_id, record_type, record_id, endpoint, status) \
+             VALUES ($1, $2, 'patient', $3, 'GET /v1/patients/{{patientID}}', 200)) \
+             INSERT INTO access_log_minutes (minute, first_txid) \
+             VALUES (date_trunc('minute', $1, 'UTC'), {LATE_TXID})"
+        ),
+        &[&ahead, &auditor.id, &uuid::Uuid::new_v4()],
+    )
+    .await
+    .unwrap();
+    let by_auditor = format!("partnerID={}", auditor.id);
+    let all_time = wait_entries(&s, &audit_token, &by_auditor, 1).await;
+    assert_eq!(entries(&all_time).len(), 1, "{all_time}");
+    let from = rfc3339(ahead - chrono::TimeDelta::seconds(1));
+    let scanned = log_page(&s, &audit_token, &format!("{by_auditor}&since={from}")).await;
+    assert_eq!(
+        entries(&scanned).len(),
+        0,
+        "scanned from before its minute's start: {scanned}"
     );
 
     // A minute may begin earlier, never later, and never vanish.
@@ -353,6 +392,10 @@ async fn a_time_filter_starts_at_its_minute_and_misses_nothing() {
         .await
         .unwrap()
         .get(0);
+    let refused = |e: tokio_postgres::Error| {
+        e.as_db_error()
+            .is_some_and(|e| e.message().contains("may only begin earlier"))
+    };
     for sql in [
         format!("UPDATE access_log_minutes SET first_txid = {LATE_TXID} WHERE minute = $1"),
         "UPDATE access_log_minutes SET minute = minute + interval '1 hour' WHERE minute = $1"
@@ -360,16 +403,13 @@ async fn a_time_filter_starts_at_its_minute_and_misses_nothing() {
         "DELETE FROM access_log_minutes WHERE minute = $1".into(),
     ] {
         let err = db.execute(&sql, &[&minute]).await.unwrap_err();
-        assert!(
-            err.as_db_error()
-                .is_some_and(|e| e.message().contains("may only begin earlier")),
-            "{sql}: {err:?}"
-        );
+        assert!(refused(err), "{sql}");
     }
-    assert!(db
+    let err = db
         .execute("TRUNCATE access_log_minutes", &[])
         .await
-        .is_err());
+        .unwrap_err();
+    assert!(refused(err), "TRUNCATE");
     let earlier = db
         .execute(
             "UPDATE access_log_minutes SET first_txid = '1'::xid8 WHERE minute = $1",
@@ -378,6 +418,33 @@ async fn a_time_filter_starts_at_its_minute_and_misses_nothing() {
         .await
         .unwrap();
     assert_eq!(earlier, 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_minute_another_writer_began_earlier_keeps_its_start() {
+    let s = TestStack::start().await;
+    let (_, token) = s.standard().await;
+    let db = s.write.get().await.unwrap();
+    another_writer_noted(&db, "'1'::xid8").await;
+    // This process's first commits of the minute find an earlier start:
+    // they keep it, and the reads are served.
+    let (_, path) = readable_patient(&s, &token, "MRN-AL-EARLIER").await;
+    for _ in 0..3 {
+        json_of(s.get(&token, &path).await, 200).await;
+    }
+    let starts: Vec<String> = db
+        .query(
+            "SELECT first_txid::text FROM access_log_minutes ORDER BY minute",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(starts, ["1", "1"]);
+    assert_eq!(before_their_minute(&db).await, 0);
     s.stop().await;
 }
 
