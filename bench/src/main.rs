@@ -981,6 +981,12 @@ impl Bench {
         self.auditor_queries().await
     }
 
+    /// Prints `text` and keeps it among the report's notes.
+    fn note(&mut self, text: String) {
+        println!("  {text}");
+        self.report.notes.push(text);
+    }
+
     /// An auditor's time filters on the log the section has grown: the
     /// last minute's entries, of everyone and of this partner, a page each.
     async fn auditor_queries(&mut self) -> anyhow::Result<()> {
@@ -991,8 +997,7 @@ impl Bench {
             .query_one("SELECT count(*) FROM access_log", &[])
             .await?
             .get(0);
-        println!("  the access log holds {entries} entries");
-        self.report.notes.push(format!(
+        self.note(format!(
             "auditor queries ran on an access log of {entries} entries"
         ));
         let (api, partner) = (self.api.clone(), self.partner);
@@ -1022,8 +1027,7 @@ impl Bench {
             .await;
         let per_page =
             items.1.load(Ordering::Relaxed) as f64 / items.0.load(Ordering::Relaxed).max(1) as f64;
-        println!("  auditor queries returned {per_page:.1} entries per page (at most 50)");
-        self.report.notes.push(format!(
+        self.note(format!(
             "auditor queries returned {per_page:.1} entries per page on average (at most 50)"
         ));
         let row = Row::new(

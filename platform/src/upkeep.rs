@@ -156,7 +156,7 @@ pub fn lock_name(key: &str) -> String {
 }
 
 /// Whether the server runs autovacuum (then it keeps the tables itself).
-async fn autovacuum_on(pool: &Pool) -> Result<bool, DbError> {
+pub async fn autovacuum_on(pool: &Pool) -> Result<bool, DbError> {
     let db = pool.get().await?;
     let on: String = db.query_one("SHOW autovacuum", &[]).await?.get(0);
     Ok(on == "on")

@@ -305,10 +305,17 @@ fn minute_of(at: DateTime<Utc>) -> DateTime<Utc> {
 struct Noted(BTreeSet<DateTime<Utc>>);
 
 impl Noted {
-    /// Minutes of `batch` not noted yet.
+    /// Minutes of `batch` not noted yet, in order (nothing allocated when
+    /// every one is, as for all but a minute's first commit).
     fn missing(&self, batch: &[Pending]) -> Vec<DateTime<Utc>> {
-        let minutes: BTreeSet<_> = batch.iter().map(|p| minute_of(p.at)).collect();
-        minutes.difference(&self.0).copied().collect()
+        let mut missing = Vec::new();
+        for minute in batch.iter().map(|p| minute_of(p.at)) {
+            if !self.0.contains(&minute) && !missing.contains(&minute) {
+                missing.push(minute);
+            }
+        }
+        missing.sort();
+        missing
     }
 
     /// `minutes` were committed; forgets those over an hour older than the

@@ -377,14 +377,6 @@ async fn wait_counted(db: &tokio_postgres::Client, schema: &str, table: &str, ch
     }
 }
 
-async fn autovacuum_on(db: &tokio_postgres::Client) -> bool {
-    db.query_one("SHOW autovacuum", &[])
-        .await
-        .expect("show")
-        .get::<_, String>(0)
-        == "on"
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upkeep_pass_does_what_autovacuum_would_and_only_that() {
     use platform::upkeep::{pass, Busy, Done, Work};
@@ -471,7 +463,10 @@ async fn an_upkeep_pass_does_what_autovacuum_would_and_only_that() {
         .expect("pass");
     assert!(done.contains(&probe), "{done:?}");
     assert_eq!(table_stats(&db, &w, "upkeep_probe").await, (0, 2, 2));
-    if !autovacuum_on(&db).await {
+    if !platform::upkeep::autovacuum_on(&stack.write)
+        .await
+        .expect("show")
+    {
         // LIS_UPKEEP_SECS=0: the stack itself leaves every table alone, a
         // due one too.
         assert_eq!(table_stats(&db, &r, "upkeep_small").await, (40, 0, 0));
@@ -487,7 +482,10 @@ async fn the_stack_keeps_its_tables_while_autovacuum_is_off() {
     let mut cfg = test_config();
     cfg.upkeep = Duration::from_secs(1);
     let stack = TestStack::start_with(cfg, lis::stack::Roles::ALL).await;
-    if autovacuum_on(&stack.write.get().await.expect("db")).await {
+    if platform::upkeep::autovacuum_on(&stack.write)
+        .await
+        .expect("show")
+    {
         eprintln!("skipped: this Postgres runs autovacuum, which keeps the tables itself");
         stack.stop().await;
         return;
