@@ -239,6 +239,22 @@ pub struct Tier {
     pub read: Option<Row>,
 }
 
+/// Point reads' best rate with the access log against their best rate
+/// without it, each over every connection count the section measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capacity {
+    /// Reads per second with the log: the best median over the counts.
+    pub with_rate: f64,
+    /// The connection count of that median.
+    pub with_connections: usize,
+    /// Reads per second without the log, likewise.
+    pub without_rate: f64,
+    /// The connection count of that median.
+    pub without_connections: usize,
+    /// `with_rate / without_rate`.
+    pub ratio: f64,
+}
+
 /// A target of the issue.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
@@ -287,6 +303,8 @@ pub struct Report {
     pub relay: Option<Relay>,
     /// Replay.
     pub replay: Option<Replay>,
+    /// Point reads' capacity with and without the access log.
+    pub access_log_capacity: Option<Capacity>,
     /// Targets.
     pub targets: Vec<Target>,
     /// How data was seeded and other remarks.
