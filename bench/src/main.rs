@@ -936,8 +936,8 @@ impl Bench {
         // Few connections leave a logged read waiting out its commit's
         // flush with nothing else to do (see BENCHMARKS.md, "The access
         // log and the rate of reads"); many let concurrent reads share
-        // commits. Both ends are measured, for both servers.
-        // Each server's median rate at each count: [off, on].
+        // commits. Both ends are measured, for both servers, each giving
+        // its median rate at each count: [off, on].
         let mut medians: [Vec<(usize, f64)>; 2] = [Vec::new(), Vec::new()];
         for c in ACCESS_LOG_CONNECTIONS {
             // Off and on alternate, five times: one pair of windows moves by
