@@ -251,8 +251,13 @@ pub struct Capacity {
     pub without_rate: f64,
     /// The connection count of that median.
     pub without_connections: usize,
+}
+
+impl Capacity {
     /// `with_rate / without_rate`.
-    pub ratio: f64,
+    pub fn ratio(&self) -> f64 {
+        self.with_rate / self.without_rate.max(1e-9)
+    }
 }
 
 /// A target of the issue.
